@@ -1,0 +1,264 @@
+"""One GPU per job: claim a free physical device with a lock file, so concurrent jobs never share one.
+
+Snakemake (``--resources gpu=8``) only *counts* GPUs; it does not say which one a job should use. Each job
+therefore claims a device itself::
+
+    with claim_device() as device:          # "cuda" (the one device left visible) or "cpu"
+        model.to(device)
+
+How it works
+------------
+* One lock file per device, ``<lock_dir>/gpu<k>.lock``, taken with ``fcntl.flock(LOCK_EX | LOCK_NB)``.
+  The kernel drops a flock when the last descriptor of the open file goes away, i.e. when the holder
+  releases it *or dies for any reason, SIGKILL included*: a crashed job never leaves a stale claim. The
+  file's content (pid, host, time) is only a debugging aid; the flock is the truth. Lock files are never
+  deleted (unlinking a flock file races with a process that opened it but has not locked it yet).
+* While a device is held, ``CUDA_VISIBLE_DEVICES`` is set to it, so inside the job the device is simply
+  ``"cuda"``; the previous value is restored on exit. This only works if CUDA has not been initialised in
+  the process yet (CUDA reads the variable once, at initialisation): claim before touching
+  ``torch.cuda``. :func:`claim_device` raises if torch already initialised CUDA.
+* No GPU: yields ``"cpu"`` at once, nothing is locked, so the same pipeline runs on a laptop.
+
+Counting devices without initialising CUDA
+------------------------------------------
+``torch.cuda.device_count()`` asks NVML first, but when NVML fails it falls back to
+``cudaGetDeviceCount()``, which initialises the CUDA driver and freezes the device mask of the whole
+process: a later ``CUDA_VISIBLE_DEVICES`` change would be silently ignored and every job would run on
+GPU 0. It also counts only the devices visible *now*. :func:`visible_gpu_count` therefore never calls
+into CUDA and never imports torch: it reads ``nvidia-smi -L`` in a subprocess (falling back to
+``/proc/driver/nvidia/gpus``). See :func:`visible_gpu_count` for the full order.
+
+Command-line use (Snakemake ``shell:`` rules)::
+
+    python -m silentvae.gpus [--timeout S] [--lock-dir D] [--num-devices N] -- papermill in.ipynb out.ipynb
+
+claims a device, then ``exec``s the command with ``CUDA_VISIBLE_DEVICES`` set. The lock descriptor is
+handed over through ``exec``, so the lock lives exactly as long as the command's process.
+
+Caveats: locks coordinate processes on one host that use the same lock directory (the default is per
+user, under ``tempfile.gettempdir()``, which honours ``TMPDIR``). The environment variable is
+process-wide, so claim from one thread only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["claim_device", "visible_gpu_count", "default_lock_dir"]
+
+ENV_NUM_GPUS = "SILENTVAE_NUM_GPUS"
+ENV_LOCK_DIR = "SILENTVAE_GPU_LOCK_DIR"
+_CVD = "CUDA_VISIBLE_DEVICES"
+
+
+def default_lock_dir() -> Path:
+    """``$SILENTVAE_GPU_LOCK_DIR`` if set, else ``<tempdir>/silentvae-gpu-locks-<uid>`` (one per user)."""
+    env = os.environ.get(ENV_LOCK_DIR)
+    return Path(env) if env else Path(tempfile.gettempdir()) / f"silentvae-gpu-locks-{os.getuid()}"
+
+
+def _parse_nvidia_smi_list(text: str) -> int:
+    """Number of physical GPUs in ``nvidia-smi -L`` output: lines ``GPU <i>: ...`` (MIG lines are indented)."""
+    return sum(1 for line in text.splitlines() if re.match(r"GPU \d+:", line))
+
+
+def _physical_gpu_count() -> int:
+    """Physical NVIDIA GPUs on this host, without touching CUDA in this process: ``nvidia-smi -L``,
+    else the entries of ``/proc/driver/nvidia/gpus``, else 0 (no NVIDIA driver, so no CUDA device)."""
+    exe = shutil.which("nvidia-smi")
+    if exe:
+        try:
+            res = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=30)
+            if res.returncode == 0:
+                return _parse_nvidia_smi_list(res.stdout)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    proc = Path("/proc/driver/nvidia/gpus")
+    return len(list(proc.iterdir())) if proc.is_dir() else 0
+
+
+def _parse_visible_devices(value: str) -> list[str]:
+    """Entries of a ``CUDA_VISIBLE_DEVICES`` value, as CUDA reads it: comma separated, cut at the first
+    negative index (``""`` and ``"-1"`` hide every device). UUID / MIG entries are kept as strings."""
+    out = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item or re.fullmatch(r"-\d+", item):
+            break
+        out.append(item)
+    return out
+
+
+def _device_pool(num_devices: int | None = None) -> list[str]:
+    """The device names a claim may choose from, as values for ``CUDA_VISIBLE_DEVICES``.
+
+    In order: ``num_devices`` if given, else ``$SILENTVAE_NUM_GPUS`` (both give ``"0" .. "n-1"``; these
+    simulate devices in tests or cap the count); else the entries of an already set
+    ``CUDA_VISIBLE_DEVICES`` (an outer scheduler such as SLURM or a container gave this process those
+    devices, so a claim must stay inside them); else ``0 .. n-1`` for the physical GPUs of the host.
+    """
+    if num_devices is None:
+        env = os.environ.get(ENV_NUM_GPUS, "").strip()
+        if env:
+            try:
+                num_devices = int(env)
+            except ValueError:
+                raise ValueError(f"{ENV_NUM_GPUS} must be a non-negative integer, got {env!r}") from None
+    if num_devices is not None:
+        if num_devices < 0:
+            raise ValueError(f"number of devices must be >= 0, got {num_devices}")
+        return [str(k) for k in range(num_devices)]
+    if _CVD in os.environ:
+        return _parse_visible_devices(os.environ[_CVD])
+    return [str(k) for k in range(_physical_gpu_count())]
+
+
+def visible_gpu_count() -> int:
+    """Number of GPUs this process may claim: ``$SILENTVAE_NUM_GPUS`` if set (simulated devices), else the
+    entries of a preset ``CUDA_VISIBLE_DEVICES``, else the physical GPUs (``nvidia-smi -L``; 0 without
+    NVIDIA driver). Never initialises CUDA nor imports torch (see the module docstring for why)."""
+    return len(_device_pool())
+
+
+def _cuda_initialized() -> bool:
+    """True if torch is imported and has already initialised CUDA (then ``CUDA_VISIBLE_DEVICES`` is moot)."""
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and torch.cuda.is_initialized())
+    except AttributeError:  # torch only partly imported
+        return False
+
+
+def _lock_path(lock_dir: Path, device: str) -> Path:
+    return lock_dir / f"gpu{re.sub(r'[^A-Za-z0-9_.-]', '_', device)}.lock"
+
+
+def _try_lock(path: Path) -> int | None:
+    """Open ``path`` and take its flock without waiting; return the descriptor, or None if it is held.
+    The holder's pid, host and start time are written into the file for whoever debugs a busy device."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid={os.getpid()} host={socket.gethostname()} since={time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+             .encode())
+    return fd
+
+
+def _release(fd: int) -> None:
+    """Clear the holder info (while still holding the lock) and close, which drops the flock."""
+    try:
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def _holders(lock_dir: Path, pool: list[str]) -> str:
+    """``gpu0: pid=.. host=..; ...`` from the lock files, for error messages."""
+    parts = []
+    for dev in pool:
+        try:
+            info = _lock_path(lock_dir, dev).read_text().strip()
+        except OSError:
+            info = ""
+        parts.append(f"gpu{dev}: {info or '?'}")
+    return "; ".join(parts)
+
+
+def _acquire(pool: list[str], lock_dir: Path, timeout: float | None, poll: float) -> tuple[int, str]:
+    """Wait for a free device of ``pool``; return (lock descriptor, device). Tries devices in order, so
+    low indices fill first. Raises TimeoutError after ``timeout`` seconds (None: wait forever)."""
+    if poll <= 0:
+        raise ValueError(f"poll must be > 0 seconds, got {poll}")
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        for dev in pool:
+            fd = _try_lock(_lock_path(lock_dir, dev))
+            if fd is not None:
+                return fd, dev
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"no free GPU among {len(pool)} device(s) after {timeout:g} s; lock dir "
+                               f"{lock_dir} ({_holders(lock_dir, pool)})")
+        time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+
+
+@contextlib.contextmanager
+def claim_device(lock_dir: str | Path | None = None, *, num_devices: int | None = None,
+                 timeout: float | None = None, poll: float = 0.2) -> Iterator[str]:
+    """Hold one free GPU for the duration of the ``with`` block and yield the torch device to use.
+
+    Picks a free device among the pool (``num_devices``, else :func:`visible_gpu_count`'s sources), locks
+    ``<lock_dir>/gpu<k>.lock``, sets ``CUDA_VISIBLE_DEVICES=k`` and yields ``"cuda"``. On exit, normal or
+    by exception, the lock is released and the previous ``CUDA_VISIBLE_DEVICES`` (or its absence) is
+    restored; if the process dies, the OS drops the lock. With no device, yields ``"cpu"`` at once without
+    locking. If all devices are busy, retries every ``poll`` seconds, up to ``timeout`` seconds (None:
+    forever), then raises TimeoutError naming the lock dir and the holders.
+
+    Raises RuntimeError if torch has already initialised CUDA in this process: the device mask can then no
+    longer change, and the job would silently share a GPU with another one.
+    """
+    pool = _device_pool(num_devices)
+    if not pool:
+        yield "cpu"
+        return
+    if _cuda_initialized():
+        raise RuntimeError("claim_device() must run before CUDA is initialised in this process: "
+                           f"{_CVD} is read only once, so the claimed device would be ignored")
+    fd, dev = _acquire(pool, Path(lock_dir) if lock_dir is not None else default_lock_dir(), timeout, poll)
+    previous = os.environ.get(_CVD)
+    os.environ[_CVD] = dev
+    try:
+        yield "cuda"
+    finally:
+        if previous is None:
+            os.environ.pop(_CVD, None)
+        else:
+            os.environ[_CVD] = previous
+        _release(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m silentvae.gpus [options] -- CMD ...``: claim a device, then exec CMD with
+    ``CUDA_VISIBLE_DEVICES`` set (no device: CMD runs unchanged, on CPU). The lock descriptor survives
+    the exec, so CMD itself holds the device until it exits or is killed."""
+    parser = argparse.ArgumentParser(prog="python -m silentvae.gpus", description=main.__doc__)
+    parser.add_argument("--lock-dir", default=None, help=f"default: ${ENV_LOCK_DIR} or {default_lock_dir()}")
+    parser.add_argument("--num-devices", type=int, default=None, help="default: visible_gpu_count()")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: forever)")
+    parser.add_argument("--poll", type=float, default=0.2)
+    parser.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        parser.error("no command given (usage: python -m silentvae.gpus [options] -- CMD ...)")
+    pool = _device_pool(args.num_devices)
+    if pool:
+        lock_dir = Path(args.lock_dir) if args.lock_dir else default_lock_dir()
+        fd, dev = _acquire(pool, lock_dir, args.timeout, args.poll)
+        os.set_inheritable(fd, True)
+        os.environ[_CVD] = dev
+    os.execvp(cmd[0], cmd)
+    return 127  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

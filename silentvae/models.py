@@ -1,0 +1,231 @@
+r"""Encoders and decoders of the paper's experiments (Appendix B.2).
+
+Encoders map images to a mean-field posterior (:mod:`silentvae.posteriors`):
+
+* :class:`MnistEncoder`  - Table 5: 3 x Conv3x3 (ReLU, ReLU, -), Flatten, Linear.
+* :class:`CifarEncoder`  - Table 7: 4 x Conv4x4 (strides 2, 2, 2, 1) each + ReLU + BatchNorm, Flatten, Linear.
+
+Decoders score x given z. Every decoder has ``loglik(x, z)`` (sum over pixels of log p(x|z), one
+value per sample) and ``mean(z)``/``std(z)`` images; linear decoders also have the closed form
+``expected_loglik(x, posterior)`` = E_q[log p(x|z)] that gives Silent Gradients:
+
+* :class:`LinearDecoder`           - Section 3: N(x; W z + b, sigma2 I), fixed sigma2.
+* :class:`LinearPrecisionDecoder`  - Section 4.1: N(x; W_mu z + b_mu, diag 1/alpha^2), alpha = W_a z + b_a.
+* :class:`MnistConvDecoder`        - Table 6: Linear, Reshape, 4 x Conv3x3 + ReLU, Conv1x1.
+* :class:`CifarConvDecoder`        - Table 8: Linear, Reshape, 4 x ConvTranspose4x4 (+ ReLU + BatchNorm but the last).
+
+The conv decoders output a mean and a log standard deviation per pixel (learnable per-pixel
+variance). Channel widths the paper leaves out are arguments with documented defaults.
+The linear decoders carry their bias as ``nn.Linear``'s bias, which is exactly the paper's
+constant-latent trick (a weight column on a latent fixed at 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .analytic import expected_loglik_fixed, expected_loglik_learnable
+from .posteriors import BernoulliPosterior, GaussianPosterior
+
+__all__ = ["MnistEncoder", "CifarEncoder", "LinearDecoder", "LinearPrecisionDecoder", "MnistConvDecoder",
+           "CifarConvDecoder", "LATENT_KINDS", "gaussian_loglik_from_log_std"]
+
+LATENT_KINDS = ("gaussian", "bernoulli")
+_LOG_2PI = math.log(2.0 * math.pi)
+#: Bounds on the conv decoders' per-pixel log standard deviation. exp(-9) ~ 1.2e-4 is well below
+#: the std of the dequantisation noise (1/256/sqrt(12) ~ 1.1e-3), so the bound never binds a good model.
+LOG_STD_MIN, LOG_STD_MAX = -9.0, 3.0
+
+
+def _check_latent(latent: str) -> str:
+    if latent not in LATENT_KINDS:
+        raise ValueError(f"latent must be one of {LATENT_KINDS}, got {latent!r}")
+    return latent
+
+
+class _Encoder(nn.Module):
+    """Shared head: features -> Linear -> posterior parameters (2d for Gaussian, d logits for Bernoulli)."""
+
+    def __init__(self, features: nn.Module, num_features: int, latent_dim: int, latent: str):
+        super().__init__()
+        self.latent = _check_latent(latent)
+        self.latent_dim = latent_dim
+        self.features = features
+        self.head = nn.Linear(num_features, latent_dim * (2 if latent == "gaussian" else 1))
+
+    def forward(self, x: Tensor) -> GaussianPosterior | BernoulliPosterior:
+        h = self.head(self.features(x).flatten(1))
+        if self.latent == "gaussian":
+            return GaussianPosterior.from_encoder_output(h)
+        return BernoulliPosterior.from_encoder_output(h)
+
+
+class MnistEncoder(_Encoder):
+    """Table 5 encoder: Conv3x3(s1,p1)+ReLU, Conv3x3+ReLU, Conv3x3, Flatten, Linear.
+
+    Args:
+        in_shape: (C, H, W) of the images, default MNIST (1, 28, 28).
+        channels: width of the three conv layers (not given in the paper; default 32).
+        latent_dim: number of latents d (paper: 200).
+        latent: "gaussian" or "bernoulli".
+    """
+
+    def __init__(self, in_shape=(1, 28, 28), channels: int = 32, latent_dim: int = 200, latent: str = "gaussian"):
+        c, h, w = in_shape
+        features = nn.Sequential(
+            nn.Conv2d(c, channels, 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, 1, 1),
+        )
+        super().__init__(features, channels * h * w, latent_dim, latent)
+
+
+class CifarEncoder(_Encoder):
+    """Table 7 encoder for 32x32 images: Conv4x4 s2 (32->16->8), s2 (->4), s1 p0 (->1), each + ReLU + BatchNorm.
+
+    Widths double per layer: channels, 2c, 4c, 8c (not given in the paper; default channels=32).
+    """
+
+    def __init__(self, in_shape=(3, 32, 32), channels: int = 32, latent_dim: int = 200, latent: str = "gaussian"):
+        c, h, w = in_shape
+        if (h, w) != (32, 32):
+            raise ValueError(f"CifarEncoder needs 32x32 images (Table 7 strides), got in_shape={in_shape}")
+        widths = [c, channels, 2 * channels, 4 * channels, 8 * channels]
+        layers: list[nn.Module] = []
+        for i, (stride, pad) in enumerate([(2, 1), (2, 1), (2, 1), (1, 0)]):
+            layers += [nn.Conv2d(widths[i], widths[i + 1], 4, stride, pad), nn.ReLU(), nn.BatchNorm2d(widths[i + 1])]
+        super().__init__(nn.Sequential(*layers), 8 * channels, latent_dim, latent)
+
+
+def gaussian_loglik_from_log_std(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """sum_p log N(x_p; mean_p, exp(log_std_p)^2)  ->  (B,)."""
+    z = (x - mean) * torch.exp(-log_std)
+    return (-0.5 * z.square() - log_std - 0.5 * _LOG_2PI).flatten(1).sum(-1)
+
+
+class LinearDecoder(nn.Module):
+    """p(x|z) = N(x; W z + b, sigma2 I) with fixed sigma2 (paper Eq. 2; Section 3.2 uses sigma2 = 0.01)."""
+
+    def __init__(self, latent_dim: int, out_shape=(1, 28, 28), sigma2: float = 0.01):
+        super().__init__()
+        if not sigma2 > 0:
+            raise ValueError(f"sigma2 must be positive, got {sigma2}")
+        self.out_shape = tuple(out_shape)
+        self.sigma2 = float(sigma2)
+        self.linear = nn.Linear(latent_dim, math.prod(out_shape))
+
+    def mean(self, z: Tensor) -> Tensor:
+        return self.linear(z).view(-1, *self.out_shape)
+
+    def std(self, z: Tensor) -> Tensor:
+        return torch.full_like(self.mean(z), math.sqrt(self.sigma2))
+
+    def loglik(self, x: Tensor, z: Tensor) -> Tensor:
+        sq = (x.flatten(1) - self.linear(z)).square().sum(-1)
+        return -0.5 * sq / self.sigma2 - 0.5 * sq.new_tensor(x[0].numel() * math.log(2 * math.pi * self.sigma2))
+
+    def expected_loglik(self, x: Tensor, posterior) -> Tensor:
+        """Closed-form E_q[log p(x|z)] (:func:`silentvae.analytic.expected_loglik_fixed`)."""
+        return expected_loglik_fixed(x, posterior.moments(), self.linear.weight, self.linear.bias, self.sigma2)
+
+    def expected_mean(self, posterior) -> Tensor:
+        """E_q[mean(z)] = W E[z] + b, exact for a linear decoder."""
+        return self.mean(posterior.mean)
+
+
+class LinearPrecisionDecoder(nn.Module):
+    """p(x|z) = N(x; W_mu z + b_mu, diag(1/alpha(z)^2)), alpha(z) = W_a z + b_a (paper Eq. 5).
+
+    alpha starts near 1/init_std everywhere (small random W_a, b_a = 1/init_std).
+    """
+
+    def __init__(self, latent_dim: int, out_shape=(1, 28, 28), init_std: float = 0.1):
+        super().__init__()
+        self.out_shape = tuple(out_shape)
+        pixels = math.prod(out_shape)
+        self.mu = nn.Linear(latent_dim, pixels)
+        self.alpha = nn.Linear(latent_dim, pixels)
+        with torch.no_grad():
+            self.alpha.weight.mul_(0.1 / init_std)  # keeps W_a z small relative to b_a
+            self.alpha.bias.fill_(1.0 / init_std)
+
+    def mean(self, z: Tensor) -> Tensor:
+        return self.mu(z).view(-1, *self.out_shape)
+
+    def std(self, z: Tensor) -> Tensor:
+        return 1.0 / self.alpha(z).abs().clamp_min(1e-6).view(-1, *self.out_shape)
+
+    def loglik(self, x: Tensor, z: Tensor) -> Tensor:
+        """sum_p -1/2 (x - mu)^2 alpha^2 + 1/2 log alpha^2 - 1/2 log 2 pi (paper Eq. 6, sampled z)."""
+        a2 = self.alpha(z).square().clamp_min(1e-12)
+        return (-0.5 * (x.flatten(1) - self.mu(z)).square() * a2 + 0.5 * torch.log(a2) - 0.5 * _LOG_2PI).sum(-1)
+
+    def expected_loglik(self, x: Tensor, posterior) -> Tensor:
+        """Closed form (exact quadratic term, Taylor log term): :func:`silentvae.analytic.expected_loglik_learnable`."""
+        return expected_loglik_learnable(x, posterior.moments(), self.mu.weight, self.mu.bias,
+                                         self.alpha.weight, self.alpha.bias)
+
+    def expected_mean(self, posterior) -> Tensor:
+        return self.mean(posterior.mean)
+
+
+class _ConvGaussianDecoder(nn.Module):
+    """Shared part of the conv decoders: a network emitting 2C channels = (mean, raw log-std)."""
+
+    def __init__(self, net: nn.Module, out_shape):
+        super().__init__()
+        self.out_shape = tuple(out_shape)
+        self.net = net
+
+    def _params(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.net(z)
+        mean, log_std = h.chunk(2, dim=1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def mean(self, z: Tensor) -> Tensor:
+        return self._params(z)[0]
+
+    def std(self, z: Tensor) -> Tensor:
+        return self._params(z)[1].exp()
+
+    def loglik(self, x: Tensor, z: Tensor) -> Tensor:
+        mean, log_std = self._params(z)
+        return gaussian_loglik_from_log_std(x, mean, log_std)
+
+
+class MnistConvDecoder(_ConvGaussianDecoder):
+    """Table 6: Linear -> Reshape (channels, H, W) -> 4 x [Conv3x3 + ReLU] -> Conv1x1 to (mean, log-std).
+
+    ``channels`` (default 32) is not given in the paper.
+    """
+
+    def __init__(self, latent_dim: int, out_shape=(1, 28, 28), channels: int = 32):
+        c, h, w = out_shape
+        layers: list[nn.Module] = [nn.Linear(latent_dim, channels * h * w), nn.Unflatten(1, (channels, h, w))]
+        for _ in range(4):
+            layers += [nn.Conv2d(channels, channels, 3, 1, 1), nn.ReLU()]
+        layers.append(nn.Conv2d(channels, 2 * c, 1, 1, 0))
+        super().__init__(nn.Sequential(*layers), out_shape)
+
+
+class CifarConvDecoder(_ConvGaussianDecoder):
+    """Table 8: Linear -> Reshape (8c, 1, 1) -> ConvT4x4 s1 p0 (->4), s2 (->8), s2 (->16), s2 (->32).
+
+    Each ConvTranspose but the last is followed by ReLU + BatchNorm; widths 8c, 4c, 2c, c, 2C
+    (``channels`` = c, default 32, not given in the paper).
+    """
+
+    def __init__(self, latent_dim: int, out_shape=(3, 32, 32), channels: int = 32):
+        c, h, w = out_shape
+        if (h, w) != (32, 32):
+            raise ValueError(f"CifarConvDecoder makes 32x32 images (Table 8 strides), got out_shape={out_shape}")
+        widths = [8 * channels, 4 * channels, 2 * channels, channels]
+        layers: list[nn.Module] = [nn.Linear(latent_dim, widths[0]), nn.Unflatten(1, (widths[0], 1, 1)),
+                                   nn.ConvTranspose2d(widths[0], widths[1], 4, 1, 0), nn.ReLU(), nn.BatchNorm2d(widths[1])]
+        for i in (1, 2):
+            layers += [nn.ConvTranspose2d(widths[i], widths[i + 1], 4, 2, 1), nn.ReLU(), nn.BatchNorm2d(widths[i + 1])]
+        layers.append(nn.ConvTranspose2d(widths[3], 2 * c, 4, 2, 1))
+        super().__init__(nn.Sequential(*layers), out_shape)

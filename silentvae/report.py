@@ -1,0 +1,426 @@
+r"""Tables of the report: every reproduced number beside the paper's value and the difference.
+
+Each ``table*`` function is pure: result dicts in, a flat :class:`pandas.DataFrame` out (one row per
+table row, a RangeIndex, no MultiIndex). Numeric cells are floats / ints; a cell that has no number holds
+a string that says why:
+
+* ``not run: <dataset> not found at <path>`` (exactly the reason given in ``not_run``): the dataset is
+  missing, so none of our numbers exist for it (the paper's values are still shown beside it);
+* ``not run: method not in config``: the config did not ask for that method;
+* ``not run: no finished result``: the method was asked for but no finished result was passed in;
+* ``n/a``: the standard deviation of a single seed;
+* ``—``: the paper has no such entry (e.g. "Without SG" of the "None" rows, Fashion-MNIST, or
+  convergence epochs for discrete methods).
+
+Differences are always ``ours - paper``. Our ``mnist5k`` (5,000-image MNIST subset) numbers are compared
+with the paper's full-MNIST column; the ``Note`` column and the captions say so.
+
+Input formats (see :mod:`silentvae.train`, :mod:`silentvae.pipeline`, :mod:`silentvae.diagnostics`):
+
+* result dict: ``{"config": RunConfig dict, "history": [{"epoch", "val_bpd", "val_mse", "val_kld", ...}],
+  "finished": bool}``; its final numbers are those of the last history entry.
+* selection dict: ``{"best_run", "best_val_bpd", "best_config", "candidates"}``.
+* variance result: ``{"batch_var", "est_var", "est_pct", ...}``; Taylor result ``{"sg", "gumbel",
+  "reinforce", "exact_norm", "num_samples", ...}``.
+
+:func:`write_table` writes ``<name>.csv`` (full precision), ``<name>.md`` and ``<name>.tex`` (numbers
+formatted by :func:`format_value`), each atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from . import paper_values as pv
+from .io import atomic_write_text
+
+__all__ = ["NOT_CONFIGURED", "NO_RESULT", "NO_DATASET", "NO_PAPER", "NA", "CAPTIONS", "load_json",
+           "final_metrics", "table1", "table1_epoch_map", "table2", "convergence", "table3", "table4", "table9",
+           "taylor_table", "format_value", "format_table", "write_table", "dataset_note"]
+
+NOT_CONFIGURED = "not run: method not in config"
+NO_RESULT = "not run: no finished result"
+NO_DATASET = "not run: dataset not in config"
+NO_PAPER = "—"
+NA = "n/a"
+
+CAPTIONS: dict[str, str] = {
+    "table1": ("Table 1: encoder-gradient variance decomposed into mini-batch variance (Batch Var) and estimator "
+               "variance (Est Var); Est % = 100 Est Var / (Batch Var + Est Var). Ours beside the paper's "
+               "(MNIST, epochs 1/50/250; 'Paper epoch' is the paper column each of our epochs is compared with). "
+               "diff = ours - paper."),
+    "table2": ("Table 2: fixed variance (sigma^2 = 0.01), linear decoder: final validation BPD and MSE of the run "
+               "with the best learning rate per method. Our MNIST (5k subset) runs are compared with the paper's "
+               "full-MNIST values (epoch 500). diff = ours - paper."),
+    "convergence": ("Convergence (Sec. 3.2): first epoch at which validation BPD <= the target (paper: 6.73 BPD; "
+                    "SG 45 epochs, reparameterization 90)."),
+    "table3": ("Table 3: learnable variance, validation BPD, mean ± std over seeds (sample std, ddof=1; n/a for "
+               "one seed). Our MNIST (5k subset) numbers are compared with the paper's MNIST column. "
+               "diff = our mean - paper mean."),
+    "table4": ("Table 4: learnable variance, validation KL divergence (mean over seeds). Our MNIST (5k subset) "
+               "numbers are compared with the paper's MNIST column. diff = ours - paper."),
+    "table9": ("Table 9: learnable variance, validation MSE (per-image sum of squared errors) of a single run "
+               "(the first seed). Our MNIST (5k subset) numbers are compared with the paper's MNIST column. "
+               "diff = ours - paper."),
+    "taylor": ("Taylor-bias check (Sec. 4.1): L2 distance of each estimator's encoder gradient from the exact "
+               "gradient obtained by enumerating all Bernoulli latent states (learnable variance)."),
+}
+
+
+# ------------------------------------------------------------------------------------------------------
+# Small helpers
+# ------------------------------------------------------------------------------------------------------
+
+def load_json(path: str | Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """The last history entry of a result dict (the final epoch's validation metrics)."""
+    history = result.get("history") or []
+    if not history:
+        raise ValueError("result has an empty history")
+    return history[-1]
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _diff(ours: Any, paper: Any) -> Any:
+    """ours - paper when both are numbers; else our cell's reason (or NO_PAPER when the paper has none)."""
+    if not _is_num(ours):
+        return ours
+    if not _is_num(paper):
+        return NO_PAPER
+    return float(ours) - float(paper)
+
+
+def _ordered(keys: Iterable[str], canonical: Iterable[str]) -> list[str]:
+    keys = list(keys)
+    canon = [k for k in canonical if k in keys]
+    return canon + [k for k in keys if k not in canon]
+
+
+def dataset_note(dataset: str) -> str:
+    """Which paper column our dataset is compared with."""
+    ours = pv.DATASET_LABELS.get(dataset, dataset)
+    paper = pv.paper_dataset(dataset)
+    if paper is None:
+        return f"{ours}: no paper value"
+    return f"{ours} compared with the paper's {pv.DATASET_LABELS[paper]}"
+
+
+# ------------------------------------------------------------------------------------------------------
+# Table 1: gradient variance
+# ------------------------------------------------------------------------------------------------------
+
+def table1_epoch_map(epochs: Iterable[int]) -> dict[int, int | None]:
+    """Which paper epoch (1 / 50 / 250) each of our epochs is compared with.
+
+    Epochs the paper reports map to themselves. Otherwise, when exactly three epochs were measured (a
+    reduced run, e.g. 1 / 6 / 12), they map in order onto the paper's early / middle / late columns;
+    any other epoch has no paper counterpart (None).
+    """
+    epochs = sorted(set(int(e) for e in epochs))
+    paper = pv.TABLE1_EPOCHS
+    if set(epochs) <= set(paper):
+        return {e: e for e in epochs}
+    if len(epochs) == len(paper):
+        return dict(zip(epochs, paper))
+    return {e: (e if e in paper else None) for e in epochs}
+
+
+T1_KEYS = (("batch_var", "Batch Var"), ("est_var", "Est Var"), ("est_pct", "Est %"))
+
+
+def table1(variance_results: dict[str, dict[int, dict[str, Any]]], *,
+           epoch_map: dict[int, int | None] | None = None, methods: Iterable[str] | None = None) -> pd.DataFrame:
+    """Rows method x epoch: Batch Var, Est Var, Est % (ours, paper, diff).
+
+    Args:
+        variance_results: method -> epoch -> :func:`silentvae.diagnostics.gradient_variance` result.
+        epoch_map: our epoch -> paper epoch (default :func:`table1_epoch_map` of all epochs measured).
+        methods: the methods to list (default: those in ``variance_results``); a listed method with no
+            results gets one row of "not run: method not in config".
+    """
+    all_epochs = {int(e) for per in variance_results.values() for e in per}
+    emap = table1_epoch_map(all_epochs) if epoch_map is None else {int(k): v for k, v in epoch_map.items()}
+    methods = _ordered(variance_results if methods is None else methods, pv.FIXED_LABELS)
+    rows = []
+    for m in methods:
+        label = pv.FIXED_LABELS.get(m, m)
+        per = variance_results.get(m)
+        if not per:
+            row = {"Method": label, "Epoch": NOT_CONFIGURED, "Paper epoch": NO_PAPER}
+            for _, col in T1_KEYS:
+                row.update({col: NOT_CONFIGURED, f"{col} (paper)": NO_PAPER, f"{col} diff": NOT_CONFIGURED})
+            rows.append(row)
+            continue
+        for epoch in sorted(per, key=int):
+            res = per[epoch]
+            pe = emap.get(int(epoch))
+            paper = pv.TABLE1.get(m, {}).get(pe) if pe is not None else None
+            row = {"Method": label, "Epoch": int(epoch), "Paper epoch": pe if pe is not None else NO_PAPER}
+            for key, col in T1_KEYS:
+                ours = float(res[key])
+                ref = paper[key] if paper else NO_PAPER
+                row.update({col: ours, f"{col} (paper)": ref, f"{col} diff": _diff(ours, ref)})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Table 2 and convergence: fixed variance
+# ------------------------------------------------------------------------------------------------------
+
+def _lr_str(lr: Any) -> str:
+    return f"{float(lr):g}" if _is_num(lr) else str(lr)
+
+
+def table2(selections: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]], *,
+           methods: Iterable[str] | None = None, not_run: dict[str, str] | None = None,
+           dataset: str | None = None) -> pd.DataFrame:
+    """Final-epoch validation BPD / MSE of the selected (best learning rate) run per method.
+
+    Args:
+        selections: method -> selection dict (``best_run``, ``best_config`` ...).
+        results: run id -> result dict (must hold each selection's ``best_run``).
+        methods: the methods to list (default: those in ``selections``, in the paper's order).
+        not_run / dataset: when ``dataset`` (default: the selections' dataset) is in ``not_run``, every
+            reproduced cell holds that reason.
+    """
+    not_run = not_run or {}
+    if dataset is None:
+        dataset = next((s["best_config"].get("dataset") for s in selections.values()), None)
+    methods = _ordered(selections if methods is None else methods, pv.FIXED_LABELS)
+    skipped = not_run.get(dataset) if dataset is not None else None
+    rows = []
+    for m in methods:
+        paper = pv.TABLE2.get(m, {})
+        row: dict[str, Any] = {"Method": pv.FIXED_LABELS.get(m, m),
+                               "Dataset": pv.DATASET_LABELS.get(dataset, dataset) if dataset else NO_PAPER}
+        sel = selections.get(m)
+        if skipped:
+            reason = skipped
+        elif sel is None:
+            reason = NOT_CONFIGURED
+        elif sel["best_run"] not in results:
+            reason = NO_RESULT
+        else:
+            reason = None
+        if reason is None:
+            final = final_metrics(results[sel["best_run"]])
+            row.update({"lr": _lr_str(sel["best_config"].get("lr")), "Epochs": int(final["epoch"])})
+            ours = {"bpd": float(final["val_bpd"]), "mse": float(final["val_mse"])}
+        else:
+            row.update({"lr": reason, "Epochs": reason})
+            ours = {"bpd": reason, "mse": reason}
+        for key, col in (("bpd", "BPD"), ("mse", "MSE")):
+            ref = paper.get(key, NO_PAPER)
+            row.update({col: ours[key], f"{col} (paper)": ref, f"{col} diff": _diff(ours[key], ref)})
+        row["Note"] = (dataset_note(dataset) + " (paper: epoch 500)") if dataset else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def convergence(results: dict[str, dict[str, Any]], target: float = pv.CONVERGENCE["target_bpd"], *,
+                methods: Iterable[str] | None = None) -> pd.DataFrame:
+    """First epoch whose validation BPD <= ``target`` per method (selected fixed-variance runs).
+
+    ``results``: method -> result dict. Not reached: "not reached (best X.XXX)".
+    """
+    methods = _ordered(results if methods is None else methods, pv.FIXED_LABELS)
+    rows = []
+    for m in methods:
+        paper = pv.CONVERGENCE.get(m, NO_PAPER) if target == pv.CONVERGENCE["target_bpd"] else NO_PAPER
+        row: dict[str, Any] = {"Method": pv.FIXED_LABELS.get(m, m), "Target BPD": float(target)}
+        res = results.get(m)
+        if res is None:
+            row.update({"Epoch reached": NOT_CONFIGURED, "Paper epoch": paper, "diff": NOT_CONFIGURED,
+                        "Epochs run": NOT_CONFIGURED, "Best BPD": NOT_CONFIGURED})
+        else:
+            hist = res["history"]
+            hit = next((int(h["epoch"]) for h in hist if float(h["val_bpd"]) <= target), None)
+            best = min(float(h["val_bpd"]) for h in hist)
+            reached: Any = hit if hit is not None else f"not reached (best {best:.3f})"
+            row.update({"Epoch reached": reached, "Paper epoch": paper, "diff": _diff(reached, paper),
+                        "Epochs run": int(hist[-1]["epoch"]), "Best BPD": best})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Tables 3, 4, 9: learnable variance
+# ------------------------------------------------------------------------------------------------------
+
+def _mean_std_str(mean: float, std: float | None) -> str:
+    return f"{mean:.3f} ± {NA if std is None else f'{std:.3f}'}"
+
+
+def _cell(kind: str, dataset: str, method: str | None, learnable: dict[str, dict[str, list[dict]]],
+          not_run: dict[str, str], ddof: int) -> tuple[Any, Any, Any, int]:
+    """(our cell, paper cell, diff, number of runs) for one table cell."""
+    if method is None:
+        return NO_PAPER, NO_PAPER, NO_PAPER, 0
+    pds = pv.paper_dataset(dataset)
+    if kind == "table3":
+        p = pv.TABLE3.get(pds, {}).get(method) if pds else None
+        paper, paper_num = (f"{p[0]:.2f} ± {p[1]:.2f}", p[0]) if p else (NO_PAPER, NO_PAPER)
+    else:
+        table = pv.TABLE4 if kind == "table4" else pv.TABLE9
+        paper_num = table.get(pds, {}).get(method, NO_PAPER) if pds else NO_PAPER
+        paper = paper_num
+    if dataset in not_run:
+        return not_run[dataset], paper, not_run[dataset], 0
+    if dataset not in learnable:
+        return NO_DATASET, paper, NO_DATASET, 0
+    if method not in learnable[dataset]:
+        return NOT_CONFIGURED, paper, NOT_CONFIGURED, 0
+    runs = learnable[dataset][method]
+    if not runs:
+        return NO_RESULT, paper, NO_RESULT, 0
+    finals = [final_metrics(r) for r in runs]
+    if kind == "table3":
+        vals = [float(f["val_bpd"]) for f in finals]
+        mean = statistics.fmean(vals)
+        std = None if len(vals) < 2 else (statistics.stdev(vals) if ddof == 1 else statistics.pstdev(vals))
+        return _mean_std_str(mean, std), paper, _diff(mean, paper_num), len(vals)
+    if kind == "table4":
+        mean = statistics.fmean(float(f["val_kld"]) for f in finals)
+        return mean, paper, _diff(mean, paper_num), len(finals)
+    ours = float(finals[0]["val_mse"])
+    return ours, paper, _diff(ours, paper_num), 1
+
+
+def _learnable_table(kind: str, learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] | None,
+                     datasets: Iterable[str] | None, ddof: int = 1) -> pd.DataFrame:
+    not_run = not_run or {}
+    if datasets is None:
+        datasets = list(learnable) + [d for d in not_run if d not in learnable]
+    rows = []
+    for ds in datasets:
+        note = dataset_note(ds)
+        for label, without, with_sg in pv.LEARNABLE_ROWS:
+            if kind == "table9" and without is None:
+                label = label.replace("None", "Silent Gradients (SG)")
+            row: dict[str, Any] = {"Dataset": pv.DATASET_LABELS.get(ds, ds), "Method": label}
+            counts = []
+            for col, method in (("Without SG", without), ("With SG", with_sg)):
+                ours, paper, diff, n = _cell(kind, ds, method, learnable, not_run, ddof)
+                row.update({col: ours, f"{col} (paper)": paper, f"{col} diff": diff})
+                if method is not None:
+                    counts.append(str(n))
+            row["Note"] = f"{note}; runs: {'/'.join(counts)}"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table3(learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] | None = None,
+           datasets: Iterable[str] | None = None, *, ddof: int = 1) -> pd.DataFrame:
+    """Validation BPD "mean ± std" over seeds (one string cell; std "n/a" for one seed), paper and diff
+    of the means, laid out as the paper's Table 3 ("Without SG" / "With SG" per row, rows per dataset).
+
+    Args:
+        learnable: dataset -> method -> result dicts of that method's seeds (first = the first seed).
+        not_run: dataset -> reason; such a dataset's reproduced cells hold exactly that reason.
+        datasets: the datasets to show, in order (default: those of ``learnable`` then ``not_run``).
+        ddof: 1 (sample std, default) or 0.
+    """
+    return _learnable_table("table3", learnable, not_run, datasets, ddof)
+
+
+def table4(learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] | None = None,
+           datasets: Iterable[str] | None = None) -> pd.DataFrame:
+    """Validation KL divergence, mean over seeds, beside the paper's Table 4 (same layout as table3)."""
+    return _learnable_table("table4", learnable, not_run, datasets)
+
+
+def table9(learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] | None = None,
+           datasets: Iterable[str] | None = None) -> pd.DataFrame:
+    """Validation MSE of the first seed's run, beside the paper's Table 9 (same layout as table3)."""
+    return _learnable_table("table9", learnable, not_run, datasets)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Taylor bias
+# ------------------------------------------------------------------------------------------------------
+
+TAYLOR_LABELS = {"sg": "Silent Gradients (Taylor)", "gumbel": "Gumbel-Softmax", "reinforce": "REINFORCE"}
+
+
+def taylor_table(taylor: dict[str, Any]) -> pd.DataFrame:
+    """L2 deviation from the exact gradient per estimator, beside the paper's (Sec. 4.1).
+
+    Absolute L2 distances depend on the model and data scale, so the ratios to SG's deviation
+    (ours and the paper's) are given too, plus the deviation relative to the exact gradient's norm.
+    """
+    rows = []
+    sg = float(taylor["sg"])
+    for key, label in TAYLOR_LABELS.items():
+        ours = float(taylor[key])
+        paper = pv.TAYLOR_BIAS[key]
+        norm = taylor.get("exact_norm")
+        samples = "exact moments" if key == "sg" else taylor.get("num_samples", NO_PAPER)
+        rows.append({"Estimator": label, "Samples": samples, "L2 deviation": ours, "L2 deviation (paper)": paper,
+                     "L2 deviation diff": ours - paper,
+                     "Relative to exact norm": ours / float(norm) if _is_num(norm) and norm > 0 else NO_PAPER,
+                     "Ratio to SG": ours / sg if sg > 0 else NO_PAPER,
+                     "Ratio to SG (paper)": paper / pv.TAYLOR_BIAS["sg"]})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Output
+# ------------------------------------------------------------------------------------------------------
+
+def format_value(x: Any) -> str:
+    """The text of a cell in .md / .tex: ints as is; floats with 4 decimals (2 from 100 on), scientific
+    from 1e4 on or below 1e-3; strings unchanged."""
+    if isinstance(x, bool) or x is None:
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        if math.isnan(x):
+            return NO_PAPER
+        if x == 0:
+            return "0"
+        a = abs(x)
+        if a >= 1e4 or a < 1e-3:
+            return f"{x:.3e}"
+        if a >= 100:
+            return f"{x:.2f}"
+        return f"{x:.4f}"
+    if hasattr(x, "item"):                      # numpy scalar
+        return format_value(x.item())
+    return str(x)
+
+
+def format_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as its :func:`format_value` string."""
+    return df.map(format_value).astype(str)
+
+
+def write_table(df: pd.DataFrame, out_dir: str | Path, name: str, caption: str | None = None) -> dict[str, Path]:
+    """Write ``<out_dir>/<name>.csv`` (full precision), ``.md`` (caption line + pipe table) and ``.tex``
+    (``table`` environment with caption and label ``tab:<name>``), each atomically. Returns the paths."""
+    out = Path(out_dir)
+    caption = caption if caption is not None else CAPTIONS.get(name, "")
+    text = format_table(df)
+    paths = {ext: out / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
+    atomic_write_text(paths["csv"], df.to_csv(index=False))
+    md = text.to_markdown(index=False, disable_numparse=True)
+    atomic_write_text(paths["md"], (f"**{caption}**\n\n" if caption else "") + md + "\n")
+    tex = text.to_latex(index=False, escape=True, caption=caption or None, label=f"tab:{name}",
+                        column_format="l" * len(df.columns))
+    tex = tex.replace("±", r"$\pm$").replace("—", "--")
+    atomic_write_text(paths["tex"], tex)
+    return paths

@@ -1,0 +1,375 @@
+r"""Trainers for the paper's experiments, fixed by (config, seed), resumable after a kill.
+
+* ``experiment="fixed"`` (Section 3.2): encoder + :class:`LinearDecoder` (sigma2 fixed), trained by one
+  estimator: ``sg`` (Silent Gradients), ``reparam`` (Gaussian), ``gumbel`` / ``reinforce`` (Bernoulli).
+* ``experiment="learnable"`` (Section 4.2, Algorithm 1): encoder + nonlinear conv decoder trained by a
+  noisy estimator (``reparam`` / ``gumbel`` / ``reinforce``); with ``silent=True`` a
+  :class:`LinearPrecisionDecoder` is trained beside it and the encoder's reconstruction gradient is
+
+      grad_phi = w_lin * grad_phi(silent) + (1 - w_lin) * grad_phi(noisy),  w_lin = max(0, 1 - epoch * lambda)
+
+  (Eq. 8; epochs count from 1), plus the KL gradient; from ``cutoff_epoch`` on the encoder is frozen.
+  ``estimator="none"`` with ``silent=True`` is "None + SG": the encoder learns only from the silent
+  gradient (w_lin = 1) and the nonlinear decoder trains on its samples.
+
+Each decoder trains on its own full loss. The linear decoder's mu and alpha parts have their own
+learning rates (``lr_linear_mu``, ``lr_linear_alpha``) as AdamW parameter groups, which is the same
+update as separate optimizers.
+
+Outputs in ``out_dir`` (all written atomically): ``metrics.json`` (config + per-epoch history, every
+epoch), ``result.json`` (the same, written only when the run has finished),
+``last.pt`` (resume point, every epoch) and ``epoch_XXXX.pt`` for ``checkpoint_epochs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .analytic import expected_sq_error_fixed
+from .data import DataSplit, dequantize, load_dataset
+from .estimators import SilentGradient, make_estimator
+from .io import atomic_torch_save, atomic_write_json
+from .metrics import bits_per_dim, sum_squared_error
+from .models import (CifarConvDecoder, CifarEncoder, LinearDecoder, LinearPrecisionDecoder, MnistConvDecoder,
+                     MnistEncoder)
+
+__all__ = ["RunConfig", "NonFiniteLossError", "Run", "train", "evaluate", "load_run", "encoder_weight"]
+
+EXPERIMENTS = ("fixed", "learnable")
+_MNIST_LIKE = ("mnist", "mnist5k", "fashion_mnist")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN/inf; the last good checkpoint was kept."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that fixes one training run (with ``seed``). Defaults follow Appendix B."""
+
+    experiment: str = "fixed"
+    dataset: str = "mnist5k"
+    latent: str = "gaussian"
+    estimator: str = "sg"
+    silent: bool = False
+    latent_dim: int = 200
+    channels: int = 32
+    sigma2: float = 0.01
+    lr: float = 1e-4
+    lr_linear_mu: float | None = None
+    lr_linear_alpha: float | None = None
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
+    batch_size: int = 64
+    epochs: int = 500
+    anneal_rate: float = 0.0
+    cutoff_epoch: int | None = None
+    temperature: float = 0.5
+    reinforce_momentum: float = 0.99
+    eval_samples: int = 1
+    eval_batch_size: int = 500
+    checkpoint_epochs: list[int] = field(default_factory=list)
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    data_root: str | None = None
+    download: bool = False
+    train_limit: int | None = None
+    val_limit: int | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        self.checkpoint_epochs = sorted(int(e) for e in self.checkpoint_epochs)
+        if self.experiment not in EXPERIMENTS:
+            raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {self.experiment!r}")
+        allowed = {"fixed": ("sg", "reparam", "gumbel", "reinforce"),
+                   "learnable": ("none", "reparam", "gumbel", "reinforce")}[self.experiment]
+        if self.estimator not in allowed:
+            raise ValueError(f"estimator for experiment={self.experiment!r} must be one of {allowed}, "
+                             f"got {self.estimator!r}")
+        if self.estimator == "reparam" and self.latent != "gaussian":
+            raise ValueError("estimator='reparam' needs latent='gaussian'")
+        if self.estimator == "gumbel" and self.latent != "bernoulli":
+            raise ValueError("estimator='gumbel' needs latent='bernoulli'")
+        if self.experiment == "fixed" and self.silent:
+            raise ValueError("silent=True is for experiment='learnable' (the fixed experiment uses estimator='sg')")
+        if self.estimator == "none" and not self.silent:
+            raise ValueError("estimator='none' trains the encoder from nothing; set silent=True ('None + SG')")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        for name in ("latent_dim", "channels", "batch_size", "epochs", "eval_samples", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.anneal_rate >= 0:
+            raise ValueError(f"anneal_rate must be >= 0, got {self.anneal_rate}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown run config key(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    def silent_weight(self, epoch: int) -> float:
+        """w_lin of Algorithm 1 at 1-based ``epoch`` (1 for "None + SG", 0 without SG)."""
+        if not self.silent:
+            return 0.0
+        if self.estimator == "none":
+            return 1.0
+        return max(0.0, 1.0 - epoch * self.anneal_rate)
+
+    def encoder_frozen(self, epoch: int) -> bool:
+        return self.cutoff_epoch is not None and epoch >= self.cutoff_epoch
+
+
+def build_models(cfg: RunConfig, in_shape: tuple[int, ...]) -> nn.ModuleDict:
+    """encoder, decoder (the model that is evaluated) and, with silent=True, the linear SG decoder."""
+    torch.manual_seed(cfg.seed)
+    mnist_like = cfg.dataset in _MNIST_LIKE
+    enc_cls, dec_cls = (MnistEncoder, MnistConvDecoder) if mnist_like else (CifarEncoder, CifarConvDecoder)
+    models = nn.ModuleDict({"encoder": enc_cls(in_shape, cfg.channels, cfg.latent_dim, cfg.latent)})
+    if cfg.experiment == "fixed":
+        models["decoder"] = LinearDecoder(cfg.latent_dim, in_shape, cfg.sigma2)
+    else:
+        models["decoder"] = dec_cls(cfg.latent_dim, in_shape, cfg.channels)
+        if cfg.silent:
+            models["linear"] = LinearPrecisionDecoder(cfg.latent_dim, in_shape)
+    return models.to(device=cfg.device, dtype=cfg.torch_dtype)
+
+
+def build_optimizer(cfg: RunConfig, models: nn.ModuleDict) -> torch.optim.Optimizer:
+    groups = [{"name": "model", "lr": cfg.lr,
+               "params": list(models["encoder"].parameters()) + list(models["decoder"].parameters())}]
+    if "linear" in models:
+        lin = models["linear"]
+        groups.append({"name": "linear_mu", "lr": cfg.lr_linear_mu or cfg.lr, "params": list(lin.mu.parameters())})
+        groups.append({"name": "linear_alpha", "lr": cfg.lr_linear_alpha or cfg.lr,
+                       "params": list(lin.alpha.parameters())})
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def load_splits(cfg: RunConfig) -> tuple[DataSplit, DataSplit]:
+    common = dict(root=cfg.data_root, val_fraction=cfg.val_fraction, download=cfg.download, seed=cfg.split_seed)
+    return (load_dataset(cfg.dataset, split="train", limit=cfg.train_limit, **common),
+            load_dataset(cfg.dataset, split="val", limit=cfg.val_limit, **common))
+
+
+class Run:
+    """One training run's state: models, optimizer, estimator, RNG, history."""
+
+    def __init__(self, cfg: RunConfig, in_shape: tuple[int, ...]):
+        self.cfg = cfg
+        self.models = build_models(cfg, in_shape)
+        self.optimizer = build_optimizer(cfg, self.models)
+        self.estimator = make_estimator(cfg.estimator, temperature=cfg.temperature,
+                                        reinforce_momentum=cfg.reinforce_momentum)
+        self.silent = SilentGradient()
+        self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+    def state_dict(self) -> dict[str, Any]:
+        est = self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else {}
+        return {"config": self.cfg.to_dict(), "models": self.models.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "estimator": est,
+                "generator": self.generator.get_state(), "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.models.load_state_dict(state["models"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if hasattr(self.estimator, "load_state_dict"):
+            self.estimator.load_state_dict(state["estimator"], device=self.cfg.device)
+        self.generator.set_state(state["generator"])
+        self.history = list(state["history"])
+
+    def train_epoch(self, images: Tensor) -> dict[str, float]:
+        """One pass over ``images`` (shuffled, dequantised on the device) with Algorithm 1's weights."""
+        cfg, m = self.cfg, self.models
+        epoch = self.epoch + 1
+        w_lin = cfg.silent_weight(epoch)
+        frozen = cfg.encoder_frozen(epoch)
+        use_linear = "linear" in m and w_lin > 0 and not frozen
+        m.train()
+        if frozen:
+            m["encoder"].eval()
+        n = images.shape[0]
+        totals = torch.zeros(3, device=images.device, dtype=torch.float64)  # loss, linear loss, count
+        first_bad = torch.tensor(-1, device=images.device)
+        perm = torch.randperm(n, generator=self.generator, device=images.device)
+        for step, idx in enumerate(perm.split(cfg.batch_size)):
+            x = dequantize(images[idx], self.generator)
+            with torch.set_grad_enabled(not frozen):
+                posterior = m["encoder"](x)
+            kl = posterior.kl()
+            nl = self.estimator.loss(posterior.scale_grad(1.0 - w_lin), m["decoder"], x, self.generator)
+            objective = nl.mean() + (kl.mean() if not frozen else 0.0)
+            lin = torch.zeros((), device=x.device, dtype=x.dtype)
+            if use_linear:
+                lin = self.silent.loss(posterior.scale_grad(w_lin), m["linear"], x).mean()
+                objective = objective + lin
+            self.optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            self.optimizer.step()
+            reported = (nl.detach() + kl.detach()).mean()
+            first_bad = torch.where((~torch.isfinite(objective.detach())) & (first_bad < 0),
+                                    torch.tensor(step, device=x.device), first_bad)
+            totals += torch.stack([reported.double() * len(idx), lin.detach().double() * len(idx),
+                                   torch.tensor(float(len(idx)), device=x.device, dtype=torch.float64)])
+        bad = int(first_bad)
+        if bad >= 0:
+            raise NonFiniteLossError(f"non-finite training loss at epoch {epoch}, step {bad} (0-based) of run "
+                                     f"{cfg.experiment}/{cfg.estimator}/seed{cfg.seed}; the last good checkpoint "
+                                     f"(epoch {epoch - 1}) is kept. Lower the learning rate or check the data.")
+        loss, lin_loss, count = totals.tolist()
+        return {"train_loss": loss / count, "train_linear_loss": lin_loss / count if use_linear else None,
+                "w_lin": w_lin, "encoder_frozen": frozen}
+
+
+@torch.no_grad()
+def evaluate(models: nn.ModuleDict, cfg: RunConfig, images: Tensor, seed: int | None = None) -> dict[str, float]:
+    """Validation metrics: BPD (Appendix B.1 bound), ELBO, MSE (per-image sum of squared errors), KLD.
+
+    Pixels are dequantised with noise fixed by ``seed`` (the same every call). For a linear decoder with
+    fixed variance the ELBO and expected squared error are exact (closed form); otherwise they average
+    ``cfg.eval_samples`` latent draws (hard samples for Bernoulli latents).
+    """
+    was_training = models.training
+    models.eval()
+    gen = torch.Generator(device=images.device).manual_seed(cfg.seed + 1_000_003 if seed is None else seed)
+    enc, dec = models["encoder"], models["decoder"]
+    sums = torch.zeros(3, device=images.device, dtype=torch.float64)
+    for chunk in images.split(cfg.eval_batch_size):
+        x = dequantize(chunk, gen)
+        post = enc(x)
+        kl = post.kl()
+        if isinstance(dec, LinearDecoder):
+            ll = dec.expected_loglik(x, post)
+            sq = expected_sq_error_fixed(x, post.moments(), dec.linear.weight, dec.linear.bias).sum(-1)
+        else:
+            ll = torch.zeros_like(kl)
+            sq = torch.zeros_like(kl)
+            for _ in range(cfg.eval_samples):
+                z = post.sample(gen)
+                ll += dec.loglik(x, z) / cfg.eval_samples
+                sq += sum_squared_error(x, dec.mean(z)) / cfg.eval_samples
+        sums += torch.stack([(ll - kl).sum().double(), sq.sum().double(), kl.sum().double()])
+    models.train(was_training)
+    elbo, sq, kl = (sums / images.shape[0]).tolist()
+    return {"val_bpd": bits_per_dim(elbo, images[0].numel()), "val_elbo": elbo, "val_mse": sq, "val_kld": kl}
+
+
+def _checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.pt"
+
+
+def train(cfg: RunConfig | dict, out_dir: str | Path, *, splits: tuple[DataSplit, DataSplit] | None = None,
+          log=print, stop_after: int | None = None) -> list[dict[str, Any]]:
+    """Train (or resume, or skip if finished) the run ``cfg`` in ``out_dir``; return its history.
+
+    ``stop_after`` ends the call after that many epochs of this call (the run stays resumable).
+    """
+    cfg = RunConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_split, val_split = splits if splits is not None else load_splits(cfg)
+    dtype, device = cfg.torch_dtype, cfg.device
+    train_images = train_split.images.to(device=device, dtype=dtype)
+    val_images = val_split.images.to(device=device, dtype=dtype)
+    run = Run(cfg, tuple(train_images.shape[1:]))
+    last = out / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location=device, weights_only=False)
+        _check_same_config(state["config"], cfg, last)
+        run.load_state_dict(state)
+        log(f"resuming {out} after epoch {run.epoch}")
+    done_now = 0
+    while run.epoch < cfg.epochs and (stop_after is None or done_now < stop_after):
+        t0 = time.perf_counter()
+        row = {"epoch": run.epoch + 1, **run.train_epoch(train_images)}
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        row["train_time"] = time.perf_counter() - t0
+        row.update(evaluate(run.models, cfg, val_images))
+        row["wall_time"] = time.perf_counter() - t0
+        run.history.append(row)
+        done_now += 1
+        state = run.state_dict()
+        atomic_torch_save(state, last)
+        if row["epoch"] in cfg.checkpoint_epochs:
+            atomic_torch_save(state, out / _checkpoint_name(row["epoch"]))
+        write_metrics(out, cfg, run.history)
+        log(f"epoch {row['epoch']:4d}/{cfg.epochs}  loss {row['train_loss']:.3f}  val bpd {row['val_bpd']:.4f}  "
+            f"mse {row['val_mse']:.3f}  kld {row['val_kld']:.2f}  w_lin {row['w_lin']:.3f}  {row['wall_time']:.1f}s")
+    if not (out / "metrics.json").exists() or (run.epoch >= cfg.epochs and not (out / "result.json").exists()):
+        write_metrics(out, cfg, run.history)
+    return run.history
+
+
+def write_metrics(out: Path, cfg: RunConfig, history: list[dict[str, Any]]) -> None:
+    """``metrics.json`` after every epoch; ``result.json`` (same content) only once the run is finished."""
+    finished = len(history) >= cfg.epochs
+    payload = {"config": cfg.to_dict(), "history": history, "finished": finished}
+    atomic_write_json(out / "metrics.json", payload)
+    if finished:
+        atomic_write_json(out / "result.json", payload)
+
+
+def _check_same_config(saved: dict[str, Any], cfg: RunConfig, path: Path) -> None:
+    ignore = {"device", "data_root", "download", "epochs", "checkpoint_epochs"}
+    diff = sorted(k for k, v in cfg.to_dict().items() if k not in ignore and saved.get(k) != v)
+    if diff:
+        raise ValueError(f"{path} was written by a different config (keys {diff} differ); "
+                         f"use a new output directory or delete the old run")
+
+
+def load_run(path: str | Path, device: str = "cpu") -> tuple[RunConfig, nn.ModuleDict, list[dict[str, Any]]]:
+    """Load a checkpoint (``last.pt`` or ``epoch_XXXX.pt``): its config, models (eval mode) and history."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    cfg = RunConfig.from_dict({**state["config"], "device": device})
+    shape = _in_shape_from_state(state["models"], cfg)
+    models = build_models(cfg, shape)
+    models.load_state_dict(state["models"])
+    models.eval()
+    return cfg, models, state["history"]
+
+
+def _in_shape_from_state(models_state: dict[str, Tensor], cfg: RunConfig) -> tuple[int, int, int]:
+    first_conv = models_state["encoder.features.0.weight"]
+    channels = first_conv.shape[1]
+    return (channels, 28, 28) if cfg.dataset in _MNIST_LIKE else (channels, 32, 32)
+
+
+def encoder_weight(models: nn.ModuleDict) -> list[nn.Parameter]:
+    """The encoder parameters (whose gradient variance Table 1 measures)."""
+    return [p for p in models["encoder"].parameters() if p.requires_grad]
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Short stable id of a run config (for output folder names)."""
+    import hashlib
+    blob = json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ("device", "data_root")}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]

@@ -1,0 +1,266 @@
+"""Tests of silentvae.gpus: device claims with flock lock files, on simulated devices.
+
+Concurrency and crash tests use real worker *processes* (plain ``python -c`` subprocesses that import only
+silentvae.gpus, so they start fast), because locks must work across processes and survive SIGKILL.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from silentvae import gpus
+from silentvae.gpus import claim_device, visible_gpu_count
+
+ROOT = Path(__file__).resolve().parents[1]
+CVD = "CUDA_VISIBLE_DEVICES"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path):
+    """Isolate every test: no inherited device variables, a private lock dir, and CUDA reported as not
+    initialised (another test in this pytest process may have initialised it on a GPU machine)."""
+    for var in (CVD, gpus.ENV_NUM_GPUS, gpus.ENV_LOCK_DIR):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(gpus, "_cuda_initialized", lambda: False)
+
+
+def _worker_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (CVD, gpus.ENV_NUM_GPUS, gpus.ENV_LOCK_DIR)}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra)
+    return env
+
+
+def _spawn(code: str, *args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=_worker_env(**env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _lock_is_free(path: Path) -> bool:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+# --- concurrency -----------------------------------------------------------------------------------------
+
+_JOB = """
+import json, os, random, sys, time
+from pathlib import Path
+from silentvae.gpus import claim_device
+work, i = Path(sys.argv[1]), sys.argv[2]
+(work / f"ready{i}").touch()
+while not (work / "go").exists():                 # start barrier: all workers contend at once
+    time.sleep(0.01)
+with claim_device(work / "locks", timeout=30, poll=0.02) as device:
+    t0 = time.monotonic()
+    dev = os.environ["CUDA_VISIBLE_DEVICES"]
+    time.sleep(random.uniform(0.1, 0.3))
+    t1 = time.monotonic()
+assert "CUDA_VISIBLE_DEVICES" not in os.environ
+(work / f"job{i}.json").write_text(json.dumps({"device": device, "dev": dev, "t0": t0, "t1": t1}))
+"""
+
+
+def test_concurrent_jobs_never_share_a_device(tmp_path):
+    n_jobs, n_dev = 12, 3
+    procs = [_spawn(_JOB, str(tmp_path), str(i), SILENTVAE_NUM_GPUS=str(n_dev)) for i in range(n_jobs)]
+    deadline = time.monotonic() + 15
+    while len(list(tmp_path.glob("ready*"))) < n_jobs and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    for p in procs:
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+    runs = [json.loads((tmp_path / f"job{i}.json").read_text()) for i in range(n_jobs)]  # every job ran
+
+    assert {r["device"] for r in runs} == {"cuda"}
+    assert {r["dev"] for r in runs} == {"0", "1", "2"}                  # all devices used
+    for dev in ("0", "1", "2"):                                         # no overlap on one device
+        spans = sorted((r["t0"], r["t1"]) for r in runs if r["dev"] == dev)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), (dev, spans)
+    events = sorted([(r["t0"], 1) for r in runs] + [(r["t1"], -1) for r in runs])
+    running = peak = 0
+    for _, step in events:                                              # ends sort before starts at ties
+        running += step
+        peak = max(peak, running)
+    assert peak <= n_dev
+
+
+# --- crash safety ----------------------------------------------------------------------------------------
+
+def test_exception_inside_releases_device(tmp_path):
+    locks = tmp_path / "locks"
+    with pytest.raises(RuntimeError, match="boom"):
+        with claim_device(locks, num_devices=1):
+            raise RuntimeError("boom")
+    assert os.environ.get(CVD) is None
+    with claim_device(locks, num_devices=1, timeout=0):
+        assert os.environ[CVD] == "0"
+
+
+def test_exception_in_other_process_releases_device_while_it_lives(tmp_path):
+    """The release comes from the context exit, not from the process ending."""
+    p = _spawn("""
+        import sys, time
+        from silentvae.gpus import claim_device
+        try:
+            with claim_device(sys.argv[1], num_devices=1):
+                raise ValueError("crash inside")
+        except ValueError:
+            print("released", flush=True)
+        time.sleep(30)
+        """, str(tmp_path))
+    try:
+        assert p.stdout.readline().strip() == "released"
+        with claim_device(tmp_path, num_devices=1, timeout=1) as device:
+            assert device == "cuda" and os.environ[CVD] == "0"
+    finally:
+        p.kill()
+        p.communicate()
+
+
+def test_sigkill_while_holding_leaves_no_stale_lock(tmp_path):
+    p = _spawn("""
+        import os, sys, time
+        from silentvae.gpus import claim_device
+        with claim_device(sys.argv[1], num_devices=1):
+            print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+            time.sleep(60)
+        """, str(tmp_path))
+    try:
+        assert p.stdout.readline().strip() == "0"
+        assert f"pid={p.pid}" in (tmp_path / "gpu0.lock").read_text()      # holder info for debugging
+        with pytest.raises(TimeoutError):
+            with claim_device(tmp_path, num_devices=1, timeout=0):
+                pass
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+    t = time.monotonic()
+    with claim_device(tmp_path, num_devices=1, timeout=2, poll=0.01):
+        assert os.environ[CVD] == "0"
+    assert time.monotonic() - t < 1.0
+
+
+# --- environment, zero devices, timeout ------------------------------------------------------------------
+
+def test_cuda_visible_devices_set_inside_and_restored(tmp_path, monkeypatch):
+    with claim_device(tmp_path, num_devices=2) as device:
+        assert device == "cuda" and os.environ[CVD] == "0"
+        assert f"pid={os.getpid()}" in (tmp_path / "gpu0.lock").read_text()
+        with claim_device(tmp_path, num_devices=2) as inner:         # second claim gets the other device
+            assert inner == "cuda" and os.environ[CVD] == "1"
+        assert os.environ[CVD] == "0"
+    assert CVD not in os.environ                                       # was unset before: unset again
+    assert (tmp_path / "gpu0.lock").read_text() == ""                 # holder info cleared on release
+
+    monkeypatch.setenv(CVD, "7,8")
+    with claim_device(tmp_path, num_devices=2):
+        assert os.environ[CVD] == "0"
+    assert os.environ[CVD] == "7,8"
+
+
+def test_preset_cuda_visible_devices_is_the_pool(tmp_path, monkeypatch):
+    """An outer scheduler's allocation (CUDA_VISIBLE_DEVICES=3,5) is respected: claims stay inside it."""
+    monkeypatch.setenv(CVD, "3,5")
+    assert visible_gpu_count() == 2
+    with claim_device(tmp_path):
+        assert os.environ[CVD] == "3"
+        assert not _lock_is_free(tmp_path / "gpu3.lock")
+        with claim_device(tmp_path):
+            assert os.environ[CVD] == "5"
+    assert os.environ[CVD] == "3,5"
+    for hidden in ("", "-1", "-1,0"):
+        monkeypatch.setenv(CVD, hidden)
+        assert visible_gpu_count() == 0
+
+
+def test_zero_devices_yields_cpu_without_locks(tmp_path, monkeypatch):
+    locks = tmp_path / "locks"
+    with claim_device(locks, num_devices=0) as device:
+        assert device == "cpu" and CVD not in os.environ
+    monkeypatch.setenv(gpus.ENV_NUM_GPUS, "0")
+    assert visible_gpu_count() == 0
+    with claim_device(locks) as device:
+        assert device == "cpu"
+    assert not locks.exists()
+
+
+def test_timeout_names_lock_dir(tmp_path):
+    with claim_device(tmp_path, num_devices=1):
+        t = time.monotonic()
+        with pytest.raises(TimeoutError, match=str(tmp_path)) as info:
+            with claim_device(tmp_path, num_devices=1, timeout=0.3, poll=0.05):
+                pass
+        assert 0.25 <= time.monotonic() - t < 2
+        assert f"pid={os.getpid()}" in str(info.value)                 # names the holder too
+
+
+def test_default_lock_dir(tmp_path, monkeypatch):
+    assert gpus.default_lock_dir().name == f"silentvae-gpu-locks-{os.getuid()}"
+    monkeypatch.setenv(gpus.ENV_LOCK_DIR, str(tmp_path / "shared"))
+    monkeypatch.setenv(gpus.ENV_NUM_GPUS, "1")
+    with claim_device():
+        assert not _lock_is_free(tmp_path / "shared" / "gpu0.lock")
+
+
+def test_refuses_when_cuda_already_initialised(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpus, "_cuda_initialized", lambda: True)
+    with pytest.raises(RuntimeError, match="before CUDA is initialised"):
+        with claim_device(tmp_path, num_devices=1):
+            pass
+    with claim_device(tmp_path, num_devices=0) as device:                # CPU needs no mask
+        assert device == "cpu"
+
+
+def test_visible_gpu_count_sources(monkeypatch):
+    monkeypatch.setenv(gpus.ENV_NUM_GPUS, "3")
+    assert visible_gpu_count() == 3
+    monkeypatch.setenv(gpus.ENV_NUM_GPUS, "three")
+    with pytest.raises(ValueError, match=gpus.ENV_NUM_GPUS):
+        visible_gpu_count()
+    monkeypatch.delenv(gpus.ENV_NUM_GPUS)
+    monkeypatch.setattr(gpus, "_physical_gpu_count", lambda: 4)
+    assert visible_gpu_count() == 4
+    smi = ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa)\n"
+           "  MIG 3g.40gb     Device  0: (UUID: MIG-bbbb)\n"
+           "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-cccc)\n")
+    assert gpus._parse_nvidia_smi_list(smi) == 2
+    assert gpus._parse_nvidia_smi_list("") == 0
+
+
+def test_real_count_does_not_initialise_cuda():
+    """visible_gpu_count() must not import torch (importing it is harmless, but calling into CUDA is not)."""
+    out = subprocess.run([sys.executable, "-c", "import sys; from silentvae.gpus import visible_gpu_count; "
+                          "n = visible_gpu_count(); print(n, 'torch' in sys.modules)"],
+                         env=_worker_env(), capture_output=True, text=True, timeout=60, check=True)
+    n, torch_imported = out.stdout.split()
+    assert int(n) >= 0 and torch_imported == "False"
+
+
+def test_cli_execs_command_holding_the_device(tmp_path):
+    child = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print(os.environ['CUDA_VISIBLE_DEVICES'], 'free')\n"
+             "except BlockingIOError:\n    print(os.environ['CUDA_VISIBLE_DEVICES'], 'held')\n")
+    out = subprocess.run([sys.executable, "-m", "silentvae.gpus", "--lock-dir", str(tmp_path), "--num-devices", "1",
+                          "--", sys.executable, "-c", child, str(tmp_path / "gpu0.lock")],
+                         env=_worker_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "held"]                          # the exec'd command holds the lock
+    assert _lock_is_free(tmp_path / "gpu0.lock")                        # and it went away with it

