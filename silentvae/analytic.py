@@ -187,8 +187,9 @@ def _check_sigma2(sigma2: float | Tensor, weight: Tensor) -> float | Tensor:
         if not sigma2 > 0 or not math.isfinite(sigma2):
             raise ValueError(f"sigma2 must be a finite positive variance, got {sigma2}")
         return float(sigma2)
-    if bool((sigma2.detach() <= 0).any()):
-        raise ValueError("sigma2 has entries <= 0; the decoder variance must be positive")
+    s = sigma2.detach()
+    if bool((~(s > 0) | ~torch.isfinite(s)).any()):
+        raise ValueError("sigma2 has entries <= 0 or non-finite; the decoder variance must be positive and finite")
     if sigma2.numel() != 1 and sigma2.shape not in {(weight.shape[0],), (1, weight.shape[0])}:
         raise ValueError(f"sigma2 must be a scalar or shaped ({weight.shape[0]},), got {tuple(sigma2.shape)}")
     return sigma2

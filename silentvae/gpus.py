@@ -37,7 +37,8 @@ handed over through ``exec``, so the lock lives exactly as long as the command's
 
 Caveats: locks coordinate processes on one host that use the same lock directory (the default is per
 user, under ``tempfile.gettempdir()``, which honours ``TMPDIR``). The environment variable is
-process-wide, so claim from one thread only.
+process-wide, so claim from one thread only. A nested claim sees only the device already held (it is
+now all of ``CUDA_VISIBLE_DEVICES``) and raises RuntimeError instead of waiting for itself forever.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ __all__ = ["claim_device", "visible_gpu_count", "default_lock_dir"]
 ENV_NUM_GPUS = "SILENTVAE_NUM_GPUS"
 ENV_LOCK_DIR = "SILENTVAE_GPU_LOCK_DIR"
 _CVD = "CUDA_VISIBLE_DEVICES"
+_HELD: set[Path] = set()  # lock files this process holds, to turn a nested self-deadlock into an error
 
 
 def default_lock_dir() -> Path:
@@ -163,8 +165,9 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def _release(fd: int) -> None:
+def _release(fd: int, path: Path) -> None:
     """Clear the holder info (while still holding the lock) and close, which drops the flock."""
+    _HELD.discard(path)
     try:
         os.ftruncate(fd, 0)
     finally:
@@ -183,18 +186,24 @@ def _holders(lock_dir: Path, pool: list[str]) -> str:
     return "; ".join(parts)
 
 
-def _acquire(pool: list[str], lock_dir: Path, timeout: float | None, poll: float) -> tuple[int, str]:
-    """Wait for a free device of ``pool``; return (lock descriptor, device). Tries devices in order, so
-    low indices fill first. Raises TimeoutError after ``timeout`` seconds (None: wait forever)."""
+def _acquire(pool: list[str], lock_dir: Path, timeout: float | None, poll: float) -> tuple[int, str, Path]:
+    """Wait for a free device of ``pool``; return (lock descriptor, device, lock path). Tries devices in
+    order, so low indices fill first. Raises TimeoutError after ``timeout`` seconds (None: wait forever),
+    and RuntimeError at once if this very process holds every device of the pool (nested claim)."""
     if poll <= 0:
         raise ValueError(f"poll must be > 0 seconds, got {poll}")
     lock_dir.mkdir(parents=True, exist_ok=True)
+    paths = [_lock_path(lock_dir, dev).resolve() for dev in pool]
+    if all(p in _HELD for p in paths):
+        raise RuntimeError(f"this process already holds every device of the pool {pool} (lock dir {lock_dir}); "
+                           "a nested claim_device() would wait forever")
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        for dev in pool:
-            fd = _try_lock(_lock_path(lock_dir, dev))
+        for dev, path in zip(pool, paths):
+            fd = _try_lock(path)
             if fd is not None:
-                return fd, dev
+                _HELD.add(path)
+                return fd, dev, path
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"no free GPU among {len(pool)} device(s) after {timeout:g} s; lock dir "
                                f"{lock_dir} ({_holders(lock_dir, pool)})")
@@ -223,7 +232,8 @@ def claim_device(lock_dir: str | Path | None = None, *, num_devices: int | None 
     if _cuda_initialized():
         raise RuntimeError("claim_device() must run before CUDA is initialised in this process: "
                            f"{_CVD} is read only once, so the claimed device would be ignored")
-    fd, dev = _acquire(pool, Path(lock_dir) if lock_dir is not None else default_lock_dir(), timeout, poll)
+    fd, dev, path = _acquire(pool, Path(lock_dir) if lock_dir is not None else default_lock_dir(), timeout,
+                             poll)
     previous = os.environ.get(_CVD)
     os.environ[_CVD] = dev
     try:
@@ -233,7 +243,7 @@ def claim_device(lock_dir: str | Path | None = None, *, num_devices: int | None 
             os.environ.pop(_CVD, None)
         else:
             os.environ[_CVD] = previous
-        _release(fd)
+        _release(fd, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = _device_pool(args.num_devices)
     if pool:
         lock_dir = Path(args.lock_dir) if args.lock_dir else default_lock_dir()
-        fd, dev = _acquire(pool, lock_dir, args.timeout, args.poll)
+        fd, dev, _ = _acquire(pool, lock_dir, args.timeout, args.poll)
         os.set_inheritable(fd, True)
         os.environ[_CVD] = dev
     os.execvp(cmd[0], cmd)

@@ -80,8 +80,8 @@ def gaussian_moments(mean: Tensor, var: Tensor, *, validate: bool = True) -> Lat
         )
     _check_float("mean", mean)
     _check_float("var", var)
-    if validate and bool((var.detach() < 0).any()):
-        raise ValueError("gaussian_moments: var has negative entries; variances must be >= 0 "
+    if validate and bool((~(var.detach() >= 0)).any()):
+        raise ValueError("gaussian_moments: var has negative or NaN entries; variances must be >= 0 "
                          "(produce them with softplus/exp of the encoder output)")
     return LatentMoments(mean=mean, var=var, m3=torch.zeros_like(var), m4=3.0 * var * var)
 
@@ -95,8 +95,8 @@ def bernoulli_moments(probs: Tensor, *, validate: bool = True) -> LatentMoments:
     """
     _check_float("probs", probs)
     p = probs
-    if validate and bool(((p.detach() < 0) | (p.detach() > 1)).any()):
-        raise ValueError("bernoulli_moments: probs has entries outside [0, 1]; pass probabilities "
+    if validate and bool((~((p.detach() >= 0) & (p.detach() <= 1))).any()):
+        raise ValueError("bernoulli_moments: probs has entries outside [0, 1] (or NaN); pass probabilities "
                          "(e.g. torch.sigmoid(logits)), not logits")
     var = p * (1 - p)
     return LatentMoments(

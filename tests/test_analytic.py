@@ -408,8 +408,9 @@ def test_cuda_enumeration():
 # =============================================================================================
 
 def _encoder(in_dim, out_dim, seed):
-    torch.manual_seed(seed)
-    return torch.nn.Linear(in_dim, out_dim).double()
+    with torch.random.fork_rng():     # do not disturb the global RNG of other tests
+        torch.manual_seed(seed)
+        return torch.nn.Linear(in_dim, out_dim).double()
 
 
 def test_closed_form_encoder_gradient_is_bit_identical_gaussian():

@@ -183,9 +183,18 @@ def test_preset_cuda_visible_devices_is_the_pool(tmp_path, monkeypatch):
     with claim_device(tmp_path):
         assert os.environ[CVD] == "3"
         assert not _lock_is_free(tmp_path / "gpu3.lock")
-        with claim_device(tmp_path):
-            assert os.environ[CVD] == "5"
+        # Nested: the pool is now just "3", held by this very process -> error instead of waiting forever.
+        with pytest.raises(RuntimeError, match="nested"):
+            with claim_device(tmp_path):
+                pass
     assert os.environ[CVD] == "3,5"
+    fd = os.open(tmp_path / "gpu3.lock", os.O_RDWR)                   # someone else holds "3"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with claim_device(tmp_path, timeout=0):
+            assert os.environ[CVD] == "5"
+    finally:
+        os.close(fd)
     for hidden in ("", "-1", "-1,0"):
         monkeypatch.setenv(CVD, hidden)
         assert visible_gpu_count() == 0
@@ -202,14 +211,33 @@ def test_zero_devices_yields_cpu_without_locks(tmp_path, monkeypatch):
     assert not locks.exists()
 
 
+def _hold_in_child(lock_dir: Path, n: int = 1) -> subprocess.Popen:
+    """A separate process that holds ``n`` simulated devices until killed."""
+    p = _spawn("""
+        import contextlib, sys, time
+        from silentvae.gpus import claim_device
+        with contextlib.ExitStack() as stack:
+            for _ in range(int(sys.argv[2])):
+                stack.enter_context(claim_device(sys.argv[1], num_devices=int(sys.argv[2])))
+            print("held", flush=True)
+            time.sleep(60)
+        """, str(lock_dir), str(n))
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
 def test_timeout_names_lock_dir(tmp_path):
-    with claim_device(tmp_path, num_devices=1):
+    holder = _hold_in_child(tmp_path)
+    try:
         t = time.monotonic()
         with pytest.raises(TimeoutError, match=str(tmp_path)) as info:
             with claim_device(tmp_path, num_devices=1, timeout=0.3, poll=0.05):
                 pass
         assert 0.25 <= time.monotonic() - t < 2
-        assert f"pid={os.getpid()}" in str(info.value)                 # names the holder too
+        assert f"pid={holder.pid}" in str(info.value)                  # names the holder too
+    finally:
+        holder.kill()
+        holder.communicate()
 
 
 def test_default_lock_dir(tmp_path, monkeypatch):
@@ -256,8 +284,9 @@ def test_real_count_does_not_initialise_cuda():
 
 def test_cli_execs_command_holding_the_device(tmp_path):
     child = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n"
-             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print(os.environ['CUDA_VISIBLE_DEVICES'], 'free')\n"
-             "except BlockingIOError:\n    print(os.environ['CUDA_VISIBLE_DEVICES'], 'held')\n")
+             "dev = os.environ['CUDA_VISIBLE_DEVICES']\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print(dev, 'free')\n"
+             "except BlockingIOError:\n    print(dev, 'held')\n")
     out = subprocess.run([sys.executable, "-m", "silentvae.gpus", "--lock-dir", str(tmp_path), "--num-devices", "1",
                           "--", sys.executable, "-c", child, str(tmp_path / "gpu0.lock")],
                          env=_worker_env(), capture_output=True, text=True, timeout=60)

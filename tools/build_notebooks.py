@@ -34,12 +34,12 @@ print(f"{run_id}: {cfg.experiment} variance, {cfg.latent} latents, estimator={cf
     '''summary = pd.DataFrame(history)[["epoch", "w_lin", "encoder_frozen", "train_loss", "val_bpd", "val_mse", "val_kld"]]
 summary.round(3).tail(10)''',
     '''fig = curves_figure({run_id: history}, key="val_bpd")
-save_figure(fig, out / "val_bpd")''',
+_ = save_figure(fig, out / "val_bpd")''',
     '''_, val = load_splits(cfg)
 images = val.images[:8]
 means, stds = reconstructions_from_checkpoint(out / "last.pt", images, device=cfg.device)
 fig = reconstruction_with_std_figure(images, {cfg.estimator: (means, stds)})
-save_figure(fig, out / "reconstructions")''',
+_ = save_figure(fig, out / "reconstructions")''',
 ]
 
 TINY = {"dataset": "mnist5k", "epochs": 2, "batch_size": 64, "latent_dim": 8, "channels": 4, "lr": 1e-3,

@@ -1,0 +1,57 @@
+"""Regenerate notebooks/fixtures/report_results/: the small real pipeline output that report.ipynb's default
+parameters point at (so `pytest --nbval` re-executes the report on committed inputs).
+
+It runs the Snakefile with config/tiny.yaml into a temporary folder, then keeps only what the report reads:
+selections, finished runs' result.json, variance and Taylor results, and the selected runs' checkpoints
+stripped to config + model weights + history (no optimizer state). Run, then re-execute the report notebook:
+
+    .venv/bin/python tools/make_report_fixture.py
+    .venv/bin/python tools/build_notebooks.py --execute report
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "notebooks" / "fixtures" / "report_results"
+
+
+def main() -> int:
+    cfg = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        results = Path(tmp) / "results"
+        run_cfg = {**cfg, "results": str(results), "data_root": str(Path(tmp) / "data")}
+        (Path(tmp) / "tiny.yaml").write_text(yaml.safe_dump(run_cfg))
+        subprocess.run([sys.executable, "-m", "snakemake", "--configfile", str(Path(tmp) / "tiny.yaml"), "--cores",
+                        "2", "--nolock", "--until", "select", "variance", "taylor"], cwd=ROOT, check=True)
+        if FIXTURE.exists():
+            shutil.rmtree(FIXTURE)
+        FIXTURE.mkdir(parents=True)
+        for path in list(results.glob("selected/**/*.json")) + list(results.glob("variance/**/*.json")) + \
+                list(results.glob("taylor/*.json")) + list(results.glob("runs/**/result.json")):
+            dest = FIXTURE / path.relative_to(results)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+        for sel in results.glob("selected/**/*.json"):
+            best = json.loads(sel.read_text())["best_run"]
+            state = torch.load(results / "runs" / best / "last.pt", weights_only=False)
+            slim = {k: state[k] for k in ("config", "models", "history")}
+            torch.save(slim, FIXTURE / "runs" / best / "last.pt")
+    fixture_cfg = {**cfg, "results": "fixtures/report_results", "data_root": "fixtures/no-data"}
+    (FIXTURE / "config.yaml").write_text("# written by tools/make_report_fixture.py\n" + yaml.safe_dump(fixture_cfg))
+    size = sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file())
+    print(f"wrote {FIXTURE} ({size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
