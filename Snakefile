@@ -183,7 +183,7 @@ rule report:
         f"{R}/logs/report.log",
     params:
         command=lambda wildcards, input, output: papermill(
-            input[0], output.notebook, results_dir=R, config=config, not_run=PLAN.not_run),
+            input[0], output.notebook, results_dir=R, output_dir=R, config=config, not_run=PLAN.not_run),
         py=PY,
     conda:
         ENV

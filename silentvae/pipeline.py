@@ -405,11 +405,12 @@ def gather_results(results_dir: str | Path, cfg: dict[str, Any]) -> dict[str, An
     return out
 
 
-def write_report(results_dir: str | Path, cfg: dict[str, Any], *, num_images: int = 8,
-                 device: str = "cpu") -> dict[str, Any]:
+def write_report(results_dir: str | Path, cfg: dict[str, Any], *, out_dir: str | Path | None = None,
+                 num_images: int = 8, device: str = "cpu") -> dict[str, Any]:
     """Every table and figure of the paper from the finished outputs under ``results_dir``.
 
-    Writes ``tables/<name>.{csv,md,tex}`` and ``figures/<name>.{png,pdf}`` under ``results_dir`` and returns
+    Writes ``tables/<name>.{csv,md,tex}`` and ``figures/<name>.{png,pdf}`` under ``out_dir`` (default
+    ``results_dir``) and returns
     {"tables": {name: DataFrame}, "figures": {name: Figure}}. Missing datasets carry their "not run" reason.
     """
     from . import plots, report
@@ -451,18 +452,21 @@ def write_report(results_dir: str | Path, cfg: dict[str, Any], *, num_images: in
             means, _ = plots.reconstructions_from_checkpoint(root / "runs" / sel["best_run"] / "last.pt", images, device)
             rows[m] = means
         figures["figure2_fixed_reconstructions"] = plots.reconstruction_figure(rows, f"Figure 2 ({fixed_ds})")
-    for number, ds in enumerate(datasets, start=3):
+    paper_figure = {"mnist": "figure3", "mnist5k": "figure3", "imagenet32": "figure4", "cifar10": "figure5"}
+    for ds in datasets:
         selections = g["learnable_selections"].get(ds, {})
         if not selections:
             continue
         images = val_images(g["learnable"][ds][next(iter(selections))][0])
         methods = {m: plots.reconstructions_from_checkpoint(root / "runs" / s["best_run"] / "last.pt", images, device)
                    for m, s in selections.items()}
-        figures[f"figure{number}_{ds}_reconstructions"] = plots.reconstruction_with_std_figure(images, methods)
+        name = f"{paper_figure.get(ds, 'figure')}_{ds}_reconstructions"
+        figures[name] = plots.reconstruction_with_std_figure(images, methods, title=f"{ds}: means and learned std")
+    dest = Path(out_dir) if out_dir is not None else root
     for name, df in tables.items():
-        report.write_table(df, root / "tables", name)
+        report.write_table(df, dest / "tables", name)
     for name, fig in figures.items():
-        plots.save_figure(fig, root / "figures" / name)
+        plots.save_figure(fig, dest / "figures" / name)
     return {"tables": tables, "figures": figures, "not_run": g["not_run"]}
 
 

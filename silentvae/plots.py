@@ -36,7 +36,7 @@ def save_figure(fig: Figure, path_without_ext: str | Path, dpi: int = 150) -> di
     paths = {ext: base.with_name(base.name + f".{ext}") for ext in ("png", "pdf")}
     for ext, path in paths.items():
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight")
+            fig.savefig(tmp, format=ext, dpi=dpi)
     return paths
 
 

@@ -42,7 +42,7 @@ from .io import atomic_write_text
 
 __all__ = ["NOT_CONFIGURED", "NO_RESULT", "NO_DATASET", "NO_PAPER", "NA", "CAPTIONS", "load_json",
            "final_metrics", "table1", "table1_epoch_map", "table2", "convergence", "table3", "table4", "table9",
-           "taylor_table", "format_value", "format_table", "write_table", "dataset_note"]
+           "taylor_table", "format_value", "format_table", "write_table", "dataset_note", "latex_escape"]
 
 NOT_CONFIGURED = "not run: method not in config"
 NO_RESULT = "not run: no finished result"
@@ -68,9 +68,10 @@ CAPTIONS: dict[str, str] = {
     "table9": ("Table 9: learnable variance, validation MSE (per-image sum of squared errors) of a single run "
                "(the first seed). Our MNIST (5k subset) numbers are compared with the paper's MNIST column. "
                "diff = ours - paper."),
-    "taylor": ("Taylor-bias check (Sec. 4.1): L2 distance of each estimator's encoder gradient from the exact "
+    "taylor_bias": ("Taylor-bias check (Sec. 4.1): L2 distance of each estimator's encoder gradient from the exact "
                "gradient obtained by enumerating all Bernoulli latent states (learnable variance)."),
 }
+CAPTIONS["taylor"] = CAPTIONS["taylor_bias"]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -302,6 +303,8 @@ def _cell(kind: str, dataset: str, method: str | None, learnable: dict[str, dict
 
 def _learnable_table(kind: str, learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] | None,
                      datasets: Iterable[str] | None, ddof: int = 1) -> pd.DataFrame:
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 or 1, got {ddof!r}")
     not_run = not_run or {}
     if datasets is None:
         datasets = list(learnable) + [d for d in not_run if d not in learnable]
@@ -409,6 +412,15 @@ def format_table(df: pd.DataFrame) -> pd.DataFrame:
     return df.map(format_value).astype(str)
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in plain text (captions; cells are escaped by pandas)."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
 def write_table(df: pd.DataFrame, out_dir: str | Path, name: str, caption: str | None = None) -> dict[str, Path]:
     """Write ``<out_dir>/<name>.csv`` (full precision), ``.md`` (caption line + pipe table) and ``.tex``
     (``table`` environment with caption and label ``tab:<name>``), each atomically. Returns the paths."""
@@ -419,7 +431,7 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, name: str, caption: str |
     atomic_write_text(paths["csv"], df.to_csv(index=False))
     md = text.to_markdown(index=False, disable_numparse=True)
     atomic_write_text(paths["md"], (f"**{caption}**\n\n" if caption else "") + md + "\n")
-    tex = text.to_latex(index=False, escape=True, caption=caption or None, label=f"tab:{name}",
+    tex = text.to_latex(index=False, escape=True, caption=latex_escape(caption) or None, label=f"tab:{name}",
                         column_format="l" * len(df.columns))
     tex = tex.replace("±", r"$\pm$").replace("—", "--")
     atomic_write_text(paths["tex"], tex)

@@ -109,8 +109,9 @@ def adamw_update_(param: Tensor, grad_: Tensor, exp_avg: Tensor, exp_avg_sq: Ten
     bias_correction1 = 1 - beta1 ** float(step)
     bias_correction2_sqrt = (1 - beta2 ** float(step)) ** 0.5
     neg_step_size = (-(lr64 / bias_correction1)).to(param.dtype)
-    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-    param.add_(neg_step_size * exp_avg / denom)
+    denom = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(eps)
+    # torch: param.addcdiv_(exp_avg, denom, value=-step_size), i.e. param + (value * exp_avg) / denom
+    param.addcdiv_(exp_avg * neg_step_size, denom)
 
 
 class _FixedObjective(nn.Module):
@@ -164,11 +165,13 @@ class StackedRuns:
     into it (models, AdamW state, REINFORCE baseline). Call :meth:`load_from_runs` after changing the
     runs (e.g. ``run.load_state_dict`` for a resume).
 
-    ``compile=True`` wraps the vmapped gradient in ``torch.compile`` (optional; eager is the default
-    and what the tests check).
+    ``compile=True`` wraps the vmapped gradient in ``torch.compile``; a string is passed as its ``mode``
+    (``"reduce-overhead"``: CUDA graphs). Optional and off by default: eager is what the tests check
+    (compiled on CPU it agrees to round-off after a ~1 min first compile; not yet timed on a GPU). The
+    AdamW update stays eager (its per-step scalars would recompile it every step).
     """
 
-    def __init__(self, configs: list[RunConfig], in_shape: tuple[int, ...], *, compile: bool = False):
+    def __init__(self, configs: list[RunConfig], in_shape: tuple[int, ...], *, compile: bool | str = False):
         configs = [RunConfig.from_dict(c) if isinstance(c, dict) else c for c in configs]
         check_stackable(configs)
         self.configs, self.cfg, self.K = configs, configs[0], len(configs)
@@ -225,8 +228,9 @@ class StackedRuns:
         return out
 
     @torch.no_grad()
-    def sync_runs(self) -> None:
-        """Copy the stacked state into each healthy ``runs[k]`` (models, AdamW state, baseline, in torch's format)."""
+    def sync_runs(self, optimizer_state: bool = True) -> None:
+        """Copy the stacked state into each healthy ``runs[k]``: parameters, REINFORCE baseline and (unless
+        ``optimizer_state=False``, which saves two parameter copies per run) AdamW state in torch's format."""
         for k, run in enumerate(self.runs):
             if k in self.failed:
                 continue
@@ -234,7 +238,7 @@ class StackedRuns:
             for n in self.names:
                 p = named[n]
                 p.copy_(self.params[n][k])
-                if self.step > 0:
+                if optimizer_state and self.step > 0:
                     run.optimizer.state[p] = {"step": torch.tensor(float(self.step)),
                                               "exp_avg": self.m_views[n][k].clone(),
                                               "exp_avg_sq": self.v_views[n][k].clone()}
@@ -249,7 +253,9 @@ class StackedRuns:
         """``vmap(grad(objective))`` over the runs; ``in_dims`` marks the absent noise / baseline (None)."""
         if in_dims not in self._steps:
             fn = vmap(grad(self._loss, has_aux=True), in_dims=in_dims)
-            self._steps[in_dims] = torch.compile(fn) if self.compile else fn
+            if self.compile:
+                fn = torch.compile(fn, mode=self.compile if isinstance(self.compile, str) else None)
+            self._steps[in_dims] = fn
         return self._steps[in_dims]
 
     def _draw(self, images: Tensor, idx: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -295,7 +301,7 @@ class StackedRuns:
                           betas=cfg.betas, weight_decay=cfg.weight_decay)
             if cfg.estimator == "reinforce":  # Reinforce.loss: first batch mean, then a running average
                 m = cfg.reinforce_momentum
-                self.baseline = f_mean if baseline is None else m * baseline + (1.0 - m) * f_mean
+                self.baseline = f_mean.clone() if baseline is None else m * baseline + (1.0 - m) * f_mean
             first_bad = torch.where((~torch.isfinite(obj)) & (first_bad < 0), step, first_bad)
             b = idx.shape[1]
             totals += reported.double() * b
@@ -317,7 +323,7 @@ class StackedRuns:
 
 def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, DataSplit] | None = None,
                   epochs: int | None = None, *, out_dirs: list[str | Path] | None = None,
-                  log: Callable[[str], None] = print, compile: bool = False) -> list[list[dict[str, Any]]]:
+                  log: Callable[[str], None] = print, compile: bool | str = False) -> list[list[dict[str, Any]]]:
     """Train K fixed-variance runs together up to epoch ``epochs`` (default ``cfg.epochs``); their histories.
 
     Equivalent to ``[train(cfg, out, splits=splits) for cfg, out in zip(configs, out_dirs)]`` to float
@@ -355,7 +361,7 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
         if stack.device.type == "cuda":
             torch.cuda.synchronize(stack.device)
         train_time = time.perf_counter() - t0
-        stack.sync_runs()
+        stack.sync_runs(optimizer_state=outs is not None)  # AdamW state is only needed for last.pt
         for k, (run, row) in enumerate(zip(stack.runs, rows)):
             if row is None:
                 continue
@@ -375,7 +381,8 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
             f"failed {len(stack.failed)}  {time.perf_counter() - t0:.1f}s")
     if outs is not None:
         for k, (run, out) in enumerate(zip(stack.runs, outs)):
-            if k not in stack.failed and not (out / "metrics.json").exists():
+            finished = run.epoch >= run.cfg.epochs and not (out / "result.json").exists()
+            if k not in stack.failed and (not (out / "metrics.json").exists() or finished):
                 write_metrics(out, run.cfg, run.history)
     if stack.failed:
         raise NonFiniteLossError("; ".join(stack.failed.values()))

@@ -44,15 +44,6 @@ Z_MAX = 4.5  # per-coordinate |mean - exact| / SE bound (~32 correlated coordina
 # Tiny problems
 # ----------------------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_setup(kind: str, *, d: int = 4, pixels: int = 5, batch: int = 2, n_in: int = 3, seed: int = 0,
                sigma2: float = 0.5, precision: bool = False):
     g = torch.Generator().manual_seed(seed)

@@ -4,6 +4,7 @@ redoes a job whose output was lost without retraining (its checkpoint holds the 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,11 +60,19 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     dry = _snakemake(config_path, "-n")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
 
-    # A lost output is redone from the run's checkpoint: same history, no new training epochs.
+    # A job killed after epoch 1 of 2 (its last.pt is the epoch-1 checkpoint, nothing downstream exists yet)
+    # resumes from that checkpoint and finishes with the same history as the uninterrupted run.
     run_dir = results / "runs" / sel["best_run"]
     before = json.loads((run_dir / "result.json").read_text())
-    (run_dir / "result.json").unlink()
-    redo = _snakemake(config_path, "--rerun-triggers", "mtime")
+    shutil.copy2(run_dir / "epoch_0001.pt", run_dir / "last.pt")
+    for path in (run_dir / "result.json", run_dir / "metrics.json",
+                 results / "selected" / "fixed" / "mnist5k" / "reparam.json", results / "report.html"):
+        path.unlink()
+    redo = _snakemake(config_path)
     assert redo.returncode == 0, redo.stdout[-3000:] + redo.stderr[-3000:]
+    log = (results / "logs" / "fixed" / f"{sel['best_run'].removeprefix('fixed/')}.log").read_text()
+    assert "resuming" in log and "after epoch 1" in log
     after = json.loads((run_dir / "result.json").read_text())
-    assert after["history"] == before["history"]
+    drop = lambda h: [{k: v for k, v in row.items() if not k.endswith("time")} for row in h]  # noqa: E731
+    assert drop(after["history"]) == drop(before["history"])
+    assert (results / "report.html").exists()

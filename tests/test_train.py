@@ -26,15 +26,6 @@ def quiet(_msg):
     pass
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def synthetic_splits(n_train=64, n_val=40, shape=(1, 28, 28), seed=0):
     """Integer pixel levels / 256 (like the loaders): smooth blobs plus noise, so there is structure."""
     g = torch.Generator().manual_seed(seed)

