@@ -1,0 +1,121 @@
+"""Table 1's variance decomposition and Section 4.1's Taylor-bias check against brute-force computations."""
+
+import itertools
+
+import pytest
+import torch
+
+from silentvae.diagnostics import (enumerate_states, exact_expected_loglik_bernoulli, gradient_variance,
+                                   taylor_bias_check)
+from silentvae.estimators import Reinforce, Reparameterization, SilentGradient
+from silentvae.models import LinearDecoder, LinearPrecisionDecoder, MnistEncoder
+
+
+def _tiny(latent: str, d: int = 3, decoder: str = "fixed", seed: int = 0):
+    torch.manual_seed(seed)
+    enc = MnistEncoder((1, 6, 6), channels=2, latent_dim=d, latent=latent).double()
+    dec = (LinearDecoder(d, (1, 6, 6), sigma2=0.1) if decoder == "fixed"
+           else LinearPrecisionDecoder(d, (1, 6, 6), init_std=0.5)).double()
+    return enc, dec
+
+
+def _batches(n: int, b: int = 4, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(b, 1, 6, 6, generator=g, dtype=torch.float64) for _ in range(n)]
+
+
+def _all_grads(enc, dec, estimator, batches, num_samples, seed):
+    """Every (batch, sample) encoder gradient, drawing latents in gradient_variance's order."""
+    params = list(enc.parameters())
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for x in batches:
+        post = enc(x)
+        kl = post.kl().mean()
+        rows = []
+        for _ in range(num_samples):
+            loss = estimator.loss(post, dec, x, gen).mean() + kl
+            grads = torch.autograd.grad(loss, params, retain_graph=True)
+            rows.append(torch.cat([g.reshape(-1) for g in grads]))
+        out.append(torch.stack(rows))
+    return torch.stack(out)  # (N, S, P)
+
+
+def test_variance_decomposition_matches_law_of_total_variance():
+    enc, dec = _tiny("gaussian")
+    batches = _batches(4)
+    got = gradient_variance(enc, dec, Reparameterization(), batches, num_samples=5, seed=3)
+    g = _all_grads(enc, dec, Reparameterization(), batches, 5, seed=3)
+    est_var = g.var(dim=1, unbiased=True).mean(0).sum().item()
+    batch_var = g.mean(dim=1).var(dim=0, unbiased=True).sum().item()
+    assert got["est_var"] == pytest.approx(est_var, rel=1e-9)
+    assert got["batch_var"] == pytest.approx(batch_var, rel=1e-9)
+    assert got["est_pct"] == pytest.approx(100 * est_var / (est_var + batch_var), rel=1e-9)
+    assert est_var > 0 and batch_var > 0
+
+
+@pytest.mark.parametrize("latent", ["gaussian", "bernoulli"])
+def test_silent_gradient_has_exactly_zero_estimator_variance(latent):
+    enc, dec = _tiny(latent)
+    got = gradient_variance(enc, dec, SilentGradient(), _batches(3), num_samples=4)
+    assert got["est_var"] == 0.0 and got["est_pct"] == 0.0
+    assert got["batch_var"] > 0
+
+
+def test_reinforce_variance_uses_a_frozen_baseline():
+    enc, dec = _tiny("bernoulli")
+    est = Reinforce()
+    est.baseline = torch.tensor(1.0, dtype=torch.float64)
+    got = gradient_variance(enc, dec, est, _batches(2), num_samples=4)
+    assert got["est_var"] > 0
+    assert est.frozen and est.baseline.item() == 1.0
+
+
+def test_gradient_variance_rejects_too_few_draws():
+    enc, dec = _tiny("gaussian")
+    with pytest.raises(ValueError, match="num_samples"):
+        gradient_variance(enc, dec, SilentGradient(), _batches(2), num_samples=1)
+
+
+def test_enumerated_expectation_equals_a_loop_over_states():
+    enc, dec = _tiny("bernoulli", d=3, decoder="learnable")
+    x = _batches(1, b=2)[0]
+    post = enc(x)
+    p = post.probs
+    expected = torch.zeros(2, dtype=torch.float64)
+    for bits in itertools.product((0.0, 1.0), repeat=3):
+        z = torch.tensor(bits, dtype=torch.float64).expand(2, 3)
+        q = (p ** z * (1 - p) ** (1 - z)).prod(-1)
+        expected += q * dec.loglik(x, z)
+    torch.testing.assert_close(exact_expected_loglik_bernoulli(post, dec, x), expected, rtol=1e-12, atol=1e-9)
+    assert enumerate_states(3).shape == (8, 3)
+    with pytest.raises(ValueError, match="d <= 20"):
+        enumerate_states(21)
+
+
+def test_taylor_bias_vanishes_for_constant_precision_and_sampling_error_shrinks():
+    # With W_a = 0 the precision is constant: the Taylor term is exact, so SG equals the exact gradient.
+    enc, dec = _tiny("bernoulli", d=4, decoder="learnable")
+    with torch.no_grad():
+        dec.alpha.weight.zero_()
+    x = _batches(1)[0]
+    small = taylor_bias_check(enc, dec, x, num_samples=200, chunk=100, seed=0)
+    large = taylor_bias_check(enc, dec, x, num_samples=6400, chunk=1600, seed=0)
+    assert small["sg"] < 1e-9 * small["exact_norm"]
+    assert large["reinforce"] < small["reinforce"]  # Monte-Carlo error ~ 1/sqrt(S)
+    assert large["gumbel"] > 10 * large["sg"]        # the relaxation stays biased
+
+
+def test_taylor_bias_is_small_but_nonzero_with_learned_precision():
+    enc, dec = _tiny("bernoulli", d=4, decoder="learnable")
+    with torch.no_grad():
+        dec.alpha.weight.normal_(0, 1.0)
+    res = taylor_bias_check(enc, dec, _batches(1)[0], num_samples=400, chunk=200, seed=0)
+    assert 0 < res["sg"] < 0.5 * res["exact_norm"]
+    assert res["latent_dim"] == 4 and res["num_samples"] == 400
+
+
+def test_taylor_bias_needs_bernoulli_latents():
+    enc, dec = _tiny("gaussian", decoder="learnable")
+    with pytest.raises(ValueError, match="Bernoulli"):
+        taylor_bias_check(enc, dec, _batches(1)[0], num_samples=10)
