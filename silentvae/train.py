@@ -203,7 +203,7 @@ class Run:
         self.optimizer.load_state_dict(state["optimizer"])
         if hasattr(self.estimator, "load_state_dict"):
             self.estimator.load_state_dict(state["estimator"], device=self.cfg.device)
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # RNG states are CPU ByteTensors, even for a CUDA generator
         self.history = list(state["history"])
 
     def train_epoch(self, images: Tensor) -> dict[str, float]:
