@@ -283,7 +283,7 @@ def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, o
     from .diagnostics import gradient_variance
     from .estimators import make_estimator
     from .io import atomic_write_json
-    from .train import RunConfig, load_run, load_splits, train
+    from .train import RunConfig, checkpoint_name, load_run, load_splits, train
 
     dev = _job_setup(device, threads)
     epochs = sorted(int(e) for e in settings["epochs"])
@@ -300,7 +300,7 @@ def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, o
         train(RunConfig.from_dict(demo), run_dir, log=lambda *_: None)
     results: dict[int, dict[str, float]] = {}
     for epoch in epochs:
-        path = run_dir / f"epoch_{epoch:04d}.pt"
+        path = run_dir / checkpoint_name(epoch)
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the run {run_id} must save checkpoint_epochs {epochs}")
         cfg, models, _ = load_run(path, device=dev)

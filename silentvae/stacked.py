@@ -52,7 +52,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from .data import DataSplit
 from .io import atomic_torch_save
-from .train import (NonFiniteLossError, Run, RunConfig, _check_same_config, _checkpoint_name, evaluate,
+from .train import (NonFiniteLossError, Run, RunConfig, check_same_config, checkpoint_name, evaluate,
                     load_splits, write_metrics)
 
 __all__ = ["StackedRuns", "train_stacked", "check_stackable", "adamw_update_", "pick_stack_size",
@@ -349,7 +349,7 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
             out.mkdir(parents=True, exist_ok=True)
             if (out / "last.pt").exists():
                 state = torch.load(out / "last.pt", map_location=cfg.device, weights_only=False)
-                _check_same_config(state["config"], run.cfg, out / "last.pt")
+                check_same_config(state["config"], run.cfg, out / "last.pt")
                 run.load_state_dict(state)
         if any(run.epoch for run in stack.runs):
             stack.load_from_runs()
@@ -373,7 +373,7 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
                 state = run.state_dict()
                 atomic_torch_save(state, outs[k] / "last.pt")
                 if row["epoch"] in run.cfg.checkpoint_epochs:
-                    atomic_torch_save(state, outs[k] / _checkpoint_name(row["epoch"]))
+                    atomic_torch_save(state, outs[k] / checkpoint_name(row["epoch"]))
                 write_metrics(outs[k], run.cfg, run.history)
         done = [r for r in rows if r is not None]
         losses = " ".join(f"{r['train_loss']:.3f}" for r in done)

@@ -24,8 +24,6 @@ epoch), ``result.json`` (the same, written only when the run has finished),
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +40,8 @@ from .metrics import bits_per_dim, sum_squared_error
 from .models import (CifarConvDecoder, CifarEncoder, LinearDecoder, LinearPrecisionDecoder, MnistConvDecoder,
                      MnistEncoder)
 
-__all__ = ["RunConfig", "NonFiniteLossError", "Run", "train", "evaluate", "load_run", "encoder_weight"]
+__all__ = ["RunConfig", "NonFiniteLossError", "Run", "train", "evaluate", "load_run", "checkpoint_name",
+           "check_same_config"]
 
 EXPERIMENTS = ("fixed", "learnable")
 _MNIST_LIKE = ("mnist", "mnist5k", "fashion_mnist")
@@ -282,7 +281,8 @@ def evaluate(models: nn.ModuleDict, cfg: RunConfig, images: Tensor, seed: int | 
     return {"val_bpd": bits_per_dim(elbo, images[0].numel()), "val_elbo": elbo, "val_mse": sq, "val_kld": kl}
 
 
-def _checkpoint_name(epoch: int) -> str:
+def checkpoint_name(epoch: int) -> str:
+    """File name of the checkpoint saved after ``epoch`` (1-based)."""
     return f"epoch_{epoch:04d}.pt"
 
 
@@ -303,7 +303,7 @@ def train(cfg: RunConfig | dict, out_dir: str | Path, *, splits: tuple[DataSplit
     last = out / "last.pt"
     if last.exists():
         state = torch.load(last, map_location=device, weights_only=False)
-        _check_same_config(state["config"], cfg, last)
+        check_same_config(state["config"], cfg, last)
         run.load_state_dict(state)
         log(f"resuming {out} after epoch {run.epoch}")
     done_now = 0
@@ -320,7 +320,7 @@ def train(cfg: RunConfig | dict, out_dir: str | Path, *, splits: tuple[DataSplit
         state = run.state_dict()
         atomic_torch_save(state, last)
         if row["epoch"] in cfg.checkpoint_epochs:
-            atomic_torch_save(state, out / _checkpoint_name(row["epoch"]))
+            atomic_torch_save(state, out / checkpoint_name(row["epoch"]))
         write_metrics(out, cfg, run.history)
         log(f"epoch {row['epoch']:4d}/{cfg.epochs}  loss {row['train_loss']:.3f}  val bpd {row['val_bpd']:.4f}  "
             f"mse {row['val_mse']:.3f}  kld {row['val_kld']:.2f}  w_lin {row['w_lin']:.3f}  {row['wall_time']:.1f}s")
@@ -338,7 +338,8 @@ def write_metrics(out: Path, cfg: RunConfig, history: list[dict[str, Any]]) -> N
         atomic_write_json(out / "result.json", payload)
 
 
-def _check_same_config(saved: dict[str, Any], cfg: RunConfig, path: Path) -> None:
+def check_same_config(saved: dict[str, Any], cfg: RunConfig, path: Path) -> None:
+    """Refuse to resume ``path`` with a config that changes the run (device, data location, epochs may differ)."""
     ignore = {"device", "data_root", "download", "epochs", "checkpoint_epochs"}
     diff = sorted(k for k, v in cfg.to_dict().items() if k not in ignore and saved.get(k) != v)
     if diff:
@@ -361,15 +362,3 @@ def _in_shape_from_state(models_state: dict[str, Tensor], cfg: RunConfig) -> tup
     first_conv = models_state["encoder.features.0.weight"]
     channels = first_conv.shape[1]
     return (channels, 28, 28) if cfg.dataset in _MNIST_LIKE else (channels, 32, 32)
-
-
-def encoder_weight(models: nn.ModuleDict) -> list[nn.Parameter]:
-    """The encoder parameters (whose gradient variance Table 1 measures)."""
-    return [p for p in models["encoder"].parameters() if p.requires_grad]
-
-
-def config_hash(cfg: RunConfig) -> str:
-    """Short stable id of a run config (for output folder names)."""
-    import hashlib
-    blob = json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ("device", "data_root")}, sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()[:10]

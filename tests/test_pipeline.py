@@ -115,19 +115,21 @@ def test_readme_full_protocol_command_dry_runs(tmp_path):
     cfg = _paper(tmp_path)
     plan = make_plan(cfg)
     # The README's exact spelling, with an empty data root where only ImageNet's first batch is present.
-    counts = _dry_run("--cores", "8", "--resources", "gpu=8", "--config", f"data_root={tmp_path}")
+    fresh = f"results={tmp_path / 'results'}"  # independent of whatever lies in the repo's results/
+    counts = _dry_run("--cores", "8", "--resources", "gpu=8", "--config", f"data_root={tmp_path}", fresh)
     assert counts["train_fixed"] == sum(r.startswith("fixed/") for r in plan.runs)
     assert counts["train_learnable"] == sum(r.startswith("learnable/") for r in plan.runs)
     assert counts["select"] == len(plan.selections)
     assert counts["variance"] == len(plan.variance) and counts["taylor"] == 1 and counts["report"] == 1
-    assert _dry_run("all", "--cores", "8", "--resources", "gpu=8", "--config", f"data_root={tmp_path}") == counts
+    assert _dry_run("all", "--cores", "8", "--resources", "gpu=8", "--config", f"data_root={tmp_path}", fresh) == counts
 
 
-def test_embedded_profile_and_slurm_profile_dry_run():
-    embedded = _dry_run("--profile", "profiles/embedded")
+def test_embedded_profile_and_slurm_profile_dry_run(tmp_path):
+    fresh = f"results={tmp_path / 'results'}"
+    embedded = _dry_run("--profile", "profiles/embedded", "--config", fresh)
     plan = make_plan(load_config(ROOT / "config" / "embedded.yaml"))
     assert embedded["train_fixed"] + embedded["train_learnable"] == len(plan.runs)
-    slurm = _dry_run("--profile", "profiles/slurm")
+    slurm = _dry_run("--profile", "profiles/slurm", "--config", fresh)
     assert slurm["train_fixed"] >= 20
 
 
