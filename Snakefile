@@ -5,6 +5,7 @@
 #
 # Table of contents (each training/diagnostic job executes one papermill notebook from notebooks/):
 #   train_fixed      fixed-variance linear decoder runs       -> Table 2, Figure 2, convergence (Sec. 3.2)
+#                    (train_fixed_stack with engine: stacked -- a method's learning-rate grid in one job)
 #   train_learnable  learnable-variance runs, with/without SG -> Tables 3, 4, 9, Figures 3-5 (Sec. 4.2)
 #   select           best grid point on validation BPD        -> results/selected/
 #   variance         gradient-variance decomposition          -> Table 1
@@ -42,10 +43,19 @@ def papermill(notebook, out_nb, **params):
 def run_job(kind):
     def command(wildcards, output):
         spec = PLAN.runs[f"{kind}/{wildcards.run}"]
+        if kind == "fixed":
+            return fixed_job(output.notebook, [spec])
         return papermill(f"notebooks/{kind}_variance.ipynb", output.notebook, run_id=spec.id,
                          run_config=spec.config, inherit=spec.inherit, selections_dir=f"{R}/selected",
                          out_dir=str(Path(output.result).parent), device=config["device"], threads=THREADS)
     return command
+
+
+def fixed_job(notebook, specs):
+    """One fixed-variance job: a single run, or a whole learning-rate grid trained stacked."""
+    runs = [{"id": s.id, "config": s.config, "inherit": s.inherit, "out_dir": f"{R}/runs/{s.id}"} for s in specs]
+    return papermill("notebooks/fixed_variance.ipynb", notebook, runs=runs, selections_dir=f"{R}/selected",
+                     device=config["device"], threads=THREADS)
 
 
 def selection_inputs(kind):
@@ -71,24 +81,48 @@ rule all:
         f"{R}/report.html",
 
 
-rule train_fixed:
-    input:
-        "notebooks/fixed_variance.ipynb",
-        selection_inputs("fixed"),
-    output:
-        result=f"{R}/runs/fixed/{{run}}/result.json",
-        notebook=f"{R}/notebooks/runs/fixed/{{run}}.ipynb",
-    log:
-        f"{R}/logs/fixed/{{run}}.log",
-    threads: THREADS
-    resources:
-        gpu=GPU,
-    params:
-        command=run_job("fixed"),
-    conda:
-        ENV
-    shell:
-        "{params.command} > {log} 2>&1"
+if PLAN.stacks:  # fixed_variance.engine: stacked -- one job trains a method's learning-rate grid at once
+
+    rule train_fixed_stack:
+        input:
+            "notebooks/fixed_variance.ipynb",
+        output:
+            results=expand(f"{R}/runs/fixed/{{{{stack}}}}/lr{{lr}}/result.json",
+                           lr=[f"{lr:g}" for lr in config["fixed_variance"]["lr_grid"]]),
+            notebook=f"{R}/notebooks/runs/fixed/{{stack}}/stack.ipynb",
+        log:
+            f"{R}/logs/fixed/{{stack}}/stack.log",
+        threads: THREADS
+        resources:
+            gpu=GPU,
+        params:
+            command=lambda wildcards, output: fixed_job(
+                output.notebook, [PLAN.runs[r] for r in PLAN.stacks[f"fixed/{wildcards.stack}"]]),
+        conda:
+            ENV
+        shell:
+            "{params.command} > {log} 2>&1"
+
+else:
+
+    rule train_fixed:
+        input:
+            "notebooks/fixed_variance.ipynb",
+            selection_inputs("fixed"),
+        output:
+            result=f"{R}/runs/fixed/{{run}}/result.json",
+            notebook=f"{R}/notebooks/runs/fixed/{{run}}.ipynb",
+        log:
+            f"{R}/logs/fixed/{{run}}.log",
+        threads: THREADS
+        resources:
+            gpu=GPU,
+        params:
+            command=run_job("fixed"),
+        conda:
+            ENV
+        shell:
+            "{params.command} > {log} 2>&1"
 
 
 rule train_learnable:

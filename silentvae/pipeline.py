@@ -25,7 +25,7 @@ import yaml
 
 __all__ = ["FIXED_METHODS", "LEARNABLE_METHODS", "RunSpec", "Plan", "make_plan", "load_config", "validate_config",
            "dataset_location", "resolve_run_config", "select_best", "SCHEMA_PATH", "job_device", "prepare_run",
-           "variance_job", "taylor_job", "gather_results", "write_report"]
+           "variance_job", "taylor_job", "gather_results", "write_report", "train_runs"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 
@@ -70,6 +70,7 @@ class Plan:
     taylor: dict[str, dict[str, Any]]       # job id -> settings
     final_runs: dict[str, list[str]]        # learnable selection id -> run ids reported over seeds
     not_run: dict[str, str]                 # dataset -> reason
+    stacks: dict[str, list[str]] = field(default_factory=dict)  # fixed engine "stacked": job id -> run ids
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -206,7 +207,9 @@ def make_plan(cfg: dict[str, Any]) -> Plan:
     tb = cfg["taylor_bias"]
     if tb["enabled"] and _dataset_ok(cfg, tb["dataset"], not_run):
         taylor[f"taylor/{tb['dataset']}"] = {**tb, "data_root": cfg["data_root"]}
-    return Plan(runs, selections, variance, taylor, final_runs, not_run)
+    stacks = {sel: rids for sel, rids in selections.items() if sel.startswith("fixed/")} \
+        if fx.get("engine", "single") == "stacked" else {}
+    return Plan(runs, selections, variance, taylor, final_runs, not_run, stacks)
 
 
 def resolve_run_config(config: dict[str, Any], inherit: list[tuple[str, list[str]]],
@@ -260,6 +263,26 @@ def prepare_run(run_config: dict[str, Any], inherit: list, selections_dir: str, 
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="silentvae-run-"))
     out.mkdir(parents=True, exist_ok=True)
     return cfg, out
+
+
+def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str = "auto", threads: int = 1,
+               log=print) -> dict[str, tuple[Any, Path, list[dict[str, Any]]]]:
+    """Train the fixed-variance runs of one pipeline job: one run with :func:`silentvae.train.train`, several
+    (a learning-rate grid, ``engine: stacked``) together with :func:`silentvae.stacked.train_stacked`.
+
+    ``runs``: [{"id", "config", "inherit", "out_dir"}]. Returns {run id: (RunConfig, output folder, history)}.
+    """
+    from .train import load_splits, train
+    prepared = [prepare_run(r["config"], r.get("inherit", []), selections_dir, r.get("out_dir", ""), device, threads)
+                for r in runs]
+    ids = [r["id"] for r in runs]
+    if len(prepared) == 1:
+        (cfg, out), = prepared
+        return {ids[0]: (cfg, out, train(cfg, out, log=log))}
+    from .stacked import train_stacked
+    cfgs = [cfg for cfg, _ in prepared]
+    histories = train_stacked(cfgs, load_splits(cfgs[0]), out_dirs=[out for _, out in prepared], log=log)
+    return {rid: (cfg, out, hist) for rid, (cfg, out), hist in zip(ids, prepared, histories)}
 
 
 def _job_setup(device: str, threads: int) -> str:

@@ -147,3 +147,18 @@ def test_wrong_config_fails_before_any_job(tmp_path):
 def test_snakefile_lint_clean():
     res = subprocess.run([*SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_stacked_engine_makes_one_job_per_method(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    cfg["fixed_variance"]["engine"] = "stacked"
+    cfg["results"] = str(tmp_path / "results")
+    plan = make_plan({**cfg, "data_root": str(tmp_path)})
+    assert sorted(plan.stacks) == sorted(f"fixed/mnist/{m}" for m in cfg["fixed_variance"]["methods"])
+    assert all(len(runs) == len(cfg["fixed_variance"]["lr_grid"]) for runs in plan.stacks.values())
+    path = tmp_path / "stacked.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    counts = _dry_run("--configfile", str(path), "--cores", "8", "--resources", "gpu=8",
+                      "--config", f"data_root={tmp_path}")
+    assert counts["train_fixed_stack"] == len(cfg["fixed_variance"]["methods"])
+    assert "train_fixed" not in counts

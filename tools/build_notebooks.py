@@ -54,17 +54,37 @@ def params_cell(text: str) -> nbformat.NotebookNode:
 
 NOTEBOOK_SOURCES = {
     "fixed_variance": [
-        "# Fixed-variance linear decoder (Section 3.2)\n\nOne training run of Table 2: a conv encoder (Table 5) and "
+        "# Fixed-variance linear decoder (Section 3.2)\n\nTraining runs of Table 2: a conv encoder (Table 5) and "
         "a linear decoder N(x; Wz + b, sigma^2 I), sigma^2 = 0.01, trained with one estimator. Silent Gradients use "
-        "the closed form E_q||x - Wz - b||^2 = ||x - Wm - b||^2 + sum_i ||w_i||^2 Var(z_i).",
-        params_cell(f'''run_id = "demo/fixed/sg_gaussian"
-run_config = {{**{TINY!r}, "experiment": "fixed", "latent": "gaussian", "estimator": "sg", "checkpoint_epochs": [1]}}
-inherit = []          # [(selection id, [keys])]: values taken from selected grid points
+        "the closed form E_q||x - Wz - b||^2 = ||x - Wm - b||^2 + sum_i ||w_i||^2 Var(z_i). One run per job, or "
+        "(`engine: stacked`) a method's whole learning-rate grid trained together by one vmapped step.",
+        params_cell(f'''runs = [{{"id": "demo/fixed/sg_gaussian", "inherit": [], "out_dir": "",   # empty: a temporary folder
+         "config": {{**{TINY!r}, "experiment": "fixed", "latent": "gaussian", "estimator": "sg",
+                    "checkpoint_epochs": [1]}}}}]
 selections_dir = ""
-out_dir = ""          # empty: a temporary folder
 device = "cpu"        # "auto" in the pipeline: the GPU claimed for this job, else CPU
 threads = 1'''),
-        *TRAIN_COMMON,
+        '''import pandas as pd
+from silentvae.pipeline import train_runs
+from silentvae.plots import curves_figure, reconstruction_figure, reconstructions_from_checkpoint, save_figure
+from silentvae.train import load_splits
+
+trained = train_runs(runs, selections_dir, device, threads)
+for run_id, (cfg, out, history) in trained.items():
+    print(f"{run_id}: {cfg.latent} latents, estimator={cfg.estimator}, lr={cfg.lr:g}, seed={cfg.seed}, "
+          f"final val bpd {history[-1]['val_bpd']:.3f}")''',
+        '''pd.DataFrame({run_id: history[-1] for run_id, (_, _, history) in trained.items()}).T[
+    ["epoch", "train_loss", "val_bpd", "val_mse", "val_kld"]].astype(float).round(3)''',
+        '''fig = curves_figure({run_id: history for run_id, (_, _, history) in trained.items()}, key="val_bpd")
+for cfg, out, _ in trained.values():
+    _ = save_figure(fig, out / "val_bpd")''',
+        '''cfg, out, _ = next(iter(trained.values()))
+images = load_splits(cfg)[1].images[:8]
+rows = {"original": images}
+for run_id, (cfg, out, _) in trained.items():
+    rows[run_id] = reconstructions_from_checkpoint(out / "last.pt", images, device=cfg.device)[0]
+fig = reconstruction_figure(rows)
+_ = save_figure(fig, out / "reconstructions")''',
     ],
     "learnable_variance": [
         "# Learnable variance with Silent Gradients (Section 4.2, Algorithm 1)\n\nOne training run of Tables 3, 4, 9: "
