@@ -119,11 +119,16 @@ def time_baseline(cfg: RunConfig, images: np.ndarray, steps: int, warmup: int, w
 def time_engine(cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int) -> float:
     """Steps/s of Run.train_epoch (one epoch of exactly ``steps`` steps, after a warm-up epoch)."""
     run = Run(cfg, tuple(images.shape[1:]))
+    return _epoch_steps_per_second(run.train_epoch, cfg, images, steps, warmup)
+
+
+def _epoch_steps_per_second(train_epoch, cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int) -> float:
+    """Steps/s of ``train_epoch`` over exactly ``steps`` batches, after a ``warmup``-batch epoch."""
     b = cfg.batch_size
-    run.train_epoch(images[:warmup * b])
+    train_epoch(images[:warmup * b])
     sync(cfg.device)
     t0 = time.perf_counter()
-    run.train_epoch(images[:steps * b])
+    train_epoch(images[:steps * b])
     sync(cfg.device)
     return steps / (time.perf_counter() - t0)
 
@@ -134,13 +139,7 @@ def time_stacked(cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int, 
     configs = [RunConfig(**{**cfg.to_dict(), "lr": LRS[k % len(LRS)], "seed": k // len(LRS)})
                for k in range(stack)]
     st = StackedRuns(configs, tuple(images.shape[1:]), compile=compile)
-    b = cfg.batch_size
-    st.train_epoch(images[:warmup * b])
-    sync(cfg.device)
-    t0 = time.perf_counter()
-    st.train_epoch(images[:steps * b])
-    sync(cfg.device)
-    return stack * steps / (time.perf_counter() - t0)
+    return stack * _epoch_steps_per_second(st.train_epoch, cfg, images, steps, warmup)
 
 
 # --- protocol arithmetic --------------------------------------------------------------------------
