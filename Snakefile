@@ -18,7 +18,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from silentvae.pipeline import make_plan
+from silentvae.pipeline import lr_tag, make_plan
 
 if not workflow.overwrite_configfiles:  # no --configfile: the paper protocol (--configfile replaces it, not merges)
     configfile: "config/paper.yaml"
@@ -40,15 +40,11 @@ def papermill(notebook, out_nb, **params):
             f"{notebook} {out_nb} -y {shlex.quote(json.dumps(params))}")
 
 
-def run_job(kind):
-    def command(wildcards, output):
-        spec = PLAN.runs[f"{kind}/{wildcards.run}"]
-        if kind == "fixed":
-            return fixed_job(output.notebook, [spec])
-        return papermill(f"notebooks/{kind}_variance.ipynb", output.notebook, run_id=spec.id,
-                         run_config=spec.config, inherit=spec.inherit, selections_dir=f"{R}/selected",
-                         out_dir=str(Path(output.result).parent), device=config["device"], threads=THREADS)
-    return command
+def learnable_job(wildcards, output):
+    spec = PLAN.runs[f"learnable/{wildcards.run}"]
+    return papermill("notebooks/learnable_variance.ipynb", output.notebook, run_id=spec.id,
+                     run_config=spec.config, inherit=spec.inherit, selections_dir=f"{R}/selected",
+                     out_dir=str(Path(output.result).parent), device=config["device"], threads=THREADS)
 
 
 def fixed_job(notebook, specs):
@@ -87,8 +83,8 @@ if PLAN.stacks:  # fixed_variance.engine: stacked -- one job trains a method's l
         input:
             "notebooks/fixed_variance.ipynb",
         output:
-            results=expand(f"{R}/runs/fixed/{{{{stack}}}}/lr{{lr}}/result.json",
-                           lr=[f"{lr:g}" for lr in config["fixed_variance"]["lr_grid"]]),
+            results=expand(f"{R}/runs/fixed/{{{{stack}}}}/{{tag}}/result.json",
+                           tag=[lr_tag(lr) for lr in config["fixed_variance"]["lr_grid"]]),
             notebook=f"{R}/notebooks/runs/fixed/{{stack}}/stack.ipynb",
         log:
             f"{R}/logs/fixed/{{stack}}/stack.log",
@@ -118,7 +114,7 @@ else:
         resources:
             gpu=GPU,
         params:
-            command=run_job("fixed"),
+            command=lambda wildcards, output: fixed_job(output.notebook, [PLAN.runs[f"fixed/{wildcards.run}"]]),
         conda:
             ENV
         shell:
@@ -138,7 +134,7 @@ rule train_learnable:
     resources:
         gpu=GPU,
     params:
-        command=run_job("learnable"),
+        command=learnable_job,
     conda:
         ENV
     shell:

@@ -26,7 +26,7 @@ from .data import locate_dataset
 
 __all__ = ["FIXED_METHODS", "LEARNABLE_METHODS", "RunSpec", "Plan", "make_plan", "load_config", "validate_config",
            "resolve_run_config", "select_best", "SCHEMA_PATH", "job_device", "prepare_run",
-           "variance_job", "taylor_job", "gather_results", "write_report", "train_runs"]
+           "variance_job", "taylor_job", "gather_results", "write_report", "train_runs", "lr_tag"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 
@@ -106,6 +106,11 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+def lr_tag(lr: float) -> str:
+    """The folder name of a fixed-variance run at learning rate ``lr`` (e.g. "lr0.0005")."""
+    return f"lr{_fmt(lr)}"
+
+
 def make_plan(cfg: dict[str, Any]) -> Plan:
     """Expand a validated config into runs, selections and diagnostics."""
     runs: dict[str, RunSpec] = {}
@@ -124,7 +129,7 @@ def make_plan(cfg: dict[str, Any]) -> Plan:
             sel = f"fixed/{ds}/{method}"
             selections[sel] = []
             for lr in fx["lr_grid"]:
-                rid = f"{sel}/lr{_fmt(lr)}"
+                rid = f"{sel}/{lr_tag(lr)}"
                 conf = {**common, **fx["run"], **FIXED_METHODS[method], "experiment": "fixed", "dataset": ds,
                         "lr": lr, "seed": fx["seed"], "checkpoint_epochs": ckpt,
                         "download": cfg["datasets"].get(ds, {}).get("download", False)}
