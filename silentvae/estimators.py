@@ -1,7 +1,9 @@
 r"""Gradient estimators for the reconstruction term E_q[log p(x|z)].
 
-One interface: ``estimator.loss(posterior, decoder, x)`` returns a per-sample surrogate loss (B,)
-whose *value* estimates -E_q[log p(x|z)] and whose *gradient* is that estimator's gradient:
+One interface: ``estimator.loss(posterior, decoder, x, generator=None, noise=None)`` returns a per-sample
+surrogate loss (B,) whose *value* estimates -E_q[log p(x|z)] and whose *gradient* is that estimator's
+gradient. The sampling estimators draw their one latent noise tensor from ``generator``, or take it as
+``noise`` (shape (B, d), drawn by :data:`silentvae.posteriors.NOISE` of the latent kind):
 
 * :class:`SilentGradient`     - the closed form -E_q[log p(x|z)] of a linear decoder (zero variance).
 * :class:`Reparameterization` - z = mean + std * eps (Gaussian latents).
@@ -27,7 +29,8 @@ class SilentGradient:
     name = "sg"
     deterministic = True
 
-    def loss(self, posterior, decoder, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, posterior, decoder, x: Tensor, generator: torch.Generator | None = None,
+             noise: Tensor | None = None) -> Tensor:
         if not hasattr(decoder, "expected_loglik"):
             raise TypeError(f"Silent Gradients need a decoder with a closed-form expected_loglik "
                             f"(LinearDecoder / LinearPrecisionDecoder), got {type(decoder).__name__}")
@@ -40,11 +43,12 @@ class Reparameterization:
     name = "reparam"
     deterministic = False
 
-    def loss(self, posterior, decoder, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, posterior, decoder, x: Tensor, generator: torch.Generator | None = None,
+             noise: Tensor | None = None) -> Tensor:
         if posterior.kind != "gaussian":
             raise ValueError("the reparameterization estimator needs Gaussian latents; use 'gumbel' or "
                              "'reinforce' for Bernoulli latents")
-        return -decoder.loglik(x, posterior.rsample(generator))
+        return -decoder.loglik(x, posterior.rsample(generator, noise))
 
 
 class GumbelSoftmax:
@@ -58,10 +62,11 @@ class GumbelSoftmax:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
 
-    def loss(self, posterior, decoder, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, posterior, decoder, x: Tensor, generator: torch.Generator | None = None,
+             noise: Tensor | None = None) -> Tensor:
         if posterior.kind != "bernoulli":
             raise ValueError("the gumbel estimator needs Bernoulli latents; use 'reparam' for Gaussian latents")
-        return -decoder.loglik(x, posterior.relaxed_sample(self.temperature, generator))
+        return -decoder.loglik(x, posterior.relaxed_sample(self.temperature, generator, noise))
 
 
 class Reinforce:
@@ -84,22 +89,32 @@ class Reinforce:
         self.baseline: Tensor | None = None
         self.frozen = False
 
-    def loss(self, posterior, decoder, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        z = posterior.sample(generator)
+    def loss(self, posterior, decoder, x: Tensor, generator: torch.Generator | None = None,
+             noise: Tensor | None = None) -> Tensor:
+        surrogate, batch_mean = self.surrogate(posterior, decoder, x, self.baseline, generator, noise)
+        if not self.frozen:
+            self.baseline = self.next_baseline(self.baseline, batch_mean)
+        return surrogate
+
+    @staticmethod
+    def surrogate(posterior, decoder, x: Tensor, baseline: Tensor | None, generator: torch.Generator | None = None,
+                  noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The stateless part of :meth:`loss`: (surrogate (B,), batch mean of f) for a given ``baseline``
+        (None: leave-one-out). ``silentvae.stacked`` calls it under vmap with one baseline per run."""
+        z = posterior.sample(generator, noise)
         f = -decoder.loglik(x, z)
         log_q = posterior.log_prob(z)
         f_det = f.detach()
-        if self.baseline is not None:
-            b = self.baseline
+        if baseline is not None:
+            b = baseline
         else:  # leave-one-out: the batch mean including f_i itself would bias sample i's term by -1/B
-            n = f_det.numel()
+            n = f_det.shape[0]
             b = (f_det.sum() - f_det) / (n - 1) if n > 1 else torch.zeros_like(f_det)
-        surrogate = f + (f_det - b) * (log_q - log_q.detach())
-        if not self.frozen:
-            batch_mean = f_det.mean()
-            self.baseline = batch_mean if self.baseline is None else (
-                self.momentum * self.baseline + (1.0 - self.momentum) * batch_mean)
-        return surrogate
+        return f + (f_det - b) * (log_q - log_q.detach()), f_det.mean()
+
+    def next_baseline(self, baseline: Tensor | None, batch_mean: Tensor) -> Tensor:
+        """b <- batch mean on the first call, then momentum * b + (1 - momentum) * batch mean."""
+        return batch_mean if baseline is None else self.momentum * baseline + (1.0 - self.momentum) * batch_mean
 
     def state_dict(self) -> dict:
         return {"baseline": None if self.baseline is None else self.baseline.detach().cpu()}
@@ -119,8 +134,9 @@ class SampleOnly:
     name = "none"
     deterministic = False
 
-    def loss(self, posterior, decoder, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return -decoder.loglik(x, posterior.sample(generator))
+    def loss(self, posterior, decoder, x: Tensor, generator: torch.Generator | None = None,
+             noise: Tensor | None = None) -> Tensor:
+        return -decoder.loglik(x, posterior.sample(generator, noise))
 
 
 ESTIMATORS = ("sg", "reparam", "gumbel", "reinforce", "none")

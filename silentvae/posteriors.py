@@ -17,14 +17,22 @@ from torch import Tensor
 from .metrics import kl_bernoulli_uniform_logits, kl_gaussian_standard
 from .moments import LatentMoments, bernoulli_moments, gaussian_moments
 
-__all__ = ["GaussianPosterior", "BernoulliPosterior", "Posterior", "scale_grad"]
+__all__ = ["GaussianPosterior", "BernoulliPosterior", "Posterior", "scale_grad", "NOISE"]
+
+#: The one random draw behind every sample of a posterior kind: eps ~ N(0, I) for Gaussian latents
+#: (``rsample``/``sample``), u ~ U[0, 1) for Bernoulli latents (``sample``/``relaxed_sample``). Each sampler
+#: takes that draw as ``noise=`` instead of drawing it (``silentvae.stacked`` draws per run, outside vmap).
+NOISE = {"gaussian": torch.randn, "bernoulli": torch.rand}
 
 
-def scale_grad(t: Tensor, w: float) -> Tensor:
+def scale_grad(t: Tensor, w: float | Tensor) -> Tensor:
     """Identity in the forward pass; multiplies the gradient flowing back into ``t`` by ``w``.
 
-    Value: w t + (1 - w) t = t exactly when w is 0 or 1, and to round-off otherwise.
+    Value: w t + (1 - w) t = t exactly when w is 0 or 1, and to round-off otherwise. ``w`` may be a
+    0-d tensor (one weight per run under ``vmap``), which always takes the w t + (1 - w) t path.
     """
+    if isinstance(w, Tensor):
+        return w * t + (1.0 - w) * t.detach()
     if w == 1.0:
         return t
     if w == 0.0:
@@ -52,19 +60,20 @@ class GaussianPosterior:
     def kl(self) -> Tensor:
         return kl_gaussian_standard(self.mean, self.var)
 
-    def rsample(self, generator: torch.Generator | None = None) -> Tensor:
-        """Reparameterised sample z = mean + sqrt(var) * eps, eps ~ N(0, I)."""
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+    def rsample(self, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        """Reparameterised sample z = mean + sqrt(var) * eps, eps ~ N(0, I) (``noise``: eps given)."""
+        eps = noise if noise is not None else torch.randn(self.mean.shape, generator=generator,
+                                                          device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.var.sqrt() * eps
 
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        return self.rsample(generator).detach()
+    def sample(self, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        return self.rsample(generator, noise).detach()
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z|x) summed over latents -> (B,)."""
         return (-0.5 * ((z - self.mean).square() / self.var + torch.log(2 * torch.pi * self.var))).sum(-1)
 
-    def scale_grad(self, w: float) -> "GaussianPosterior":
+    def scale_grad(self, w: float | Tensor) -> "GaussianPosterior":
         return GaussianPosterior(scale_grad(self.mean, w), scale_grad(self.var, w))
 
     def detach(self) -> "GaussianPosterior":
@@ -96,23 +105,30 @@ class BernoulliPosterior:
     def kl(self) -> Tensor:
         return kl_bernoulli_uniform_logits(self.logits)
 
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        """Hard sample z in {0, 1}^d (no gradient)."""
-        u = torch.rand(self.logits.shape, generator=generator, device=self.logits.device, dtype=self.logits.dtype)
-        return (u < self.probs.detach()).to(self.logits.dtype)
+    def _uniform(self, generator: torch.Generator | None, noise: Tensor | None) -> Tensor:
+        if noise is not None:
+            return noise
+        return torch.rand(self.logits.shape, generator=generator, device=self.logits.device, dtype=self.logits.dtype)
 
-    def relaxed_sample(self, temperature: float, generator: torch.Generator | None = None) -> Tensor:
-        """Binary Concrete / Gumbel-Softmax sample: sigmoid((logits + logistic noise) / temperature)."""
-        u = torch.rand(self.logits.shape, generator=generator, device=self.logits.device, dtype=self.logits.dtype)
+    def sample(self, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        """Hard sample z = [u < p] in {0, 1}^d (no gradient); ``noise``: u given."""
+        return (self._uniform(generator, noise) < self.probs.detach()).to(self.logits.dtype)
+
+    def relaxed_sample(self, temperature: float, generator: torch.Generator | None = None,
+                       noise: Tensor | None = None) -> Tensor:
+        """Binary Concrete / Gumbel-Softmax sample: sigmoid((logits + logistic noise) / temperature).
+
+        The logistic noise is log u - log(1 - u) of u ~ U[0, 1) (``noise``: u given)."""
+        u = self._uniform(generator, noise)
         u = u.clamp(torch.finfo(u.dtype).tiny, 1.0 - torch.finfo(u.dtype).eps)
-        noise = torch.log(u) - torch.log1p(-u)
-        return torch.sigmoid((self.logits + noise) / temperature)
+        logistic = torch.log(u) - torch.log1p(-u)
+        return torch.sigmoid((self.logits + logistic) / temperature)
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z|x) = sum_i z_i logsigmoid(l_i) + (1 - z_i) logsigmoid(-l_i)  -> (B,)."""
         return (z * F.logsigmoid(self.logits) + (1 - z) * F.logsigmoid(-self.logits)).sum(-1)
 
-    def scale_grad(self, w: float) -> "BernoulliPosterior":
+    def scale_grad(self, w: float | Tensor) -> "BernoulliPosterior":
         return BernoulliPosterior(scale_grad(self.logits, w))
 
     def detach(self) -> "BernoulliPosterior":

@@ -1,17 +1,22 @@
-r"""Train K fixed-variance runs at once: one process, one vmapped step (``torch.func``).
+r"""Train K runs at once: one process, one vmapped step (``torch.func``).
 
 Why: the paper's protocol is thousands of small-model runs (Table 2 alone is 5 methods x 4 learning rates
-x 500 epochs of 844 steps). One such model keeps a GPU busy for microseconds per kernel, so an eager loop
-is bound by kernel launches and host syncs, not by arithmetic. Stacking K runs that differ only in
-``seed`` and ``lr`` turns K small launches into one K-times larger launch.
+x 500 epochs of 844 steps; Table 3 is 8 methods x up to 20 grid points x 3 seeds). One such model keeps a
+GPU busy for microseconds per kernel, so an eager loop is bound by kernel launches and host syncs, not by
+arithmetic. Stacking K runs that differ only in their grid values (:data:`STACKABLE_KEYS`: seed, learning
+rates, annealing rate, cut-off epoch) turns K small launches into one K-times larger launch.
 
 What: :class:`StackedRuns` holds the K runs' parameters stacked along a leading axis (one flat
-``(K, P)`` buffer, one view per parameter), steps them with ``vmap(grad(functional_call(...)))`` and a
-vectorised AdamW (:func:`adamw_update_`), and keeps a :class:`silentvae.train.Run` per run whose
-models / optimizer / estimator / generator / history it fills in at every epoch end, so that
-:func:`train_stacked` writes exactly the files :func:`silentvae.train.train` writes (``last.pt``,
-``epoch_XXXX.pt``, ``metrics.json``, ``result.json``): the pipeline, :func:`~silentvae.train.load_run`
-and resume (by either trainer) cannot tell the two apart.
+``(K, P)`` buffer, one view per parameter; buffers such as BatchNorm statistics as (K, ...) tensors),
+steps them with ``vmap(grad(functional_call(...)))`` and a vectorised AdamW (:func:`adamw_update_`), and
+keeps a :class:`silentvae.train.Run` per run whose models / optimizer / estimator / generator / history it
+fills in at every epoch end, so that :func:`train_stacked` writes exactly the files
+:func:`silentvae.train.train` writes (``last.pt``, ``epoch_XXXX.pt``, ``metrics.json``, ``result.json``):
+the pipeline, :func:`~silentvae.train.load_run` and resume (by either trainer) cannot tell the two apart.
+
+Both experiments are covered: ``fixed`` (encoder + linear decoder, one estimator) and ``learnable``
+(Algorithm 1: encoder + conv decoder + optional linear SG decoder), with per-run Eq. 8 weights
+w_lin(epoch) and per-run encoder freezing at the cut-off epoch.
 
 Equivalence with K separate ``silentvae.train`` runs (checked in ``tests/test_stacked.py``):
 
@@ -19,23 +24,29 @@ Equivalence with K separate ``silentvae.train`` runs (checked in ``tests/test_st
 * random numbers: each run draws from its own ``Run.generator`` (seeded by its seed, on the device) in
   exactly the order ``Run.train_epoch`` does: ``randperm`` once per epoch, then per step the
   dequantisation noise (``torch.rand`` of the batch's shape, as in :func:`~silentvae.data.dequantize`)
-  and then the estimator's latent noise (``torch.randn`` of (B, d) for ``reparam``, ``torch.rand`` of
-  (B, d) for ``gumbel`` / ``reinforce``, none for ``sg``). The draws happen outside ``vmap`` and enter
-  the step as tensors;
-* the optimizer: :func:`adamw_update_` performs torch.optim.AdamW's single-tensor arithmetic op by op;
-* REINFORCE's running baseline is a (K,) tensor with the estimator's update rule.
+  and then the estimator's latent noise (:data:`silentvae.posteriors.NOISE` of the latent kind, shape
+  (B, d); none for ``sg``). The draws happen outside ``vmap`` and enter the step as tensors, which the
+  estimators take as ``noise=``;
+* the loss: the same estimator objects and Eq. 8 mixing (:meth:`Posterior.scale_grad` with a per-run
+  weight); a run whose encoder is frozen, or whose linear decoder is unused (w_lin = 0), gets no KL /
+  linear term, and its frozen parameters are not touched by the optimizer (torch.optim.AdamW skips
+  parameters without a gradient: no update, no weight decay, no step count);
+* the optimizer: :func:`adamw_update_` performs torch.optim.AdamW's single-tensor arithmetic op by op, with
+  each parameter group's learning rate and step count per run;
+* REINFORCE's running baseline is a (K,) tensor with the estimator's update rule;
+* BatchNorm (CIFAR-10 / ImageNet32 models): running statistics are stacked buffers updated in place under
+  vmap; while some runs' encoders are frozen (eval mode) and others not, the step runs in two vmapped calls.
 
 Results agree with separate runs to float round-off, not bit for bit: under ``vmap`` a convolution
 with K weight sets runs as one grouped convolution and a linear layer as one batched matmul, whose
 summation order differs from the per-run kernels.
 
 Inside an epoch nothing waits for the device: losses and the first non-finite step are accumulated on
-the device and read once per epoch. A run whose loss becomes non-finite is dropped from the outputs
-(its files keep the last good epoch, as with :func:`~silentvae.train.train`) while the others go on;
-:func:`train_stacked` raises :class:`~silentvae.train.NonFiniteLossError` naming it at the end.
-
-Scope: ``experiment="fixed"`` (encoder + :class:`~silentvae.models.LinearDecoder`) with estimators
-``sg`` / ``reparam`` / ``gumbel`` / ``reinforce`` on models without buffers (MNIST-like datasets).
+the device and read once per epoch; everything that changes between runs within an epoch (w_lin,
+freezing, step counts) is known on the host at the epoch's start and uploaded once. A run whose loss
+becomes non-finite is dropped from the outputs (its files keep the last good epoch, as with
+:func:`~silentvae.train.train`) while the others go on; :func:`train_stacked` raises
+:class:`~silentvae.train.NonFiniteLossError` naming it at the end.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,19 +63,21 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from .data import DataSplit
+from .estimators import Reinforce, SilentGradient, make_estimator
 from .io import atomic_torch_save
+from .posteriors import NOISE
 from .train import (NonFiniteLossError, Run, RunConfig, check_same_config, checkpoint_name, evaluate,
                     load_splits, write_metrics)
 
-__all__ = ["StackedRuns", "train_stacked", "check_stackable", "adamw_update_", "pick_stack_size",
-           "measure_peak_bytes", "STACKABLE_KEYS"]
+__all__ = ["StackedRuns", "train_stacked", "check_stackable", "adamw_update_", "bias_corrections",
+           "pick_stack_size", "measure_peak_bytes", "STACKABLE_KEYS"]
 
 #: The only RunConfig fields that may differ between the runs of one stack.
-STACKABLE_KEYS = ("seed", "lr")
+STACKABLE_KEYS = ("seed", "lr", "lr_linear_mu", "lr_linear_alpha", "anneal_rate", "cutoff_epoch")
 
 
 def check_stackable(configs: list[RunConfig]) -> None:
-    """Raise ValueError unless ``configs`` can share one stack: fixed experiment, equal but for seed/lr."""
+    """Raise ValueError unless ``configs`` can share one stack: equal but for :data:`STACKABLE_KEYS`."""
     if not configs:
         raise ValueError("need at least one run config to stack")
     first = configs[0].to_dict()
@@ -73,29 +87,35 @@ def check_stackable(configs: list[RunConfig]) -> None:
             if key not in STACKABLE_KEYS and d[key] != first[key]:
                 raise ValueError(f"stacked runs may differ only in {STACKABLE_KEYS}, but key {key!r} differs: "
                                  f"config 0 has {first[key]!r}, config {i} has {d[key]!r}")
-    cfg = configs[0]
-    if cfg.experiment != "fixed":
-        raise ValueError(f"stacked training supports experiment='fixed' only, got experiment={cfg.experiment!r}")
-    if cfg.cutoff_epoch is not None:
-        raise ValueError("stacked training does not support cutoff_epoch (encoder freezing)")
 
 
-def adamw_update_(param: Tensor, grad_: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *, step: int,
-                  lr: Tensor | list[float], betas: tuple[float, float], weight_decay: float,
-                  eps: float = 1e-8) -> None:
+def bias_corrections(steps: list[list[int]], betas: tuple[float, float], device=None) -> tuple[Tensor, Tensor]:
+    """AdamW's bias corrections (1 - b1^t, sqrt(1 - b2^t)) for step counts ``steps[s][k]`` (step s, run k),
+    computed in Python doubles exactly as torch.optim.AdamW does; two float64 tensors of shape (S, K)."""
+    beta1, beta2 = betas
+    bc1 = [[1 - beta1 ** float(t) for t in row] for row in steps]
+    bc2 = [[(1 - beta2 ** float(t)) ** 0.5 for t in row] for row in steps]
+    return (torch.tensor(bc1, dtype=torch.float64, device=device),
+            torch.tensor(bc2, dtype=torch.float64, device=device))
+
+
+def adamw_update_(param: Tensor, grad_: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *,
+                  step: int | tuple[Tensor, Tensor], lr: Tensor | list[float], betas: tuple[float, float],
+                  weight_decay: float, eps: float = 1e-8) -> None:
     """One AdamW step, in place, for K stacked runs with per-run learning rates ``lr`` (K floats or (K,) tensor).
 
-    ``param``, ``grad_``, ``exp_avg``, ``exp_avg_sq`` are (K, ...); ``step`` is the 1-based step count
-    (shared: the runs step together). The arithmetic is torch.optim.AdamW's single-tensor path
+    ``param``, ``grad_``, ``exp_avg``, ``exp_avg_sq`` are (K, ...). ``step`` is the 1-based step count
+    shared by the runs, or per-run bias corrections ``(1 - b1^t_k, sqrt(1 - b2^t_k))`` as two (K,)
+    float64 tensors (:func:`bias_corrections`). The arithmetic is torch.optim.AdamW's single-tensor path
     (``amsgrad=False``, ``maximize=False``), op by op:
 
         p *= 1 - lr wd;   m = lerp(m, g, 1 - b1);   v = b2 v + (1 - b2) g^2
         p += (-lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
     The per-run scalars torch computes in double and rounds to the parameter dtype are computed here
-    the same way (``lr`` is taken in float64, then cast), so on CPU the update matches torch.optim.AdamW
-    to the last bit for equal inputs (pass ``lr`` as floats or a float64 tensor: a float32 ``lr`` is
-    already rounded).
+    the same way (``lr`` is taken in float64, then cast), so on CPU the update with a shared ``step``
+    matches torch.optim.AdamW to the last bit for equal inputs (pass ``lr`` as floats or a float64 tensor:
+    a float32 ``lr`` is already rounded); with per-run corrections it matches to round-off.
     """
     if not isinstance(lr, Tensor):
         lr = torch.tensor(list(lr), dtype=torch.float64)
@@ -106,59 +126,85 @@ def adamw_update_(param: Tensor, grad_: Tensor, exp_avg: Tensor, exp_avg_sq: Ten
         param.mul_((1 - lr64 * weight_decay).to(param.dtype))
     exp_avg.lerp_(grad_, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad_, grad_, value=1 - beta2)
-    bias_correction1 = 1 - beta1 ** float(step)
-    bias_correction2_sqrt = (1 - beta2 ** float(step)) ** 0.5
+    if isinstance(step, tuple):
+        bias_correction1 = step[0].view(shape)
+        bias_correction2_sqrt: float | Tensor = step[1].view(shape).to(param.dtype)
+    else:
+        bias_correction1 = 1 - beta1 ** float(step)
+        bias_correction2_sqrt = (1 - beta2 ** float(step)) ** 0.5
     neg_step_size = (-(lr64 / bias_correction1)).to(param.dtype)
     denom = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(eps)
     # torch: param.addcdiv_(exp_avg, denom, value=-step_size), i.e. param + (value * exp_avg) / denom
     param.addcdiv_(exp_avg * neg_step_size, denom)
 
 
-class _FixedObjective(nn.Module):
-    """One run's training objective of ``Run.train_epoch`` (fixed experiment), with its noise as input.
+class _Objective(nn.Module):
+    """One run's training objective of ``Run.train_epoch``, with its random draws and per-run weights as input.
 
-    ``forward(x, noise, baseline)`` returns ``(nl.mean() + kl.mean(), (objective, reported, f_mean))``
-    where ``reported = mean(nl + kl)`` is the value ``Run.train_epoch`` logs and ``f_mean`` the batch mean
-    of -log p(x|z) (REINFORCE's baseline update; 0 otherwise). The sampling lines restate
-    :meth:`GaussianPosterior.rsample`, :meth:`BernoulliPosterior.relaxed_sample` /
-    :meth:`~BernoulliPosterior.sample` and :meth:`Reinforce.loss` with the uniform / normal draws
-    given instead of drawn (the equality tests against ``silentvae.train`` guard the restatement).
+    ``forward(x, noise, baseline, w_lin, use_kl, use_lin)`` returns ``(objective, (objective, reported,
+    linear, f_mean))``: ``objective = mean(nl) + [use_kl] mean(kl) + [use_lin] linear`` is what is
+    differentiated, ``reported = mean(nl + kl)`` the value ``Run.train_epoch`` logs, ``linear`` the linear SG
+    decoder's loss and ``f_mean`` the batch mean of -log p(x|z) (REINFORCE's baseline update; 0 otherwise).
+    ``w_lin`` (Eq. 8) is None for runs without a linear decoder; ``use_kl`` / ``use_lin`` None mean True.
+    ``compute_linear = False`` skips the linear decoder (no run uses it this epoch).
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, cfg: RunConfig):
+    def __init__(self, models: nn.ModuleDict, cfg: RunConfig):
         super().__init__()
-        self.encoder, self.decoder = encoder, decoder
-        self.estimator, self.temperature = cfg.estimator, float(cfg.temperature)
+        self.encoder, self.decoder = models["encoder"], models["decoder"]
+        self.linear = models["linear"] if "linear" in models else None  # names as in the ModuleDict
+        self.estimator = make_estimator(cfg.estimator, temperature=cfg.temperature,
+                                        reinforce_momentum=cfg.reinforce_momentum)
+        self.silent = SilentGradient()
+        self.compute_linear = self.linear is not None
 
-    def forward(self, x: Tensor, noise: Tensor | None, baseline: Tensor | None):
+    def forward(self, x: Tensor, noise: Tensor | None, baseline: Tensor | None, w_lin: Tensor | None,
+                use_kl: Tensor | None, use_lin: Tensor | None):
         post = self.encoder(x)
         kl = post.kl()
+        noisy = post if w_lin is None else post.scale_grad(1.0 - w_lin)
         f_mean = torch.zeros((), dtype=x.dtype, device=x.device)
-        if self.estimator == "sg":
-            nl = -self.decoder.expected_loglik(x, post)
-        elif self.estimator == "reparam":
-            nl = -self.decoder.loglik(x, post.mean + post.var.sqrt() * noise)
-        elif self.estimator == "gumbel":
-            u = noise.clamp(torch.finfo(noise.dtype).tiny, 1.0 - torch.finfo(noise.dtype).eps)
-            logistic = torch.log(u) - torch.log1p(-u)
-            nl = -self.decoder.loglik(x, torch.sigmoid((post.logits + logistic) / self.temperature))
-        else:  # reinforce
-            z = (noise < post.probs.detach()).to(post.logits.dtype)
-            f = -self.decoder.loglik(x, z)
-            log_q = post.log_prob(z)
-            f_det = f.detach()
-            if baseline is None:  # first step: leave-one-out baseline, as Reinforce.loss
-                n = f_det.shape[0]
-                baseline = (f_det.sum() - f_det) / (n - 1) if n > 1 else torch.zeros_like(f_det)
-            nl = f + (f_det - baseline) * (log_q - log_q.detach())
-            f_mean = f_det.mean()
-        objective = nl.mean() + kl.mean()
+        if isinstance(self.estimator, Reinforce):
+            nl, f_mean = Reinforce.surrogate(noisy, self.decoder, x, baseline, noise=noise)
+        else:
+            nl = self.estimator.loss(noisy, self.decoder, x, noise=noise)
+        kl_term = kl.mean() if use_kl is None else torch.where(use_kl, kl.mean(), 0.0)
+        objective = nl.mean() + kl_term
+        linear = torch.zeros((), dtype=x.dtype, device=x.device)
+        if self.compute_linear:
+            linear = self.silent.loss(post.scale_grad(w_lin), self.linear, x).mean()
+            objective = objective + (linear if use_lin is None else torch.where(use_lin, linear, 0.0))
         reported = (nl.detach() + kl.detach()).mean()
-        return objective, (objective.detach(), reported, f_mean)
+        return objective, (objective.detach(), reported, linear.detach(), f_mean)
+
+
+#: Optimizer segments: (name, parameter-name prefix, RunConfig field of its learning rate).
+_SEGMENTS = (("encoder", "encoder.", "lr"), ("decoder", "decoder.", "lr"),
+             ("linear_mu", "linear.mu.", "lr_linear_mu"), ("linear_alpha", "linear.alpha.", "lr_linear_alpha"))
+
+
+@dataclass
+class _Segment:
+    """Consecutive parameters with one learning rate and one AdamW step count per run."""
+
+    name: str
+    cols: slice           # columns of the flat (K, P) buffer
+    names: list[str]      # parameter names
+    lr: list[float]       # per run
+    steps: list[int]      # per run: optimizer steps taken so far
+
+    def active(self, cfg: RunConfig, epoch: int) -> bool:
+        """Whether this segment gets gradients in ``epoch`` (as ``Run.train_epoch``)."""
+        frozen = cfg.encoder_frozen(epoch)
+        if self.name == "encoder":
+            return not frozen
+        if self.name == "decoder":
+            return True
+        return cfg.silent_weight(epoch) > 0 and not frozen  # the linear SG decoder: use_linear
 
 
 class StackedRuns:
-    """K fixed-variance runs (equal configs but ``seed`` / ``lr``) trained together by one vmapped step.
+    """K runs (equal configs but :data:`STACKABLE_KEYS`) trained together by one vmapped step.
 
     ``runs[k]`` is the :class:`~silentvae.train.Run` of ``configs[k]``: its models give the initial
     parameters, its generator all random numbers, and :meth:`sync_runs` writes the stacked state back
@@ -168,7 +214,7 @@ class StackedRuns:
     ``compile=True`` wraps the vmapped gradient in ``torch.compile``; a string is passed as its ``mode``
     (``"reduce-overhead"``: CUDA graphs). Optional and off by default: eager is what the tests check
     (compiled on CPU it agrees to round-off after a ~1 min first compile; not yet timed on a GPU). The
-    AdamW update stays eager (its per-step scalars would recompile it every step).
+    AdamW update stays eager.
     """
 
     def __init__(self, configs: list[RunConfig], in_shape: tuple[int, ...], *, compile: bool | str = False):
@@ -177,13 +223,10 @@ class StackedRuns:
         self.configs, self.cfg, self.K = configs, configs[0], len(configs)
         self.device, self.dtype = torch.device(self.cfg.device), self.cfg.torch_dtype
         self.runs = [Run(cfg, tuple(in_shape)) for cfg in configs]
-        if any(True for _ in self.runs[0].models.buffers()):
-            raise ValueError("stacked training needs models without buffers (no BatchNorm): use an MNIST-like "
-                             f"dataset, got dataset={self.cfg.dataset!r}")
         skeleton = copy.deepcopy(self.runs[0].models).to("meta")  # structure only, for functional_call
-        self.objective = _FixedObjective(skeleton["encoder"], skeleton["decoder"], self.cfg)
+        self.objective = _Objective(skeleton, self.cfg)
         self.names = [n for n, _ in self.runs[0].models.named_parameters()]
-        self.lr = torch.tensor([c.lr for c in configs], dtype=torch.float64, device=self.device)
+        self.buffer_names = [n for n, _ in self.runs[0].models.named_buffers()]
         self.failed: dict[int, str] = {}
         self.compile = compile
         self._steps: dict[tuple, Callable] = {}  # in_dims -> vmap(grad(objective)), compiled if asked
@@ -191,33 +234,51 @@ class StackedRuns:
 
     # --- state -------------------------------------------------------------------------------------
     def load_from_runs(self) -> None:
-        """(Re)build the stacked parameters, AdamW state, baseline and epoch count from ``self.runs``."""
-        stacked, _ = stack_module_state([run.models for run in self.runs])
+        """(Re)build the stacked parameters, buffers, AdamW state, baseline and epoch from ``self.runs``."""
+        stacked, buffers = stack_module_state([run.models for run in self.runs])
         shapes = {n: stacked[n].shape[1:] for n in self.names}
         self.flat = torch.cat([stacked[n].detach().reshape(self.K, -1) for n in self.names], dim=1)
         self.params = self._views(self.flat, shapes)
+        self.buffers = {n: buffers[n].detach().clone() for n in self.buffer_names}
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.flat), torch.zeros_like(self.flat)
         self.m_views, self.v_views = self._views(self.exp_avg, shapes), self._views(self.exp_avg_sq, shapes)
-        self.step = 0
         epochs = {run.epoch for run in self.runs}
         if len(epochs) != 1:
             raise ValueError(f"stacked runs must be at the same epoch, got {sorted(epochs)}")
         self.epoch = epochs.pop()
-        steps = set()
-        for k, run in enumerate(self.runs):
-            named = dict(run.models.named_parameters())
-            for n in self.names:
-                st = run.optimizer.state.get(named[n])
-                steps.add(int(st["step"]) if st else 0)
-                if st:
-                    self.m_views[n][k].copy_(st["exp_avg"])
-                    self.v_views[n][k].copy_(st["exp_avg_sq"])
-        if len(steps) != 1:
-            raise ValueError(f"stacked runs must have taken the same number of optimizer steps, got {sorted(steps)}")
-        self.step = steps.pop()
+        self.segments = self._make_segments(shapes)
+        for seg in self.segments:
+            for k, run in enumerate(self.runs):
+                named = dict(run.models.named_parameters())
+                steps = set()
+                for n in seg.names:
+                    st = run.optimizer.state.get(named[n])
+                    steps.add(int(st["step"]) if st else 0)
+                    if st:
+                        self.m_views[n][k].copy_(st["exp_avg"])
+                        self.v_views[n][k].copy_(st["exp_avg_sq"])
+                if len(steps) != 1:
+                    raise ValueError(f"the {seg.name} parameters of stacked run {k} have taken different numbers "
+                                     f"of optimizer steps: {sorted(steps)}")
+                seg.steps[k] = steps.pop()
         self.baseline = None
         if self.cfg.estimator == "reinforce" and self.runs[0].estimator.baseline is not None:
             self.baseline = torch.stack([run.estimator.baseline.to(self.device) for run in self.runs])
+
+    def _make_segments(self, shapes: dict[str, torch.Size]) -> list[_Segment]:
+        segments, offset = [], 0
+        for name, prefix, lr_key in _SEGMENTS:
+            names = [n for n in self.names if n.startswith(prefix)]
+            if not names:
+                continue
+            size = sum(math.prod(shapes[n]) for n in names)
+            lrs = [getattr(c, lr_key) or c.lr for c in self.configs]
+            segments.append(_Segment(name, slice(offset, offset + size), names, lrs, [0] * self.K))
+            offset += size
+        if offset != self.flat.shape[1] or [n for s in segments for n in s.names] != self.names:
+            raise ValueError(f"unexpected parameter layout {self.names[:3]}...: stacking needs the encoder / decoder "
+                             f"/ linear ModuleDict of silentvae.train.build_models")
+        return segments
 
     def _views(self, flat: Tensor, shapes: dict[str, torch.Size]) -> dict[str, Tensor]:
         out, offset = {}, 0
@@ -229,109 +290,208 @@ class StackedRuns:
 
     @torch.no_grad()
     def sync_runs(self, optimizer_state: bool = True) -> None:
-        """Copy the stacked state into each healthy ``runs[k]``: parameters, REINFORCE baseline and (unless
-        ``optimizer_state=False``, which saves two parameter copies per run) AdamW state in torch's format."""
+        """Copy the stacked state into each healthy ``runs[k]``: parameters, buffers, REINFORCE baseline and
+        (unless ``optimizer_state=False``, which saves two parameter copies per run) AdamW state in torch's
+        format (a parameter that never had a gradient has no state, as in torch)."""
         for k, run in enumerate(self.runs):
             if k in self.failed:
                 continue
             named = dict(run.models.named_parameters())
-            for n in self.names:
-                p = named[n]
-                p.copy_(self.params[n][k])
-                if optimizer_state and self.step > 0:
-                    run.optimizer.state[p] = {"step": torch.tensor(float(self.step)),
-                                              "exp_avg": self.m_views[n][k].clone(),
-                                              "exp_avg_sq": self.v_views[n][k].clone()}
+            for seg in self.segments:
+                for n in seg.names:
+                    p = named[n]
+                    p.copy_(self.params[n][k])
+                    if optimizer_state and seg.steps[k] > 0:
+                        run.optimizer.state[p] = {"step": torch.tensor(float(seg.steps[k])),
+                                                  "exp_avg": self.m_views[n][k].clone(),
+                                                  "exp_avg_sq": self.v_views[n][k].clone()}
+            for n in self.buffer_names:
+                run.models.get_buffer(n).copy_(self.buffers[n][k])
             if self.baseline is not None:
                 run.estimator.baseline = self.baseline[k].clone()
 
     # --- the step ----------------------------------------------------------------------------------
-    def _loss(self, params: dict[str, Tensor], x: Tensor, noise: Tensor | None, baseline: Tensor | None):
-        return functional_call(self.objective, params, (x, noise, baseline))
+    def _loss(self, params: dict[str, Tensor], buffers: dict[str, Tensor], *args):
+        return functional_call(self.objective, (params, buffers), args)
 
     def _vmapped_grad(self, in_dims: tuple) -> Callable:
-        """``vmap(grad(objective))`` over the runs; ``in_dims`` marks the absent noise / baseline (None)."""
-        if in_dims not in self._steps:
+        """``vmap(grad(objective))`` over the runs; ``in_dims`` marks the absent (None) inputs."""
+        key = in_dims + (self.objective.compute_linear, self.objective.encoder.training)
+        if key not in self._steps:
             fn = vmap(grad(self._loss, has_aux=True), in_dims=in_dims)
             if self.compile:
                 fn = torch.compile(fn, mode=self.compile if isinstance(self.compile, str) else None)
-            self._steps[in_dims] = fn
-        return self._steps[in_dims]
+            self._steps[key] = fn
+        return self._steps[key]
 
     def _draw(self, images: Tensor, idx: Tensor) -> tuple[Tensor, Tensor | None]:
         """Dequantised batches (K, b, C, H, W) and latent noise (K, b, d), each run from its own generator.
 
         Per run and in this order, as ``Run.train_epoch``: ``dequantize``'s ``torch.rand``, then the
-        estimator's ``torch.randn`` / ``torch.rand``. Same shapes, dtype and device, hence the same numbers.
+        estimator's draw (:data:`NOISE` of the latent kind). Same shapes, dtype and device, hence the same numbers.
         """
         x = images[idx]
         u = torch.empty_like(x)
-        est = self.cfg.estimator
-        noise = None if est == "sg" else x.new_empty((self.K, x.shape[1], self.cfg.latent_dim))
+        draw = None if self.cfg.estimator == "sg" else NOISE[self.cfg.latent]
+        noise = None if draw is None else x.new_empty((self.K, x.shape[1], self.cfg.latent_dim))
         for k, run in enumerate(self.runs):
             torch.rand(x.shape[1:], generator=run.generator, out=u[k])
-            if noise is not None:
-                (torch.randn if est == "reparam" else torch.rand)(noise.shape[1:], generator=run.generator,
-                                                                   out=noise[k])
+            if draw is not None:
+                draw(noise.shape[1:], generator=run.generator, out=noise[k])
         # silentvae.data.dequantize: minimum(x + u / 256, nextafter(x + 1/256, x))
         x = torch.minimum(x + u / 256, torch.nextafter(x + 1.0 / 256, x))
         return x, noise
 
-    def train_epoch(self, images: Tensor) -> list[dict[str, Any]]:
+    def _grads(self, args: tuple, partitions: list[tuple[Tensor | None, bool]]) -> tuple[Tensor, tuple]:
+        """Flat gradients (K, P) and the objective's aux outputs (each (K,)) for all runs.
+
+        ``args`` = (x, noise, baseline, w_lin, use_kl, use_lin), each batched over runs or None;
+        ``partitions`` = [(rows or None for all, encoder in training mode)]: one vmapped call per partition.
+        """
+        in_dims = (0, 0) + tuple(None if a is None else 0 for a in args)
+        if len(partitions) == 1:
+            self.objective.encoder.train(partitions[0][1])
+            grads, aux = self._vmapped_grad(in_dims)(self.params, self.buffers, *args)
+            return torch.cat([grads[n].reshape(self.K, -1) for n in self.names], dim=1), aux
+        flat_grad = torch.empty_like(self.flat)
+        aux_all = None
+        for rows, training in partitions:
+            self.objective.encoder.train(training)
+            params = {n: p[rows] for n, p in self.params.items()}
+            buffers = {n: b[rows] for n, b in self.buffers.items()}
+            sub = tuple(None if a is None else a[rows] for a in args)
+            grads, aux = self._vmapped_grad(in_dims)(params, buffers, *sub)
+            flat_grad[rows] = torch.cat([grads[n].reshape(len(rows), -1) for n in self.names], dim=1)
+            for n, b in buffers.items():  # BatchNorm statistics updated in place on the gathered copies
+                self.buffers[n][rows] = b
+            if aux_all is None:
+                aux_all = tuple(torch.empty((self.K,) + a.shape[1:], dtype=a.dtype, device=a.device) for a in aux)
+            for dst, a in zip(aux_all, aux):
+                dst[rows] = a
+        return flat_grad, aux_all
+
+    def _update_plan(self, epoch: int, num_steps: int) -> list[tuple]:
+        """Per epoch: AdamW calls as (cols, rows or None, lr (k,) tensor, shared base step or per-step
+        corrections). Neighbouring segments with the same runs, learning rates and step counts share a call."""
+        groups: list[list] = []
+        for seg in self.segments:
+            rows = [k for k, c in enumerate(self.configs) if seg.active(c, epoch) and k not in self.failed]
+            if not rows:
+                continue
+            key = (rows, [seg.lr[k] for k in rows], [seg.steps[k] for k in rows])
+            if groups and groups[-1][0] == key and groups[-1][1].stop == seg.cols.start:
+                groups[-1][1] = slice(groups[-1][1].start, seg.cols.stop)
+            else:
+                groups.append([key, seg.cols])
+        plan = []
+        for (rows, lrs, steps), cols in groups:
+            idx = None if len(rows) == self.K else torch.tensor(rows, device=self.device)
+            lr = torch.tensor(lrs, dtype=torch.float64, device=self.device)
+            if len(set(steps)) == 1:
+                step: int | tuple[Tensor, Tensor] = steps[0]
+            else:
+                step = bias_corrections([[t + s + 1 for t in steps] for s in range(num_steps)], self.cfg.betas,
+                                        self.device)
+            plan.append((cols, idx, lr, step))
+        return plan
+
+    def _adamw(self, plan: list[tuple], flat_grad: Tensor, s: int) -> None:
+        cfg = self.cfg
+        for cols, idx, lr, step in plan:
+            step_s = step + s + 1 if isinstance(step, int) else (step[0][s], step[1][s])
+            opts = dict(step=step_s, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+            if idx is None:
+                adamw_update_(self.flat[:, cols], flat_grad[:, cols], self.exp_avg[:, cols],
+                              self.exp_avg_sq[:, cols], **opts)
+            else:  # some runs sit this group out (frozen encoder, unused linear decoder): gather, update, scatter
+                p, m, v = self.flat[idx, cols], self.exp_avg[idx, cols], self.exp_avg_sq[idx, cols]
+                adamw_update_(p, flat_grad[idx, cols], m, v, **opts)
+                self.flat[idx, cols], self.exp_avg[idx, cols], self.exp_avg_sq[idx, cols] = p, m, v
+
+    def train_epoch(self, images: Tensor) -> list[dict[str, Any] | None]:
         """One epoch of every run over ``images`` (N, C, H, W) on the device; one host sync at the end.
 
         Returns one row per run like ``Run.train_epoch`` (``train_loss`` etc.); a run whose loss became
         non-finite this epoch gets ``None`` and an entry in ``self.failed``.
         """
-        cfg, K = self.cfg, self.K
+        cfg, K, configs = self.cfg, self.K, self.configs
+        epoch = self.epoch + 1
         n, dev = images.shape[0], images.device
+        num_steps = math.ceil(n / cfg.batch_size)
+        w_lin = [c.silent_weight(epoch) for c in configs]
+        frozen = [c.encoder_frozen(epoch) for c in configs]
+        use_lin = [c.silent and w > 0 and not f for c, w, f in zip(configs, w_lin, frozen)]
+
+        def flags(values: list[bool]) -> Tensor | None:  # None: true for every run
+            return None if all(values) else torch.tensor(values, device=dev)
+
+        has_linear = self.objective.linear is not None
+        w_lin_t = torch.tensor(w_lin, dtype=self.dtype, device=dev) if has_linear else None
+        use_kl_t = flags([not f for f in frozen])
+        use_lin_t = flags(use_lin) if has_linear else None
+        self.objective.compute_linear = any(use_lin)
+        if self.buffer_names and any(frozen) and not all(frozen):  # BatchNorm: eval mode for frozen encoders
+            partitions = [(torch.tensor([k for k in range(K) if not frozen[k]], device=dev), True),
+                          (torch.tensor([k for k in range(K) if frozen[k]], device=dev), False)]
+        else:
+            partitions = [(None, not all(frozen))]
+        plan = self._update_plan(epoch, num_steps)
+
         perms = torch.stack([torch.randperm(n, generator=run.generator, device=dev) for run in self.runs])
-        totals = torch.zeros(K, device=dev, dtype=torch.float64)
+        totals = torch.zeros(2, K, device=dev, dtype=torch.float64)  # reported loss, linear loss
         first_bad = torch.full((K,), -1, device=dev, dtype=torch.long)
         count = 0
         for step, start in enumerate(range(0, n, cfg.batch_size)):
             idx = perms[:, start:start + cfg.batch_size]
             x, noise = self._draw(images, idx)
             baseline = self.baseline
-            in_dims = (0, 0, None if noise is None else 0, None if baseline is None else 0)
-            grads, (obj, reported, f_mean) = self._vmapped_grad(in_dims)(self.params, x, noise, baseline)
-            self.step += 1
-            flat_grad = torch.cat([grads[n].reshape(K, -1) for n in self.names], dim=1)
-            adamw_update_(self.flat, flat_grad, self.exp_avg, self.exp_avg_sq, step=self.step, lr=self.lr,
-                          betas=cfg.betas, weight_decay=cfg.weight_decay)
-            if cfg.estimator == "reinforce":  # Reinforce.loss: first batch mean, then a running average
+            flat_grad, (obj, reported, linear, f_mean) = self._grads(
+                (x, noise, baseline, w_lin_t, use_kl_t, use_lin_t), partitions)
+            self._adamw(plan, flat_grad, step)
+            if cfg.estimator == "reinforce":  # Reinforce.next_baseline: first batch mean, then a running average
                 m = cfg.reinforce_momentum
                 self.baseline = f_mean.clone() if baseline is None else m * baseline + (1.0 - m) * f_mean
             first_bad = torch.where((~torch.isfinite(obj)) & (first_bad < 0), step, first_bad)
             b = idx.shape[1]
-            totals += reported.double() * b
+            totals += torch.stack([reported, linear]).double() * b
             count += b
-        self.epoch += 1
-        loss, bad = totals.tolist(), first_bad.tolist()  # the epoch's one host sync
+        self.epoch = epoch
+        for seg in self.segments:
+            for k, c in enumerate(configs):
+                if seg.active(c, epoch):
+                    seg.steps[k] += num_steps
+        (loss, lin_loss), bad = totals.tolist(), first_bad.tolist()  # the epoch's one host sync
         rows = []
         for k in range(K):
             if bad[k] >= 0 and k not in self.failed:
-                c = self.configs[k]
-                self.failed[k] = (f"non-finite training loss at epoch {self.epoch}, step {bad[k]} (0-based) of "
-                                  f"stacked run {k} ({c.estimator}/seed{c.seed}/lr{c.lr:g}); the last good "
-                                  f"checkpoint (epoch {self.epoch - 1}) is kept")
+                c = configs[k]
+                self.failed[k] = (f"non-finite training loss at epoch {epoch}, step {bad[k]} (0-based) of "
+                                  f"stacked run {k} ({_describe(c)}); the last good checkpoint (epoch "
+                                  f"{epoch - 1}) is kept")
             rows.append(None if k in self.failed else
-                        {"train_loss": loss[k] / count, "train_linear_loss": None,
-                         "w_lin": cfg.silent_weight(self.epoch), "encoder_frozen": False})
+                        {"train_loss": loss[k] / count, "train_linear_loss": lin_loss[k] / count if use_lin[k] else None,
+                         "w_lin": w_lin[k], "encoder_frozen": frozen[k]})
         return rows
+
+
+def _describe(c: RunConfig) -> str:
+    text = f"{c.experiment}/{c.estimator}{'+sg' if c.silent else ''}/seed{c.seed}/lr{c.lr:g}"
+    if c.silent:
+        text += f"/anneal{c.anneal_rate:g}/cutoff{c.cutoff_epoch}"
+    return text
 
 
 def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, DataSplit] | None = None,
                   epochs: int | None = None, *, out_dirs: list[str | Path] | None = None,
                   log: Callable[[str], None] = print, compile: bool | str = False) -> list[list[dict[str, Any]]]:
-    """Train K fixed-variance runs together up to epoch ``epochs`` (default ``cfg.epochs``); their histories.
+    """Train K runs (fixed or learnable) together up to epoch ``epochs`` (default ``cfg.epochs``); their histories.
 
     Equivalent to ``[train(cfg, out, splits=splits) for cfg, out in zip(configs, out_dirs)]`` to float
     round-off: same history rows (``train_time`` is the stack's epoch time, shared by its runs) and,
     with ``out_dirs``, the same files, including resume from existing ``last.pt`` files (all at one
     epoch). Validation (``evaluate``) runs per run on its own models after each epoch.
 
-    Raises ValueError if the configs differ in more than seed / lr, and NonFiniteLossError at the end
+    Raises ValueError if the configs differ in more than :data:`STACKABLE_KEYS`, and NonFiniteLossError at the end
     (after finishing and writing the other runs) if some run's loss became non-finite.
     """
     configs = [RunConfig.from_dict(c) if isinstance(c, dict) else c for c in configs]
