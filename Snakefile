@@ -5,8 +5,8 @@
 #
 # Table of contents (each training/diagnostic job executes one papermill notebook from notebooks/):
 #   train_fixed      fixed-variance linear decoder runs       -> Table 2, Figure 2, convergence (Sec. 3.2)
-#                    (train_fixed_stack with engine: stacked -- a method's learning-rate grid in one job)
 #   train_learnable  learnable-variance runs, with/without SG -> Tables 3, 4, 9, Figures 3-5 (Sec. 4.2)
+#   train_stack      engine: stacked -- a method's grid trained together in one job (either experiment)
 #   select           best grid point on validation BPD        -> results/selected/
 #   variance         gradient-variance decomposition          -> Table 1
 #   taylor           Taylor-bias check vs enumeration         -> Sec. 4.1
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from silentvae.pipeline import lr_tag, make_plan
+from silentvae.pipeline import make_plan
 
 if not workflow.overwrite_configfiles:  # no --configfile: the paper protocol (--configfile replaces it, not merges)
     configfile: "config/paper.yaml"
@@ -40,34 +40,38 @@ def papermill(notebook, out_nb, **params):
             f"{notebook} {out_nb} -y {shlex.quote(json.dumps(params))}")
 
 
-def learnable_job(wildcards, output):
-    spec = PLAN.runs[f"learnable/{wildcards.run}"]
-    return papermill("notebooks/learnable_variance.ipynb", output.notebook, run_id=spec.id,
-                     run_config=spec.config, inherit=spec.inherit, selections_dir=f"{R}/selected",
-                     out_dir=str(Path(output.result).parent), device=config["device"], threads=THREADS)
+NOTEBOOK = {"fixed": "notebooks/fixed_variance.ipynb", "learnable": "notebooks/learnable_variance.ipynb"}
+STACK_OF = {run_id: stack for stack, run_ids in PLAN.stacks.items() for run_id in run_ids}
 
 
-def fixed_job(notebook, specs):
-    """One fixed-variance job: a single run, or a whole learning-rate grid trained stacked."""
-    runs = [{"id": s.id, "config": s.config, "inherit": s.inherit, "out_dir": f"{R}/runs/{s.id}"} for s in specs]
-    return papermill("notebooks/fixed_variance.ipynb", notebook, runs=runs, selections_dir=f"{R}/selected",
-                     device=config["device"], threads=THREADS)
-
-
-def selection_inputs(kind):
-    return lambda wildcards: [f"{R}/selected/{sel}.json" for sel in PLAN.runs[f"{kind}/{wildcards.run}"].selections]
-
-
-def selection_json(sel):
-    return f"{R}/selected/{sel}.json"
+def train_job(notebook, out_nb, run_ids, done_json=""):
+    """One training job: a single run, or a stack of runs trained together (engine: stacked)."""
+    runs = [{"id": r, "config": PLAN.runs[r].config, "inherit": PLAN.runs[r].inherit, "out_dir": f"{R}/runs/{r}"}
+            for r in run_ids]
+    return papermill(notebook, out_nb, runs=runs, selections_dir=f"{R}/selected", device=config["device"],
+                     threads=THREADS, stack_size=config.get("stack_size", "auto"), done_json=done_json)
 
 
 def result_json(run_id):
     return f"{R}/runs/{run_id}/result.json"
 
 
+def run_done(run_id):
+    """The file that says a run has finished: its result.json, or its stack's done file."""
+    return f"{R}/stacks/{STACK_OF[run_id]}.json" if run_id in STACK_OF else result_json(run_id)
+
+
+def selection_inputs(run_ids):
+    """The selections whose best values the runs inherit (a method with SG takes its baseline's learning rate)."""
+    return sorted({f"{R}/selected/{sel}.json" for r in run_ids for sel in PLAN.runs[r].selections})
+
+
+def selection_json(sel):
+    return f"{R}/selected/{sel}.json"
+
+
 REPORT_INPUTS = ([selection_json(s) for s in PLAN.selections]
-                 + [result_json(r) for runs in PLAN.final_runs.values() for r in runs]
+                 + sorted({run_done(r) for runs in PLAN.final_runs.values() for r in runs})
                  + [f"{R}/{job}.json" for job in PLAN.variance]
                  + [f"{R}/{job}.json" for job in PLAN.taylor])
 
@@ -77,54 +81,30 @@ rule all:
         f"{R}/report.html",
 
 
-if PLAN.stacks:  # fixed_variance.engine: stacked -- one job trains a method's learning-rate grid at once
-
-    rule train_fixed_stack:
-        input:
-            "notebooks/fixed_variance.ipynb",
-        output:
-            results=expand(f"{R}/runs/fixed/{{{{stack}}}}/{{tag}}/result.json",
-                           tag=[lr_tag(lr) for lr in config["fixed_variance"]["lr_grid"]]),
-            notebook=f"{R}/notebooks/runs/fixed/{{stack}}/stack.ipynb",
-        log:
-            f"{R}/logs/fixed/{{stack}}/stack.log",
-        threads: THREADS
-        resources:
-            gpu=GPU,
-        params:
-            command=lambda wildcards, output: fixed_job(
-                output.notebook, [PLAN.runs[r] for r in PLAN.stacks[f"fixed/{wildcards.stack}"]]),
-        conda:
-            ENV
-        shell:
-            "{params.command} > {log} 2>&1"
-
-else:
-
-    rule train_fixed:
-        input:
-            "notebooks/fixed_variance.ipynb",
-            selection_inputs("fixed"),
-        output:
-            result=f"{R}/runs/fixed/{{run}}/result.json",
-            notebook=f"{R}/notebooks/runs/fixed/{{run}}.ipynb",
-        log:
-            f"{R}/logs/fixed/{{run}}.log",
-        threads: THREADS
-        resources:
-            gpu=GPU,
-        params:
-            command=lambda wildcards, output: fixed_job(output.notebook, [PLAN.runs[f"fixed/{wildcards.run}"]]),
-        conda:
-            ENV
-        shell:
-            "{params.command} > {log} 2>&1"
+rule train_fixed:
+    input:
+        NOTEBOOK["fixed"],
+        lambda wildcards: selection_inputs([f"fixed/{wildcards.run}"]),
+    output:
+        result=f"{R}/runs/fixed/{{run}}/result.json",
+        notebook=f"{R}/notebooks/runs/fixed/{{run}}.ipynb",
+    log:
+        f"{R}/logs/fixed/{{run}}.log",
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        command=lambda wildcards, input, output: train_job(input[0], output.notebook, [f"fixed/{wildcards.run}"]),
+    conda:
+        ENV
+    shell:
+        "{params.command} > {log} 2>&1"
 
 
 rule train_learnable:
     input:
-        "notebooks/learnable_variance.ipynb",
-        selection_inputs("learnable"),
+        NOTEBOOK["learnable"],
+        lambda wildcards: selection_inputs([f"learnable/{wildcards.run}"]),
     output:
         result=f"{R}/runs/learnable/{{run}}/result.json",
         notebook=f"{R}/notebooks/runs/learnable/{{run}}.ipynb",
@@ -134,7 +114,28 @@ rule train_learnable:
     resources:
         gpu=GPU,
     params:
-        command=learnable_job,
+        command=lambda wildcards, input, output: train_job(input[0], output.notebook, [f"learnable/{wildcards.run}"]),
+    conda:
+        ENV
+    shell:
+        "{params.command} > {log} 2>&1"
+
+
+rule train_stack:
+    input:
+        lambda wildcards: NOTEBOOK[wildcards.stack.split("/")[0]],
+        lambda wildcards: selection_inputs(PLAN.stacks[wildcards.stack]),
+    output:
+        done=f"{R}/stacks/{{stack}}.json",
+        notebook=f"{R}/notebooks/stacks/{{stack}}.ipynb",
+    log:
+        f"{R}/logs/stacks/{{stack}}.log",
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        command=lambda wildcards, input, output: train_job(input[0], output.notebook, PLAN.stacks[wildcards.stack],
+                                                           done_json=output.done),
     conda:
         ENV
     shell:
@@ -143,7 +144,7 @@ rule train_learnable:
 
 rule select:
     input:
-        lambda wildcards: [result_json(r) for r in PLAN.selections[wildcards.sel]],
+        lambda wildcards: sorted({run_done(r) for r in PLAN.selections[wildcards.sel]}),
     output:
         f"{R}/selected/{{sel}}.json",
     log:

@@ -9,6 +9,8 @@ into job specs. Protocol (Appendix B.3):
   "+ SG" variants take the selected baseline learning rate and search annealing rate x cut-off; "None + SG"
   (sg_gaussian, sg_bernoulli) searches learning rate x cut-off. The selected setting is then trained for the
   remaining seeds; the grid's own run is the first seed.
+* ``engine: stacked`` (either experiment) makes a method's grid one job (``Plan.stacks``): the fixed-variance
+  learning rates; the learnable grid at the first seed, then the selected setting's other seeds.
 * Datasets that are neither on disk nor downloadable are left out of the plan and reported as
   "not run: <dataset> not found at <path>".
 """
@@ -71,7 +73,7 @@ class Plan:
     taylor: dict[str, dict[str, Any]]       # job id -> settings
     final_runs: dict[str, list[str]]        # learnable selection id -> run ids reported over seeds
     not_run: dict[str, str]                 # dataset -> reason
-    stacks: dict[str, list[str]] = field(default_factory=dict)  # fixed engine "stacked": job id -> run ids
+    stacks: dict[str, list[str]] = field(default_factory=dict)  # engine "stacked": stack id -> run ids (one job)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -188,8 +190,15 @@ def make_plan(cfg: dict[str, Any]) -> Plan:
     tb = cfg["taylor_bias"]
     if tb["enabled"] and _dataset_ok(cfg, tb["dataset"], not_run):
         taylor[f"taylor/{tb['dataset']}"] = {**tb, "data_root": cfg["data_root"]}
-    stacks = {sel: rids for sel, rids in selections.items() if sel.startswith("fixed/")} \
-        if fx.get("engine", "single") == "stacked" else {}
+    stacks: dict[str, list[str]] = {}
+    if fx.get("engine", "single") == "stacked":  # a method's learning-rate grid
+        stacks.update({sel: rids for sel, rids in selections.items() if sel.startswith("fixed/")})
+    if lv.get("engine", "single") == "stacked":  # a method's grid (first seed), then its other seeds
+        for sel, rids in selections.items():
+            if sel.startswith("learnable/"):
+                stacks[f"{sel}/grid"] = rids
+                if final_runs.get(sel):
+                    stacks[f"{sel}/final"] = final_runs[sel]
     return Plan(runs, selections, variance, taylor, final_runs, not_run, stacks)
 
 
@@ -247,23 +256,57 @@ def prepare_run(run_config: dict[str, Any], inherit: list, selections_dir: str, 
 
 
 def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str = "auto", threads: int = 1,
+               stack_size: int | str = "auto", done_json: str = "",
                log=print) -> dict[str, tuple[Any, Path, list[dict[str, Any]]]]:
-    """Train the fixed-variance runs of one pipeline job: one run with :func:`silentvae.train.train`, several
-    (a learning-rate grid, ``engine: stacked``) together with :func:`silentvae.stacked.train_stacked`.
+    """Train the runs of one pipeline job: one run with :func:`silentvae.train.train`; several (a grid of one
+    method, ``engine: stacked``) together with :func:`silentvae.stacked.train_stacked`, ``stack_size`` runs
+    per stack ("auto": as many as fit in the GPU's free memory, all of them on a CPU).
 
     ``runs``: [{"id", "config", "inherit", "out_dir"}]. Returns {run id: (RunConfig, output folder, history)}.
+    With ``done_json`` it finally writes {"runs": {run id: result.json}, "stack_size": K} there (the
+    Snakefile's output for a stacked job). If a run's loss became non-finite, the other stacks still
+    finish before :class:`~silentvae.train.NonFiniteLossError` is raised.
     """
-    from .train import load_splits, train
+    import torch
+
+    from .io import atomic_write_json
+    from .stacked import auto_stack_size, train_stacked
+    from .train import NonFiniteLossError, load_splits, train
     prepared = [prepare_run(r["config"], r.get("inherit", []), selections_dir, r.get("out_dir", ""), device, threads)
                 for r in runs]
     ids = [r["id"] for r in runs]
-    if len(prepared) == 1:
-        (cfg, out), = prepared
-        return {ids[0]: (cfg, out, train(cfg, out, log=log))}
-    from .stacked import train_stacked
     cfgs = [cfg for cfg, _ in prepared]
-    histories = train_stacked(cfgs, load_splits(cfgs[0]), out_dirs=[out for _, out in prepared], log=log)
-    return {rid: (cfg, out, hist) for rid, (cfg, out), hist in zip(ids, prepared, histories)}
+    splits = load_splits(cfgs[0])
+    if stack_size == "auto":
+        images = splits[0].images
+        data_bytes = (len(splits[0]) + len(splits[1])) * images[0].numel() * torch.finfo(cfgs[0].torch_dtype).bits // 8
+        k = auto_stack_size(cfgs, tuple(images.shape[1:]), reserved_bytes=data_bytes, log=log)
+    else:
+        k = int(stack_size)
+        if k < 1:
+            raise ValueError(f"stack_size must be 'auto' or a positive integer, got {stack_size!r}")
+    out: dict[str, tuple[Any, Path, list[dict[str, Any]]]] = {}
+    errors = []
+    for start in range(0, len(prepared), k):
+        chunk = list(zip(ids, prepared))[start:start + k]
+        try:
+            if len(chunk) == 1:
+                rid, (cfg, run_out) = chunk[0]
+                out[rid] = (cfg, run_out, train(cfg, run_out, splits=splits, log=log))
+            else:
+                if len(prepared) > k:
+                    log(f"stack {start // k + 1} of {-(-len(prepared) // k)}: {len(chunk)} runs")
+                histories = train_stacked([c for _, (c, _) in chunk], splits, out_dirs=[o for _, (_, o) in chunk],
+                                          log=log)
+                out.update({rid: (c, o, h) for (rid, (c, o)), h in zip(chunk, histories)})
+        except NonFiniteLossError as e:
+            errors.append(str(e))
+    if errors:
+        raise NonFiniteLossError("; ".join(errors))
+    if done_json:
+        atomic_write_json(done_json, {"runs": {rid: str(o / "result.json") for rid, (_, o, _) in out.items()},
+                                      "stack_size": k})
+    return out
 
 
 def _job_setup(device: str, threads: int) -> str:

@@ -70,7 +70,7 @@ from .train import (NonFiniteLossError, Run, RunConfig, check_same_config, check
                     load_splits, write_metrics)
 
 __all__ = ["StackedRuns", "train_stacked", "check_stackable", "adamw_update_", "bias_corrections",
-           "pick_stack_size", "measure_peak_bytes", "STACKABLE_KEYS"]
+           "pick_stack_size", "measure_peak_bytes", "auto_stack_size", "STACKABLE_KEYS"]
 
 #: The only RunConfig fields that may differ between the runs of one stack.
 STACKABLE_KEYS = ("seed", "lr", "lr_linear_mu", "lr_linear_alpha", "anneal_rate", "cutoff_epoch")
@@ -242,7 +242,7 @@ class StackedRuns:
         self.buffers = {n: buffers[n].detach().clone() for n in self.buffer_names}
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.flat), torch.zeros_like(self.flat)
         self.m_views, self.v_views = self._views(self.exp_avg, shapes), self._views(self.exp_avg_sq, shapes)
-        epochs = {run.epoch for run in self.runs}
+        epochs = {run.epoch for k, run in enumerate(self.runs) if k not in self.failed}
         if len(epochs) != 1:
             raise ValueError(f"stacked runs must be at the same epoch, got {sorted(epochs)}")
         self.epoch = epochs.pop()
@@ -511,6 +511,7 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
                 state = torch.load(out / "last.pt", map_location=cfg.device, weights_only=False)
                 check_same_config(state["config"], run.cfg, out / "last.pt")
                 run.load_state_dict(state)
+        _catch_up(stack, outs, (train_split, val_split), log)
         if any(run.epoch for run in stack.runs):
             stack.load_from_runs()
             log(f"resuming {len(outs)} stacked runs after epoch {stack.epoch}")
@@ -549,6 +550,22 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
     return [run.history for run in stack.runs]
 
 
+def _catch_up(stack: StackedRuns, outs: list[Path], splits: tuple[DataSplit, DataSplit], log) -> None:
+    """Bring runs that are behind the others (a kill between two runs' saves of one epoch) to the same epoch
+    with :func:`silentvae.train.train`; a run that fails on the way is marked failed in the stack."""
+    from .train import train
+    ahead = max(run.epoch for run in stack.runs)
+    for k, (run, out) in enumerate(zip(stack.runs, outs)):
+        if run.epoch < ahead:
+            log(f"stacked run {k} is at epoch {run.epoch}, the others at {ahead}: catching it up alone")
+            try:
+                train(run.cfg, out, splits=splits, log=log, stop_after=ahead - run.epoch)
+            except NonFiniteLossError as e:
+                stack.failed[k] = str(e)
+            if (out / "last.pt").exists():
+                run.load_state_dict(torch.load(out / "last.pt", map_location=run.cfg.device, weights_only=False))
+
+
 # --- sizing stacks to the device -----------------------------------------------------------------
 
 def pick_stack_size(bytes_per_run: int, free_bytes: int, safety: float = 0.8) -> int:
@@ -585,3 +602,24 @@ def measure_peak_bytes(configs: list[RunConfig], in_shape: tuple[int, ...] = (1,
     del stack, images
     torch.cuda.empty_cache()
     return int(peak)
+
+
+def auto_stack_size(configs: list[RunConfig], in_shape: tuple[int, ...], reserved_bytes: int = 0,
+                    log: Callable[[str], None] = print) -> int:
+    """How many of ``configs`` to train per stack on their device: all of them on a CPU; on a GPU as many as fit
+    in 80% of its free memory less ``reserved_bytes`` (the data set), from the measured peak memory of stacks
+    of one and two runs (:func:`measure_peak_bytes`: per-run cost = the difference). At least 1."""
+    n = len(configs)
+    device = torch.device(configs[0].device)
+    if device.type != "cuda" or n == 1:
+        return n
+    one = measure_peak_bytes(configs[:1], in_shape)
+    two = measure_peak_bytes(configs[:2], in_shape)
+    per_run = max(two - one, 1)
+    shared = max(one - per_run, 0)
+    free, _ = torch.cuda.mem_get_info(device)
+    k = max(1, min(n, pick_stack_size(per_run, max(free - reserved_bytes - shared, 0))))
+    mib = 2 ** 20
+    log(f"stack size {k} of {n} runs: {per_run / mib:.1f} MiB per run + {shared / mib:.1f} MiB shared, "
+        f"{free / mib:.0f} MiB free, {reserved_bytes / mib:.0f} MiB data")
+    return k

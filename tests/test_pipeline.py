@@ -117,8 +117,10 @@ def test_readme_full_protocol_command_dry_runs(tmp_path):
     # The README's exact spelling, with an empty data root where only ImageNet's first batch is present.
     fresh = f"results={tmp_path / 'results'}"  # independent of whatever lies in the repo's results/
     counts = _dry_run("--cores", "8", "--resources", "gpu=8", "--config", f"data_root={tmp_path}", fresh)
-    assert counts["train_fixed"] == sum(r.startswith("fixed/") for r in plan.runs)
-    assert counts["train_learnable"] == sum(r.startswith("learnable/") for r in plan.runs)
+    # the paper config stacks both experiments: every run is in exactly one stack, one job per stack
+    assert sorted(r for runs in plan.stacks.values() for r in runs) == sorted(plan.runs)
+    assert counts["train_stack"] == len(plan.stacks)
+    assert "train_fixed" not in counts and "train_learnable" not in counts
     assert counts["select"] == len(plan.selections)
     assert counts["variance"] == len(plan.variance) and counts["taylor"] == 1 and counts["report"] == 1
     assert _dry_run("all", "--cores", "8", "--resources", "gpu=8", "--config", f"data_root={tmp_path}", fresh) == counts
@@ -129,8 +131,9 @@ def test_embedded_profile_and_slurm_profile_dry_run(tmp_path):
     embedded = _dry_run("--profile", "profiles/embedded", "--config", fresh)
     plan = make_plan(load_config(ROOT / "config" / "embedded.yaml"))
     assert embedded["train_fixed"] + embedded["train_learnable"] == len(plan.runs)
-    slurm = _dry_run("--profile", "profiles/slurm", "--config", fresh)
-    assert slurm["train_fixed"] >= 20
+    slurm = _dry_run("--profile", "profiles/slurm", "--config", fresh)  # the paper config: stacked grids
+    assert slurm["train_stack"] >= len(make_plan({**load_config(ROOT / "config" / "paper.yaml"),
+                                                  "data_root": "/nonexistent"}).stacks)
 
 
 def test_wrong_config_fails_before_any_job(tmp_path):
@@ -149,16 +152,22 @@ def test_snakefile_lint_clean():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_stacked_engine_makes_one_job_per_method(tmp_path):
+def test_engines_single_and_stacked(tmp_path):
+    """engine: single gives one job per run, stacked one per grid (learnable: the first seed's grid, then the
+    other seeds); the two can be mixed."""
     cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
-    cfg["fixed_variance"]["engine"] = "stacked"
     cfg["results"] = str(tmp_path / "results")
+    cfg["fixed_variance"]["engine"], cfg["learnable_variance"]["engine"] = "single", "stacked"
     plan = make_plan({**cfg, "data_root": str(tmp_path)})
-    assert sorted(plan.stacks) == sorted(f"fixed/mnist/{m}" for m in cfg["fixed_variance"]["methods"])
-    assert all(len(runs) == len(cfg["fixed_variance"]["lr_grid"]) for runs in plan.stacks.values())
-    path = tmp_path / "stacked.yaml"
+    fixed_runs = [r for r in plan.runs if r.startswith("fixed/")]
+    assert all(s.startswith("learnable/") for s in plan.stacks)
+    assert len(plan.stacks["learnable/mnist/reparam/grid"]) == len(cfg["learnable_variance"]["lr_grid"])
+    assert len(plan.stacks["learnable/mnist/reparam_sg/grid"]) == \
+        len(cfg["learnable_variance"]["anneal_grid"]) * len(cfg["learnable_variance"]["cutoff_grid"])
+    assert plan.stacks["learnable/mnist/reparam_sg/final"] == plan.final_runs["learnable/mnist/reparam_sg"]
+    path = tmp_path / "mixed.yaml"
     path.write_text(yaml.safe_dump(cfg))
     counts = _dry_run("--configfile", str(path), "--cores", "8", "--resources", "gpu=8",
                       "--config", f"data_root={tmp_path}")
-    assert counts["train_fixed_stack"] == len(cfg["fixed_variance"]["methods"])
-    assert "train_fixed" not in counts
+    assert counts["train_fixed"] == len(fixed_runs)
+    assert counts["train_stack"] == len(plan.stacks) and "train_learnable" not in counts

@@ -54,7 +54,12 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     reason = f"not run: cifar10 not found at {tmp_path / 'data' / 'cifar-10-batches-py'}"
     table3 = pd.read_csv(results / "tables" / "table3.csv")
     assert (table3.astype(str) == reason).any().any()
-    assert (results / "notebooks" / "runs" / "learnable" / "mnist5k" / "reparam_sg" / "final_s1.ipynb").exists()
+    # tiny.yaml stacks the learnable grids: one job (notebook, done file) per grid and per grid's other seeds
+    stacks = results / "notebooks" / "stacks" / "learnable" / "mnist5k" / "reparam_sg"
+    assert (stacks / "grid.ipynb").exists() and (stacks / "final.ipynb").exists()
+    done = json.loads((results / "stacks" / "learnable" / "mnist5k" / "reparam_sg" / "final.json").read_text())
+    assert list(done["runs"]) == ["learnable/mnist5k/reparam_sg/final_s1"]
+    assert all(Path(p).exists() for p in done["runs"].values())
 
     # A rerun has nothing to do.
     dry = _snakemake(config_path, "-n")

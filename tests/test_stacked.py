@@ -8,15 +8,17 @@ drawn in the same order).
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from silentvae.stacked import (StackedRuns, adamw_update_, check_stackable, measure_peak_bytes, pick_stack_size,
-                               train_stacked)
 from silentvae.data import DataSplit
-from silentvae.train import NonFiniteLossError, RunConfig, train
+from silentvae.stacked import (adamw_update_, auto_stack_size, check_stackable, measure_peak_bytes, pick_stack_size,
+                               train_stacked)
+from silentvae.train import NonFiniteLossError, RunConfig, load_splits, train
 
 TINY = dict(dataset="mnist5k", channels=4, latent_dim=8, batch_size=32, epochs=2)
 GRID = [(0, 1e-3), (1, 1e-3), (0, 5e-3)]  # (seed, lr): two seeds, two learning rates
@@ -260,3 +262,41 @@ def test_stack_sizing():
     with pytest.raises(ValueError):
         pick_stack_size(0, 1000)
     assert measure_peak_bytes([RunConfig(**TINY)]) is None  # CPU: nothing to measure
+
+
+def test_train_runs_splits_a_grid_into_stacks_of_stack_size(tmp_path):
+    """The pipeline's train_runs: 3 runs with stack_size=2 train as a stack of 2 and a single run, with the same
+    results as separate runs, and list the finished runs in done_json."""
+    torch.set_num_threads(1)
+    from silentvae.pipeline import train_runs
+    base = {**TINY, "dataset": "mnist5k", "train_limit": 96, "val_limit": 32}
+    runs = [{"id": f"grid/lr{lr:g}_s{seed}", "config": {**base, "seed": seed, "lr": lr}, "inherit": [],
+             "out_dir": str(tmp_path / f"st{i}")} for i, (seed, lr) in enumerate(GRID)]
+    logs = []
+    trained = train_runs(runs, device="cpu", stack_size=2, done_json=str(tmp_path / "done.json"), log=logs.append)
+    assert "stack 1 of 2: 2 runs" in logs
+    done = json.loads((tmp_path / "done.json").read_text())
+    assert done["stack_size"] == 2 and list(done["runs"]) == [r["id"] for r in runs]
+    assert all(Path(p).exists() for p in done["runs"].values())
+    splits = load_splits(RunConfig(**base))
+    for i, r in enumerate(runs):
+        cfg, _, history = trained[r["id"]]
+        separate = train(cfg, tmp_path / f"sep{i}", splits=splits, log=quiet)
+        assert_same_run(tmp_path / f"sep{i}", tmp_path / f"st{i}", separate, history, "float32")
+    assert auto_stack_size([RunConfig(**base)] * 3, (1, 28, 28)) == 3  # CPU: one stack of all runs
+
+
+def test_stacked_resume_catches_up_a_run_left_behind(tmp_path, splits):
+    """A kill between two runs' saves of one epoch leaves the stack's runs at different epochs: the run behind
+    is trained alone up to the others, then the stack goes on, with the same results as separate runs."""
+    torch.set_num_threads(1)
+    configs = [RunConfig(**{**TINY, "epochs": 3}, checkpoint_epochs=[1], seed=s, lr=lr) for s, lr in GRID[:2]]
+    outs = [tmp_path / f"st{i}" for i in range(2)]
+    train_stacked(configs, splits, epochs=2, out_dirs=outs, log=quiet)
+    (outs[1] / "epoch_0001.pt").replace(outs[1] / "last.pt")  # run 1 lost its epoch-2 save
+    logs = []
+    stacked = train_stacked(configs, splits, out_dirs=outs, log=logs.append)
+    assert any("stacked run 1 is at epoch 1, the others at 2" in m for m in logs)
+    for i, c in enumerate(configs):
+        separate = train(c, tmp_path / f"sep{i}", splits=splits, log=quiet)
+        assert_same_run(tmp_path / f"sep{i}", outs[i], separate, stacked[i], "float32")

@@ -21,29 +21,33 @@ import nbformat
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
-TRAIN_COMMON = [
-    '''import pandas as pd
-from silentvae.pipeline import prepare_run
-from silentvae.plots import curves_figure, reconstruction_with_std_figure, reconstructions_from_checkpoint, save_figure
-from silentvae.train import load_splits, train
-
-cfg, out = prepare_run(run_config, inherit, selections_dir, out_dir, device, threads)
-print(f"{run_id}: {cfg.experiment} variance, {cfg.latent} latents, estimator={cfg.estimator}, silent={cfg.silent}, "
-      f"lr={cfg.lr:g}, anneal_rate={cfg.anneal_rate:g}, cutoff={cfg.cutoff_epoch}, seed={cfg.seed}")''',
-    '''history = train(cfg, out)''',
-    '''summary = pd.DataFrame(history)[["epoch", "w_lin", "encoder_frozen", "train_loss", "val_bpd", "val_mse", "val_kld"]]
-summary.round(3).tail(10)''',
-    '''fig = curves_figure({run_id: history}, key="val_bpd")
-_ = save_figure(fig, out / "val_bpd")''',
-    '''_, val = load_splits(cfg)
-images = val.images[:8]
-means, stds = reconstructions_from_checkpoint(out / "last.pt", images, device=cfg.device)
-fig = reconstruction_with_std_figure(images, {cfg.estimator: (means, stds)})
-_ = save_figure(fig, out / "reconstructions")''',
-]
-
 TINY = {"dataset": "mnist5k", "epochs": 2, "batch_size": 64, "latent_dim": 8, "channels": 4, "lr": 1e-3,
         "train_limit": 256, "val_limit": 64}
+
+
+TRAIN_PARAMS = '''selections_dir = ""  # results/selected: where inherited values (e.g. the baseline's learning rate) come from
+device = "cpu"        # "auto" in the pipeline: the GPU claimed for this job, else CPU
+threads = 1
+stack_size = "auto"   # several runs: at most this many per stack; auto: as many as fit in the GPU's free memory
+done_json = ""        # a stacked pipeline job writes its list of finished runs here'''
+
+TRAIN_CELLS = [
+    '''import pandas as pd
+from silentvae.pipeline import train_runs
+from silentvae.plots import curves_figure, save_figure
+from silentvae.train import load_splits
+
+trained = train_runs(runs, selections_dir, device, threads, stack_size, done_json)
+for run_id, (cfg, out, history) in trained.items():
+    print(f"{run_id}: {cfg.latent} latents, estimator={cfg.estimator}, silent={cfg.silent}, lr={cfg.lr:g}, "
+          f"anneal_rate={cfg.anneal_rate:g}, cutoff={cfg.cutoff_epoch}, seed={cfg.seed}: "
+          f"final val bpd {history[-1]['val_bpd']:.3f}")''',
+    '''pd.DataFrame({run_id: history[-1] for run_id, (_, _, history) in trained.items()}).T[
+    ["epoch", "w_lin", "encoder_frozen", "train_loss", "val_bpd", "val_mse", "val_kld"]].astype(float).round(3)''',
+    '''fig = curves_figure({run_id: history for run_id, (_, _, history) in trained.items()}, key="val_bpd")
+for cfg, out, _ in trained.values():
+    _ = save_figure(fig, out / "val_bpd")''',
+]
 
 
 def params_cell(text: str) -> nbformat.NotebookNode:
@@ -61,24 +65,11 @@ NOTEBOOK_SOURCES = {
         params_cell(f'''runs = [{{"id": "demo/fixed/sg_gaussian", "inherit": [], "out_dir": "",   # empty: a temporary folder
          "config": {{**{TINY!r}, "experiment": "fixed", "latent": "gaussian", "estimator": "sg",
                     "checkpoint_epochs": [1]}}}}]
-selections_dir = ""
-device = "cpu"        # "auto" in the pipeline: the GPU claimed for this job, else CPU
-threads = 1'''),
-        '''import pandas as pd
-from silentvae.pipeline import train_runs
-from silentvae.plots import curves_figure, reconstruction_figure, reconstructions_from_checkpoint, save_figure
-from silentvae.train import load_splits
+''' + TRAIN_PARAMS),
+        *TRAIN_CELLS,
+        '''from silentvae.plots import reconstruction_figure, reconstructions_from_checkpoint
 
-trained = train_runs(runs, selections_dir, device, threads)
-for run_id, (cfg, out, history) in trained.items():
-    print(f"{run_id}: {cfg.latent} latents, estimator={cfg.estimator}, lr={cfg.lr:g}, seed={cfg.seed}, "
-          f"final val bpd {history[-1]['val_bpd']:.3f}")''',
-        '''pd.DataFrame({run_id: history[-1] for run_id, (_, _, history) in trained.items()}).T[
-    ["epoch", "train_loss", "val_bpd", "val_mse", "val_kld"]].astype(float).round(3)''',
-        '''fig = curves_figure({run_id: history for run_id, (_, _, history) in trained.items()}, key="val_bpd")
-for cfg, out, _ in trained.values():
-    _ = save_figure(fig, out / "val_bpd")''',
-        '''cfg, out, _ = next(iter(trained.values()))
+cfg, out, _ = next(iter(trained.values()))
 images = load_splits(cfg)[1].images[:8]
 rows = {"original": images}
 for run_id, (cfg, out, _) in trained.items():
@@ -87,19 +78,23 @@ fig = reconstruction_figure(rows)
 _ = save_figure(fig, out / "reconstructions")''',
     ],
     "learnable_variance": [
-        "# Learnable variance with Silent Gradients (Section 4.2, Algorithm 1)\n\nOne training run of Tables 3, 4, 9: "
+        "# Learnable variance with Silent Gradients (Section 4.2, Algorithm 1)\n\nTraining runs of Tables 3, 4, 9: "
         "encoder + nonlinear conv decoder (Tables 5-8) trained by a stochastic estimator; with `silent=True` a linear "
         "decoder with learnable precision alpha(z) = W_a z + b_a is trained beside it and the encoder's gradient is "
-        "w_lin * silent + (1 - w_lin) * noisy, w_lin = max(0, 1 - epoch * lambda), until the cut-off epoch freezes it.",
-        params_cell(f'''run_id = "demo/learnable/reparam_sg"
-run_config = {{**{TINY!r}, "experiment": "learnable", "latent": "gaussian", "estimator": "reparam", "silent": True,
-              "anneal_rate": 0.5}}
-inherit = []
-selections_dir = ""
-out_dir = ""
-device = "cpu"
-threads = 1'''),
-        *TRAIN_COMMON,
+        "w_lin * silent + (1 - w_lin) * noisy, w_lin = max(0, 1 - epoch * lambda), until the cut-off epoch freezes it. "
+        "One run per job, or (`engine: stacked`) a method's grid trained together by one vmapped step.",
+        params_cell(f'''runs = [{{"id": "demo/learnable/reparam_sg", "inherit": [], "out_dir": "",   # empty: a temporary folder
+         "config": {{**{TINY!r}, "experiment": "learnable", "latent": "gaussian", "estimator": "reparam",
+                    "silent": True, "anneal_rate": 0.5}}}}]
+''' + TRAIN_PARAMS),
+        *TRAIN_CELLS,
+        '''from silentvae.plots import reconstruction_with_std_figure, reconstructions_from_checkpoint
+
+run_id, (cfg, out, _) = min(trained.items(), key=lambda item: item[1][2][-1]["val_bpd"])  # the best run
+images = load_splits(cfg)[1].images[:8]
+means, stds = reconstructions_from_checkpoint(out / "last.pt", images, device=cfg.device)
+fig = reconstruction_with_std_figure(images, {run_id: (means, stds)})
+_ = save_figure(fig, out / "reconstructions")''',
     ],
     "variance_decomposition": [
         "# Gradient-variance decomposition (Table 1)\n\nFor checkpoints of the selected fixed-variance run, the "
