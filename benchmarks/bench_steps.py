@@ -9,15 +9,16 @@ Table 2 (sg_gaussian, reparam, sg_bernoulli, gumbel, reinforce) it times
       dequantisation), torch.utils.data.DataLoader(shuffle=True), an eager loop with loss.item() per step;
   (b) engine:   silentvae.train's Run.train_epoch, as the pipeline runs it (data on the device, shuffling
       and dequantisation on the device, one host sync per epoch);
-  (c) stacked:  silentvae.stacked.StackedRuns with K runs (--stack), reported as run-steps/s = K * steps/s.
+  (c) stacked:  silentvae.stacked.StackedRuns with K runs (--stack), reported as run-steps/s = K * steps/s,
+      with its peak GPU memory.
 
 It prints steps/s, the ratios to (a), SG's step time over reparam's, and the projected device-hours of
 the protocol: Table 2 (config/paper.yaml's fixed-variance runs: 5 methods x 4 learning rates x 500 epochs
 x ceil(54000 / 64) = 844 steps) and Table 3 on MNIST (its learnable-variance runs, counted with
-silentvae.pipeline.make_plan; their steps are timed with engine (b) on the learnable model, which the
-stacked engine does not cover). Projections count optimizer steps only (no validation, checkpoints or
-job start-up) and time every step at its most expensive phase (Algorithm 1's linear decoder active,
-encoder not yet frozen), so Table 3's figure is an upper bound.
+silentvae.pipeline.make_plan; timed with engines (b) and (c) on the learnable model). Projections count
+optimizer steps only (no validation, checkpoints or job start-up) and time every step at its most
+expensive phase (Algorithm 1's linear decoder active, encoder not yet frozen), so Table 3's figure is an
+upper bound. On CUDA it also prints the stack size the pipeline's stack_size: auto would pick.
 
     python benchmarks/bench_steps.py                  # CUDA if available, and CPU
     python benchmarks/bench_steps.py --device cuda --steps 200 --stack 4
@@ -44,11 +45,12 @@ from silentvae.data import DatasetNotFoundError, load_dataset  # noqa: E402
 from silentvae.estimators import make_estimator  # noqa: E402
 from silentvae.models import LinearDecoder, MnistEncoder  # noqa: E402
 from silentvae.pipeline import FIXED_METHODS, LEARNABLE_METHODS, load_config, make_plan  # noqa: E402
-from silentvae.stacked import StackedRuns  # noqa: E402
+from silentvae.stacked import StackedRuns, auto_stack_size  # noqa: E402
 from silentvae.train import Run, RunConfig  # noqa: E402
 
 MNIST_TRAIN = 54_000  # 60,000 MNIST training images minus the 10% validation split
-LRS = (1e-4, 5e-4, 1e-5, 5e-5)  # Table 2's learning-rate grid (stack members cycle through it)
+LRS = (1e-4, 5e-4, 1e-5, 5e-5)  # the learning-rate grid (stack members cycle through it)
+ANNEAL = (1e-2, 5e-2, 1e-3, 5e-3)  # Table 3's annealing grid (w_lin > 0 throughout the timed steps)
 
 
 def sync(device: str) -> None:
@@ -133,13 +135,29 @@ def _epoch_steps_per_second(train_epoch, cfg: RunConfig, images: torch.Tensor, s
     return steps / (time.perf_counter() - t0)
 
 
+def stack_configs(cfg: RunConfig, stack: int) -> list[RunConfig]:
+    """K runs of ``cfg``'s method: the learning-rate grid x seeds (annealing rates too for "+ SG")."""
+    out = []
+    for k in range(stack):
+        grid = {"lr": LRS[k % len(LRS)], "seed": k // len(LRS)}
+        if cfg.silent and cfg.estimator != "none":
+            grid["anneal_rate"] = ANNEAL[k % len(ANNEAL)]
+        out.append(RunConfig(**{**cfg.to_dict(), **grid}))
+    return out
+
+
 def time_stacked(cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int, stack: int,
-                 compile: bool | str = False) -> float:
-    """Run-steps/s (K x steps/s) of StackedRuns.train_epoch with K = ``stack`` runs (lr grid x seeds)."""
-    configs = [RunConfig(**{**cfg.to_dict(), "lr": LRS[k % len(LRS)], "seed": k // len(LRS)})
-               for k in range(stack)]
-    st = StackedRuns(configs, tuple(images.shape[1:]), compile=compile)
-    return stack * _epoch_steps_per_second(st.train_epoch, cfg, images, steps, warmup)
+                 compile: bool | str = False) -> tuple[float, float | None]:
+    """Run-steps/s (K x steps/s) of StackedRuns.train_epoch with K = ``stack`` runs, and its peak CUDA memory
+    in MiB (None on a CPU)."""
+    cuda = cfg.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(cfg.device)
+        before = torch.cuda.memory_allocated(cfg.device)
+    st = StackedRuns(stack_configs(cfg, stack), tuple(images.shape[1:]), compile=compile)
+    rate = stack * _epoch_steps_per_second(st.train_epoch, cfg, images, steps, warmup)
+    peak = (torch.cuda.max_memory_allocated(cfg.device) - before) / 2 ** 20 if cuda else None
+    return rate, peak
 
 
 # --- protocol arithmetic --------------------------------------------------------------------------
@@ -165,8 +183,8 @@ def hours(steps_by_method: dict[str, int], rate: dict[str, float]) -> float:
     return sum(s / rate[m] for m, s in steps_by_method.items()) / 3600
 
 
-def fmt_rate(x: float | None) -> str:
-    return "-" if x is None else f"{x:9.2f}"
+def fmt_mib(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def best(fn, *fn_args) -> float:
         return max(fn(*fn_args) for _ in range(args.repeats))
+
+    def best_stacked(cfg: RunConfig, images: torch.Tensor, steps: int) -> tuple[float, float | None]:
+        return max(time_stacked(cfg, images, steps, args.warmup, args.stack, args.compile)
+                   for _ in range(args.repeats))
     t2_steps, t3_steps, per_epoch = protocol_steps(64)
     t2_steps = {m: s for m, s in t2_steps.items() if m in methods}
 
@@ -215,28 +237,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## device {device} ({name}); data: {source}; {steps} timed steps after {args.warmup} warm-up; "
               f"stack K={args.stack}; best of {args.repeats}")
         print(f"{'method':13s} {'(a) steps/s':>11s} {'(b) steps/s':>11s} {'(c) run-steps/s':>15s} "
-              f"{'b/a':>6s} {'c/a':>6s} {'c/b':>6s}")
+              f"{'b/a':>6s} {'c/a':>6s} {'c/b':>6s} {'(c) peak MiB':>12s}")
         rate: dict[str, dict[str, float]] = {"a": {}, "b": {}, "c": {}}
         for method in methods:
             cfg = RunConfig(**size, **FIXED_METHODS[method], experiment="fixed", device=device, lr=1e-4)
             a = best(time_baseline, cfg, images_u8, steps, args.warmup, args.workers)
             b = best(time_engine, cfg, images, steps, args.warmup)
-            c = best(time_stacked, cfg, images, steps, args.warmup, args.stack, args.compile)
+            c, peak = best_stacked(cfg, images, steps)
             rate["a"][method], rate["b"][method], rate["c"][method] = a, b, c
-            print(f"{method:13s} {a:11.2f} {b:11.2f} {c:15.2f} {b / a:6.2f} {c / a:6.2f} {c / b:6.2f}", flush=True)
+            print(f"{method:13s} {a:11.2f} {b:11.2f} {c:15.2f} {b / a:6.2f} {c / a:6.2f} {c / b:6.2f} "
+                  f"{fmt_mib(peak):>12s}", flush=True)
         if {"sg_gaussian", "reparam"} <= set(methods):
             ratios = "  ".join(f"{e} {rate[e]['reparam'] / rate[e]['sg_gaussian']:.2f}" for e in "abc")
             print(f"SG step time / reparam step time (Gaussian latents):  {ratios}")
 
         t3_rate: dict[str, float] = {}
+        t3_stacked: dict[str, float] = {}
         if not args.no_table3 and t3_steps:
-            print("\nTable 3 (learnable variance, MNIST) steps/s with engine (b):")
+            print(f"\nTable 3 (learnable variance, MNIST): (b) steps/s, (c) run-steps/s with K={args.stack}")
+            print(f"  {'method':13s} {'(b)':>9s} {'(c)':>9s} {'c/b':>6s} {'(c) peak MiB':>12s}")
             for method in t3_steps:
                 spec = LEARNABLE_METHODS[method]
                 extra = {"anneal_rate": 0.01} if spec["silent"] and spec["estimator"] != "none" else {}
                 cfg = RunConfig(**size, **spec, **extra, experiment="learnable", device=device, lr=1e-4)
                 t3_rate[method] = best(time_engine, cfg, images, steps, args.warmup)
-                print(f"  {method:13s} {t3_rate[method]:9.2f}", flush=True)
+                t3_stacked[method], peak = best_stacked(cfg, images, steps)
+                print(f"  {method:13s} {t3_rate[method]:9.2f} {t3_stacked[method]:9.2f} "
+                      f"{t3_stacked[method] / t3_rate[method]:6.2f} {fmt_mib(peak):>12s}", flush=True)
+        if device.startswith("cuda"):
+            for label, cfg in (("Table 2 model", RunConfig(**size, experiment="fixed", device=device)),
+                               ("Table 3 model (+ SG)", RunConfig(**size, experiment="learnable", estimator="reparam",
+                                                                  silent=True, anneal_rate=0.01, device=device))):
+                auto_stack_size(stack_configs(cfg, 256), (1, 28, 28), reserved_bytes=images.numel() * 4,
+                                log=lambda msg: print(f"  {label}: auto {msg}"))
 
         print(f"\nProjected device-hours, optimizer steps only ({per_epoch} steps/epoch, batch 64"
               f"{'; --quick sizes, meaningless' if args.quick else ''}):")
@@ -247,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         if t3_rate:
             t3_runs = sum(t3_steps.values()) // per_epoch
             print(f"  Table 3 MNIST ({len(t3_steps)} methods, {t3_runs} run-epochs, {sum(t3_steps.values()):,} "
-                  f"run-steps): (b) {hours(t3_steps, t3_rate):9.1f} h")
+                  f"run-steps): (b) {hours(t3_steps, t3_rate):9.1f} h   (c, K={args.stack}) "
+                  f"{hours(t3_steps, t3_stacked):9.1f} h")
     return 0
 
 
