@@ -300,3 +300,18 @@ def test_stacked_resume_catches_up_a_run_left_behind(tmp_path, splits):
     for i, c in enumerate(configs):
         separate = train(c, tmp_path / f"sep{i}", splits=splits, log=quiet)
         assert_same_run(tmp_path / f"sep{i}", outs[i], separate, stacked[i], "float32")
+
+
+def test_learnable_stack_resumes_after_freezing(tmp_path, splits):
+    """Stopped after epoch 2 (one encoder frozen since epoch 2, one linear decoder unused since epoch 2: their
+    AdamW step counts lag the decoder's) and resumed: the same runs as never stopped."""
+    torch.set_num_threads(1)
+    configs = learnable_configs("reparam", "gaussian", True)
+    outs = [tmp_path / f"st{i}" for i in range(3)]
+    train_stacked(configs, splits, epochs=2, out_dirs=outs, log=quiet)
+    steps = {float(s["step"]) for s in load(outs[1] / "last.pt")["optimizer"]["state"].values()}
+    assert steps == {4.0, 8.0}  # 4 steps per epoch: encoder (frozen at 2) and linear decoder 4, conv decoder 8
+    stacked = train_stacked(configs, splits, out_dirs=outs, log=quiet)
+    for i, c in enumerate(configs):
+        separate = train(c, tmp_path / f"sep{i}", splits=splits, log=quiet)
+        assert_same_run(tmp_path / f"sep{i}", outs[i], separate, stacked[i], "float32")
