@@ -1,6 +1,7 @@
 # silentvae: reproduce "Zero-Variance Gradients for Variational Autoencoders" (arXiv 2508.03587).
 #
 #   snakemake --cores 8 --resources gpu=8            # paper protocol (config/paper.yaml), up to 8 GPUs
+#   snakemake --cores 4 --resources gpu=4 --config jobs_per_gpu=4   # the same on one GPU, 4 jobs sharing it
 #   snakemake --profile profiles/embedded            # offline reduced run on 2 CPU cores (config/embedded.yaml)
 #
 # Table of contents (each training/diagnostic job executes one papermill notebook from notebooks/):
@@ -31,7 +32,8 @@ PLAN = make_plan({**config, "data_root": str(Path(config["data_root"]).resolve()
 GPU = 1 if config.get("device", "auto") == "auto" else 0
 THREADS = config.get("threads_per_job", 1)
 PY = shlex.quote(sys.executable)            # the environment snakemake runs in (.venv)
-ON_DEVICE = f"{PY} -m silentvae.gpus --"    # claims a free GPU (or none: CPU) for the job's lifetime
+JOBS_PER_GPU = config.get("jobs_per_gpu", 1)
+ON_DEVICE = f"{PY} -m silentvae.gpus --jobs-per-gpu {JOBS_PER_GPU} --"  # claims a GPU (or none: CPU) for the job
 
 
 def papermill(notebook, out_nb, **params):
@@ -49,7 +51,8 @@ def train_job(notebook, out_nb, run_ids, done_json=""):
     runs = [{"id": r, "config": PLAN.runs[r].config, "inherit": PLAN.runs[r].inherit, "out_dir": f"{R}/runs/{r}"}
             for r in run_ids]
     return papermill(notebook, out_nb, runs=runs, selections_dir=f"{R}/selected", device=config["device"],
-                     threads=THREADS, stack_size=config.get("stack_size", "auto"), done_json=done_json)
+                     threads=THREADS, stack_size=config.get("stack_size", "auto"), done_json=done_json,
+                     jobs_per_gpu=JOBS_PER_GPU)
 
 
 def result_json(run_id):

@@ -28,9 +28,16 @@ GPU 0. It also counts only the devices visible *now*. :func:`visible_gpu_count` 
 into CUDA and never imports torch: it reads ``nvidia-smi -L`` in a subprocess (falling back to
 ``/proc/driver/nvidia/gpus``). See :func:`visible_gpu_count` for the full order.
 
+Several jobs per GPU
+--------------------
+Small models leave a GPU mostly idle between kernel launches, so a few jobs can share one. With
+``jobs_per_gpu=N`` (``--jobs-per-gpu N``) each device has N slots, ``gpu<k>.slot<j>.lock`` for j > 0; a claim
+takes the first free slot, filling slot 0 of every device before slot 1 of any, so jobs spread over
+devices first. Snakemake's ``--resources gpu=`` then counts slots: GPUs x N.
+
 Command-line use (Snakemake ``shell:`` rules)::
 
-    python -m silentvae.gpus [--timeout S] [--lock-dir D] [--num-devices N] -- papermill in.ipynb out.ipynb
+    python -m silentvae.gpus [--timeout S] [--lock-dir D] [--num-devices N] [--jobs-per-gpu N] -- papermill in.ipynb out.ipynb
 
 claims a device, then ``exec``s the command with ``CUDA_VISIBLE_DEVICES`` set. The lock descriptor is
 handed over through ``exec``, so the lock lives exactly as long as the command's process.
@@ -143,8 +150,9 @@ def _cuda_initialized() -> bool:
         return False
 
 
-def _lock_path(lock_dir: Path, device: str) -> Path:
-    return lock_dir / f"gpu{re.sub(r'[^A-Za-z0-9_.-]', '_', device)}.lock"
+def _lock_path(lock_dir: Path, device: str, slot: int = 0) -> Path:
+    name = f"gpu{re.sub(r'[^A-Za-z0-9_.-]', '_', device)}"
+    return lock_dir / (f"{name}.lock" if slot == 0 else f"{name}.slot{slot}.lock")
 
 
 def _try_lock(path: Path) -> int | None:
@@ -186,20 +194,24 @@ def _holders(lock_dir: Path, pool: list[str]) -> str:
     return "; ".join(parts)
 
 
-def _acquire(pool: list[str], lock_dir: Path, timeout: float | None, poll: float) -> tuple[int, str, Path]:
-    """Wait for a free device of ``pool``; return (lock descriptor, device, lock path). Tries devices in
-    order, so low indices fill first. Raises TimeoutError after ``timeout`` seconds (None: wait forever),
-    and RuntimeError at once if this very process holds every device of the pool (nested claim)."""
+def _acquire(pool: list[str], lock_dir: Path, timeout: float | None, poll: float,
+             jobs_per_gpu: int = 1) -> tuple[int, str, Path]:
+    """Wait for a free slot of a device of ``pool``; return (lock descriptor, device, lock path). Tries slot 0
+    of each device in order, then slot 1, ..., so low indices fill first and jobs spread over devices.
+    Raises TimeoutError after ``timeout`` seconds (None: wait forever), and RuntimeError at once if this very
+    process holds every slot of the pool (nested claim)."""
     if poll <= 0:
         raise ValueError(f"poll must be > 0 seconds, got {poll}")
+    if jobs_per_gpu < 1:
+        raise ValueError(f"jobs_per_gpu must be >= 1, got {jobs_per_gpu}")
     lock_dir.mkdir(parents=True, exist_ok=True)
-    paths = [_lock_path(lock_dir, dev).resolve() for dev in pool]
-    if all(p in _HELD for p in paths):
+    slots = [(dev, _lock_path(lock_dir, dev, j).resolve()) for j in range(jobs_per_gpu) for dev in pool]
+    if all(p in _HELD for _, p in slots):
         raise RuntimeError(f"this process already holds every device of the pool {pool} (lock dir {lock_dir}); "
                            "a nested claim_device() would wait forever")
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        for dev, path in zip(pool, paths):
+        for dev, path in slots:
             fd = _try_lock(path)
             if fd is not None:
                 _HELD.add(path)
@@ -212,7 +224,7 @@ def _acquire(pool: list[str], lock_dir: Path, timeout: float | None, poll: float
 
 @contextlib.contextmanager
 def claim_device(lock_dir: str | Path | None = None, *, num_devices: int | None = None,
-                 timeout: float | None = None, poll: float = 0.2) -> Iterator[str]:
+                 timeout: float | None = None, poll: float = 0.2, jobs_per_gpu: int = 1) -> Iterator[str]:
     """Hold one free GPU for the duration of the ``with`` block and yield the torch device to use.
 
     Picks a free device among the pool (``num_devices``, else :func:`visible_gpu_count`'s sources), locks
@@ -220,7 +232,8 @@ def claim_device(lock_dir: str | Path | None = None, *, num_devices: int | None 
     by exception, the lock is released and the previous ``CUDA_VISIBLE_DEVICES`` (or its absence) is
     restored; if the process dies, the OS drops the lock. With no device, yields ``"cpu"`` at once without
     locking. If all devices are busy, retries every ``poll`` seconds, up to ``timeout`` seconds (None:
-    forever), then raises TimeoutError naming the lock dir and the holders.
+    forever), then raises TimeoutError naming the lock dir and the holders. ``jobs_per_gpu`` > 1 lets that
+    many claims share each device (one lock file per slot).
 
     Raises RuntimeError if torch has already initialised CUDA in this process: the device mask can then no
     longer change, and the job would silently share a GPU with another one.
@@ -233,7 +246,7 @@ def claim_device(lock_dir: str | Path | None = None, *, num_devices: int | None 
         raise RuntimeError("claim_device() must run before CUDA is initialised in this process: "
                            f"{_CVD} is read only once, so the claimed device would be ignored")
     fd, dev, path = _acquire(pool, Path(lock_dir) if lock_dir is not None else default_lock_dir(), timeout,
-                             poll)
+                             poll, jobs_per_gpu)
     previous = os.environ.get(_CVD)
     os.environ[_CVD] = dev
     try:
@@ -255,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-devices", type=int, default=None, help="default: visible_gpu_count()")
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: forever)")
     parser.add_argument("--poll", type=float, default=0.2)
+    parser.add_argument("--jobs-per-gpu", type=int, default=1, help="jobs that may share one device (default 1)")
     parser.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -263,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = _device_pool(args.num_devices)
     if pool:
         lock_dir = Path(args.lock_dir) if args.lock_dir else default_lock_dir()
-        fd, dev, _ = _acquire(pool, lock_dir, args.timeout, args.poll)
+        fd, dev, _ = _acquire(pool, lock_dir, args.timeout, args.poll, args.jobs_per_gpu)
         os.set_inheritable(fd, True)
         os.environ[_CVD] = dev
     os.execvp(cmd[0], cmd)

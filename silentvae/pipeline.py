@@ -256,11 +256,12 @@ def prepare_run(run_config: dict[str, Any], inherit: list, selections_dir: str, 
 
 
 def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str = "auto", threads: int = 1,
-               stack_size: int | str = "auto", done_json: str = "",
+               stack_size: int | str = "auto", done_json: str = "", jobs_per_gpu: int = 1,
                log=print) -> dict[str, tuple[Any, Path, list[dict[str, Any]]]]:
     """Train the runs of one pipeline job: one run with :func:`silentvae.train.train`; several (a grid of one
     method, ``engine: stacked``) together with :func:`silentvae.stacked.train_stacked`, ``stack_size`` runs
-    per stack ("auto": as many as fit in the GPU's free memory, all of them on a CPU).
+    per stack ("auto": as many as fit in the GPU's free memory shared by ``jobs_per_gpu`` jobs; all of them on
+    a CPU).
 
     ``runs``: [{"id", "config", "inherit", "out_dir"}]. Returns {run id: (RunConfig, output folder, history)}.
     With ``done_json`` it finally writes {"runs": {run id: result.json}, "stack_size": K} there (the
@@ -280,7 +281,8 @@ def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str
     if stack_size == "auto":
         images = splits[0].images
         data_bytes = (len(splits[0]) + len(splits[1])) * images[0].numel() * torch.finfo(cfgs[0].torch_dtype).bits // 8
-        k = auto_stack_size(cfgs, tuple(images.shape[1:]), reserved_bytes=data_bytes, log=log)
+        k = auto_stack_size(cfgs, tuple(images.shape[1:]), reserved_bytes=data_bytes, log=log,
+                            jobs_per_gpu=jobs_per_gpu)
     else:
         k = int(stack_size)
         if k < 1:

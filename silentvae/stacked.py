@@ -605,10 +605,11 @@ def measure_peak_bytes(configs: list[RunConfig], in_shape: tuple[int, ...] = (1,
 
 
 def auto_stack_size(configs: list[RunConfig], in_shape: tuple[int, ...], reserved_bytes: int = 0,
-                    log: Callable[[str], None] = print) -> int:
+                    log: Callable[[str], None] = print, jobs_per_gpu: int = 1) -> int:
     """How many of ``configs`` to train per stack on their device: all of them on a CPU; on a GPU as many as fit
-    in 80% of its free memory less ``reserved_bytes`` (the data set), from the measured peak memory of stacks
-    of one and two runs (:func:`measure_peak_bytes`: per-run cost = the difference). At least 1."""
+    in 80% of its free memory / ``jobs_per_gpu`` (jobs sharing the device) less ``reserved_bytes`` (the data
+    set), from the measured peak memory of stacks of one and two runs (:func:`measure_peak_bytes`: per-run
+    cost = the difference). At least 1."""
     n = len(configs)
     device = torch.device(configs[0].device)
     if device.type != "cuda" or n == 1:
@@ -617,9 +618,9 @@ def auto_stack_size(configs: list[RunConfig], in_shape: tuple[int, ...], reserve
     two = measure_peak_bytes(configs[:2], in_shape)
     per_run = max(two - one, 1)
     shared = max(one - per_run, 0)
-    free, _ = torch.cuda.mem_get_info(device)
+    free = torch.cuda.mem_get_info(device)[0] // max(1, int(jobs_per_gpu))
     k = max(1, min(n, pick_stack_size(per_run, max(free - reserved_bytes - shared, 0))))
     mib = 2 ** 20
     log(f"stack size {k} of {n} runs: {per_run / mib:.1f} MiB per run + {shared / mib:.1f} MiB shared, "
-        f"{free / mib:.0f} MiB free, {reserved_bytes / mib:.0f} MiB data")
+        f"{free / mib:.0f} MiB free for this job, {reserved_bytes / mib:.0f} MiB data")
     return k

@@ -6,6 +6,7 @@ silentvae.gpus, so they start fast), because locks must work across processes an
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -293,3 +294,33 @@ def test_cli_execs_command_holding_the_device(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "held"]                          # the exec'd command holds the lock
     assert _lock_is_free(tmp_path / "gpu0.lock")                        # and it went away with it
+
+
+def test_jobs_per_gpu_spreads_then_shares(tmp_path):
+    """Two slots per device: claims fill slot 0 of each device, then slot 1; a fifth claim finds none."""
+    with contextlib.ExitStack() as stack:
+        got = [stack.enter_context(claim_device(tmp_path, num_devices=2, jobs_per_gpu=2)) and os.environ[CVD]
+               for _ in range(4)]
+        assert got == ["0", "1", "0", "1"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu0.lock", "gpu0.slot1.lock", "gpu1.lock",
+                                                              "gpu1.slot1.lock"]
+        with pytest.raises(RuntimeError, match="already holds every device"):
+            with claim_device(tmp_path, num_devices=2, jobs_per_gpu=2):
+                pass
+    with pytest.raises(ValueError, match="jobs_per_gpu"):
+        with claim_device(tmp_path, num_devices=1, jobs_per_gpu=0):
+            pass
+
+
+def test_cli_jobs_per_gpu_takes_the_second_slot(tmp_path):
+    holder = _hold_in_child(tmp_path)  # holds gpu0.lock (slot 0) in another process
+    try:
+        out = subprocess.run([sys.executable, "-m", "silentvae.gpus", "--lock-dir", str(tmp_path), "--num-devices",
+                              "1", "--jobs-per-gpu", "2", "--timeout", "5", "--", sys.executable, "-c",
+                              "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
+                             env=_worker_env(), capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["0"] and (tmp_path / "gpu0.slot1.lock").exists()
+    finally:
+        holder.kill()
+        holder.wait()

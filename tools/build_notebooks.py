@@ -29,7 +29,8 @@ TRAIN_PARAMS = '''selections_dir = ""  # results/selected: where inherited value
 device = "cpu"        # "auto" in the pipeline: the GPU claimed for this job, else CPU
 threads = 1
 stack_size = "auto"   # several runs: at most this many per stack; auto: as many as fit in the GPU's free memory
-done_json = ""        # a stacked pipeline job writes its list of finished runs here'''
+done_json = ""        # a stacked pipeline job writes its list of finished runs here
+jobs_per_gpu = 1      # jobs sharing this GPU (they split its free memory)'''
 
 TRAIN_CELLS = [
     '''import pandas as pd
@@ -37,7 +38,7 @@ from silentvae.pipeline import train_runs
 from silentvae.plots import curves_figure, save_figure
 from silentvae.train import load_splits
 
-trained = train_runs(runs, selections_dir, device, threads, stack_size, done_json)
+trained = train_runs(runs, selections_dir, device, threads, stack_size, done_json, jobs_per_gpu)
 for run_id, (cfg, out, history) in trained.items():
     print(f"{run_id}: {cfg.latent} latents, estimator={cfg.estimator}, silent={cfg.silent}, lr={cfg.lr:g}, "
           f"anneal_rate={cfg.anneal_rate:g}, cutoff={cfg.cutoff_epoch}, seed={cfg.seed}: "
