@@ -124,6 +124,9 @@ def test_readme_full_protocol_command_dry_runs(tmp_path):
     assert counts["select"] == len(plan.selections)
     assert counts["variance"] == len(plan.variance) and counts["taylor"] == 1 and counts["report"] == 1
     assert _dry_run("all", "--cores", "8", "--resources", "gpu=8", "--config", f"data_root={tmp_path}", fresh) == counts
+    # one GPU shared by 4 jobs: the same DAG
+    assert _dry_run("--cores", "4", "--resources", "gpu=4", "--config", "jobs_per_gpu=4", f"data_root={tmp_path}",
+                    fresh) == counts
 
 
 def test_embedded_profile_and_slurm_profile_dry_run(tmp_path):
