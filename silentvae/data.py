@@ -109,16 +109,20 @@ def default_data_root() -> Path:
     return Path(__file__).resolve().parent.parent / "data"
 
 
-def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def dequantize(x: torch.Tensor, generator: torch.Generator | None = None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
     """Uniform dequantization: ``x + u`` with ``u ~ U[0, 1/256)``, same device and dtype as ``x``.
 
-    ``generator`` (optional) must live on ``x.device``. The result is clamped strictly below
+    ``generator`` (optional) must live on ``x.device``; ``noise`` (optional) is the U[0, 1) draw of ``x``'s
+    shape, given instead of drawn (``u = noise / 256``). The result is clamped strictly below
     ``x + 1/256``: in float32, ``x + u`` for ``x`` near 1 can otherwise round up onto the upper
     bin edge (about 7 in a million pixels).
     """
     if not x.is_floating_point():
         raise TypeError(f"dequantize expects a floating-point tensor, got dtype {x.dtype}")
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) / 256
+    if noise is None:
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    u = noise / 256
     upper = x + 1.0 / 256
     return torch.minimum(x + u, torch.nextafter(upper, x))
 

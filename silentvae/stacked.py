@@ -62,12 +62,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from .data import DataSplit
+from .data import DataSplit, dequantize
 from .estimators import Reinforce, SilentGradient, make_estimator
 from .io import atomic_torch_save
 from .posteriors import NOISE
 from .train import (NonFiniteLossError, Run, RunConfig, check_same_config, checkpoint_name, evaluate,
-                    load_splits, write_metrics)
+                    load_splits, train, write_metrics)
 
 __all__ = ["StackedRuns", "train_stacked", "check_stackable", "adamw_update_", "bias_corrections",
            "pick_stack_size", "measure_peak_bytes", "auto_stack_size", "STACKABLE_KEYS"]
@@ -195,12 +195,11 @@ class _Segment:
 
     def active(self, cfg: RunConfig, epoch: int) -> bool:
         """Whether this segment gets gradients in ``epoch`` (as ``Run.train_epoch``)."""
-        frozen = cfg.encoder_frozen(epoch)
         if self.name == "encoder":
-            return not frozen
+            return not cfg.encoder_frozen(epoch)
         if self.name == "decoder":
             return True
-        return cfg.silent_weight(epoch) > 0 and not frozen  # the linear SG decoder: use_linear
+        return cfg.linear_active(epoch)
 
 
 class StackedRuns:
@@ -247,9 +246,9 @@ class StackedRuns:
             raise ValueError(f"stacked runs must be at the same epoch, got {sorted(epochs)}")
         self.epoch = epochs.pop()
         self.segments = self._make_segments(shapes)
+        named_by_run = [dict(run.models.named_parameters()) for run in self.runs]
         for seg in self.segments:
-            for k, run in enumerate(self.runs):
-                named = dict(run.models.named_parameters())
+            for k, (run, named) in enumerate(zip(self.runs, named_by_run)):
                 steps = set()
                 for n in seg.names:
                     st = run.optimizer.state.get(named[n])
@@ -338,9 +337,7 @@ class StackedRuns:
             torch.rand(x.shape[1:], generator=run.generator, out=u[k])
             if draw is not None:
                 draw(noise.shape[1:], generator=run.generator, out=noise[k])
-        # silentvae.data.dequantize: minimum(x + u / 256, nextafter(x + 1/256, x))
-        x = torch.minimum(x + u / 256, torch.nextafter(x + 1.0 / 256, x))
-        return x, noise
+        return dequantize(x, noise=u), noise
 
     def _grads(self, args: tuple, partitions: list[tuple[Tensor | None, bool]]) -> tuple[Tensor, tuple]:
         """Flat gradients (K, P) and the objective's aux outputs (each (K,)) for all runs.
@@ -420,7 +417,7 @@ class StackedRuns:
         num_steps = math.ceil(n / cfg.batch_size)
         w_lin = [c.silent_weight(epoch) for c in configs]
         frozen = [c.encoder_frozen(epoch) for c in configs]
-        use_lin = [c.silent and w > 0 and not f for c, w, f in zip(configs, w_lin, frozen)]
+        use_lin = [c.linear_active(epoch) for c in configs]
 
         def flags(values: list[bool]) -> Tensor | None:  # None: true for every run
             return None if all(values) else torch.tensor(values, device=dev)
@@ -448,9 +445,8 @@ class StackedRuns:
             flat_grad, (obj, reported, linear, f_mean) = self._grads(
                 (x, noise, baseline, w_lin_t, use_kl_t, use_lin_t), partitions)
             self._adamw(plan, flat_grad, step)
-            if cfg.estimator == "reinforce":  # Reinforce.next_baseline: first batch mean, then a running average
-                m = cfg.reinforce_momentum
-                self.baseline = f_mean.clone() if baseline is None else m * baseline + (1.0 - m) * f_mean
+            if isinstance(self.objective.estimator, Reinforce):
+                self.baseline = self.objective.estimator.next_baseline(baseline, f_mean)
             first_bad = torch.where((~torch.isfinite(obj)) & (first_bad < 0), step, first_bad)
             b = idx.shape[1]
             totals += torch.stack([reported, linear]).double() * b
@@ -553,7 +549,6 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
 def _catch_up(stack: StackedRuns, outs: list[Path], splits: tuple[DataSplit, DataSplit], log) -> None:
     """Bring runs that are behind the others (a kill between two runs' saves of one epoch) to the same epoch
     with :func:`silentvae.train.train`; a run that fails on the way is marked failed in the stack."""
-    from .train import train
     ahead = max(run.epoch for run in stack.runs)
     for k, (run, out) in enumerate(zip(stack.runs, outs)):
         if run.epoch < ahead:

@@ -141,6 +141,10 @@ class RunConfig:
     def encoder_frozen(self, epoch: int) -> bool:
         return self.cutoff_epoch is not None and epoch >= self.cutoff_epoch
 
+    def linear_active(self, epoch: int) -> bool:
+        """Whether the linear SG decoder trains (and feeds the encoder) in ``epoch``: w_lin > 0, not frozen."""
+        return self.silent and self.silent_weight(epoch) > 0 and not self.encoder_frozen(epoch)
+
 
 def build_models(cfg: RunConfig, in_shape: tuple[int, ...]) -> nn.ModuleDict:
     """encoder, decoder (the model that is evaluated) and, with silent=True, the linear SG decoder."""
@@ -211,7 +215,7 @@ class Run:
         epoch = self.epoch + 1
         w_lin = cfg.silent_weight(epoch)
         frozen = cfg.encoder_frozen(epoch)
-        use_linear = "linear" in m and w_lin > 0 and not frozen
+        use_linear = cfg.linear_active(epoch)
         m.train()
         if frozen:
             m["encoder"].eval()
