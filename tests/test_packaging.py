@@ -15,7 +15,8 @@ def _norm(req: str) -> str:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_norm(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    extras = project["optional-dependencies"]
+    wanted = {_norm(r) for r in project["dependencies"] + extras["pipeline"] + extras["test"]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     declared = {_norm(r) for r in pip_section if not r.startswith("-e")}
@@ -23,9 +24,9 @@ def test_environment_yml_matches_pyproject():
 
 
 def test_torch_pins_admit_the_local_wheels():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    torch_req = next(d for d in deps if d.startswith("torch>") or d.startswith("torch="))
-    vision_req = next(d for d in deps if d.startswith("torchvision"))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    torch_req = next(d for d in project["dependencies"] if d.startswith("torch>") or d.startswith("torch="))
+    vision_req = next(d for d in project["optional-dependencies"]["pipeline"] if d.startswith("torchvision"))
     assert "2.14.1" in torch_req and "0.29.1" in vision_req
     setup = (ROOT / "setup.sh").read_text()
     assert "torch==${TORCH_VERSION:-2.14.1}" in setup and "torchvision==${TORCHVISION_VERSION:-0.29.1}" in setup
@@ -38,3 +39,48 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_cmd in ci
     assert setup_cmd.split("&&")[0].strip() in ci
+
+
+# Import names of the pipeline extra's distributions (where they differ from the distribution name).
+_IMPORT_NAME = {"pyyaml": "yaml", "jupyter": None, "snakemake-executor-plugin-slurm": None}
+CORE_MODULES = ["moments", "analytic", "metrics", "posteriors", "estimators", "models", "io", "data", "train",
+                "stacked", "diagnostics"]
+
+
+def test_core_library_imports_and_runs_without_the_pipeline_extra():
+    """`pip install silentvae` (torch + numpy) is enough for the library and the README's SG example: every core
+    module imports, and the example runs, with the pipeline extra's packages made unimportable."""
+    import subprocess
+    import sys
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["pipeline"]
+    names = [re.split(r"[<>=!~ \[]", r, maxsplit=1)[0].lower() for r in extra]
+    blocked = sorted(filter(None, (_IMPORT_NAME.get(n, n.replace("-", "_")) for n in names)))
+    assert {"torchvision", "yaml", "snakemake", "pandas", "matplotlib", "mlxtend"} <= set(blocked)
+    example = re.search(r"## Use Silent Gradients in your own VAE.*?```python\n(.*?)```",
+                        (ROOT / "README.md").read_text(), re.S).group(1)
+    program = f"""
+import sys, importlib.abc
+BLOCKED = {blocked!r}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is not installed (pipeline extra)")
+sys.meta_path.insert(0, Block())
+import importlib, torch
+for m in {CORE_MODULES!r}:
+    importlib.import_module("silentvae." + m)
+latent_dim, num_pixels = 6, 20
+x = torch.rand(4, num_pixels)
+head = torch.nn.Linear(num_pixels, 2 * latent_dim)
+def encoder(x):
+    h = head(x)
+    return h[:, :latent_dim], torch.nn.functional.softplus(h[:, latent_dim:])
+{example}
+assert head.weight.grad is not None and torch.isfinite(head.weight.grad).all()
+leaked = sorted(n for n in sys.modules if n.split(".")[0] in BLOCKED)
+assert not leaked, leaked
+print("core ok")
+"""
+    done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "core ok" in done.stdout, done.stderr[-3000:]
