@@ -18,7 +18,8 @@ x ceil(54000 / 64) = 844 steps) and Table 3 on MNIST (its learnable-variance run
 silentvae.pipeline.make_plan; timed with engines (b) and (c) on the learnable model). Projections count
 optimizer steps only (no validation, checkpoints or job start-up) and time every step at its most
 expensive phase (Algorithm 1's linear decoder active, encoder not yet frozen), so Table 3's figure is an
-upper bound. On CUDA it also prints the stack size the pipeline's stack_size: auto would pick.
+upper bound. Last, the whole protocol (Tables 1-4, 9 on MNIST, CIFAR-10 and ImageNet 32x32) with the
+stacked engine, timing the 32x32 RGB learnable models too. On CUDA it also prints the stack size the pipeline's stack_size: auto would pick.
 
     python benchmarks/bench_steps.py                  # CUDA if available, and CPU
     python benchmarks/bench_steps.py --device cuda --steps 200 --stack 4
@@ -162,19 +163,29 @@ def time_stacked(cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int, 
 
 # --- protocol arithmetic --------------------------------------------------------------------------
 
+#: Training images per epoch (the official training sets less the 10% validation split of silentvae.data).
+TRAIN_IMAGES = {"mnist": 54_000, "cifar10": 45_000, "imagenet32": 1_153_050}
+IMAGE_SHAPE = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "imagenet32": (3, 32, 32)}
+
+
 def protocol_steps(batch: int = 64) -> tuple[dict[str, int], dict[str, int], int]:
     """Optimizer steps per method: Table 2 (fixed, MNIST) and Table 3 MNIST (learnable), from config/paper.yaml."""
-    plan = make_plan(load_config(ROOT / "config" / "paper.yaml"))
-    per_epoch = math.ceil(MNIST_TRAIN / batch)
-    t2: dict[str, int] = {}
-    t3: dict[str, int] = {}
-    for rid, spec in plan.runs.items():
+    steps = whole_protocol_steps()
+    return steps[("fixed", "mnist")], steps[("learnable", "mnist")], math.ceil(MNIST_TRAIN / batch)
+
+
+def whole_protocol_steps() -> dict[tuple[str, str], dict[str, int]]:
+    """{(experiment, dataset): {method: optimizer steps}} of config/paper.yaml with every dataset present
+    (Tables 2 and 3/4/9 on MNIST, CIFAR-10 and ImageNet 32x32): epochs x ceil(train images / batch) per run."""
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    cfg["datasets"] = {ds: {**spec, "download": True} for ds, spec in cfg["datasets"].items()}  # plan them all
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for rid, spec in make_plan(cfg).runs.items():
         kind, ds, method = rid.split("/")[:3]
-        if ds != "mnist":
-            continue
-        table = t2 if kind == "fixed" else t3
+        per_epoch = math.ceil(TRAIN_IMAGES[ds] / spec.config["batch_size"])
+        table = out.setdefault((kind, ds), {})
         table[method] = table.get(method, 0) + spec.config["epochs"] * per_epoch
-    return t2, t3, per_epoch
+    return out
 
 
 def hours(steps_by_method: dict[str, int], rate: dict[str, float]) -> float:
@@ -198,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers of the baseline")
     ap.add_argument("--methods", default=",".join(FIXED_METHODS), help="comma list of Table 2 methods")
     ap.add_argument("--no-table3", action="store_true", help="skip timing the learnable (Table 3) model")
+    ap.add_argument("--no-protocol", action="store_true", help="skip the whole-protocol projection (CIFAR-sized "
+                    "models timed too)")
     ap.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                     help="torch.compile the stacked step; optional MODE, e.g. reduce-overhead (CUDA graphs)")
     ap.add_argument("--quick", action="store_true", help="tiny model/batch and 3 steps: a smoke run")
@@ -282,7 +295,49 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  Table 3 MNIST ({len(t3_steps)} methods, {t3_runs} run-epochs, {sum(t3_steps.values()):,} "
                   f"run-steps): (b) {hours(t3_steps, t3_rate):9.1f} h   (c, K={args.stack}) "
                   f"{hours(t3_steps, t3_stacked):9.1f} h")
+        if not args.no_table3 and not args.no_protocol:
+            print_whole_protocol(device, size, args, best_stacked, rate["c"], t3_stacked)
     return 0
+
+
+def print_whole_protocol(device: str, size: dict, args, best_stacked, fixed_rate: dict[str, float],
+                         mnist_rate: dict[str, float]) -> None:
+    """Projected device-hours of the whole protocol (Tables 1-4, 9: MNIST + CIFAR-10 + ImageNet 32x32) with the
+    stacked engine: MNIST rates from above; the 32x32 RGB models (Tables 7-8: CifarEncoder / CifarConvDecoder)
+    timed here at each dataset's batch size. Table 1 (gradient variance) and the Taylor check are counted as
+    optimizer-step equivalents (one backward pass each) at the fixed-variance rates."""
+    print(f"\nWhole protocol (config/paper.yaml, every dataset present), stacked engine (c), K={args.stack}:")
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    steps = whole_protocol_steps()
+    total = 0.0
+    for (kind, ds), by_method in steps.items():
+        if kind == "fixed":
+            rate = fixed_rate
+        elif ds == "mnist":
+            rate = mnist_rate
+        else:
+            batch = cfg["learnable_variance"]["datasets"][ds]["batch_size"]
+            n = (args.warmup + (args.steps or 3)) * batch
+            g = torch.Generator().manual_seed(0)
+            images = torch.randint(0, 256, (n, *IMAGE_SHAPE[ds]), generator=g).to(device=device,
+                                                                                   dtype=torch.float32) / 256
+            rate = {}
+            for method in by_method:
+                spec = LEARNABLE_METHODS[method]
+                extra = {"anneal_rate": 0.01} if spec["silent"] and spec["estimator"] != "none" else {}
+                run_cfg = RunConfig(**{**size, "batch_size": batch}, **spec, **extra, experiment="learnable",
+                                    dataset=ds, device=device, lr=1e-4)
+                rate[method] = best_stacked(run_cfg, images, args.steps or 3)[0]
+        h = hours(by_method, rate)
+        total += h
+        print(f"  {kind:9s} {ds:10s} {len(by_method)} methods {sum(by_method.values()):>14,} run-steps  {h:9.1f} h",
+              flush=True)
+    vd = cfg["variance_decomposition"]
+    t1 = {m: len(vd["epochs"]) * vd["num_batches"] * vd["num_samples"] for m in cfg["fixed_variance"]["methods"]}
+    h = hours(t1, fixed_rate)
+    total += h
+    print(f"  Table 1   mnist      {len(t1)} methods {sum(t1.values()):>14,} grad evals  {h:9.1f} h")
+    print(f"  total (Tables 1-4, 9): {total:.1f} device-hours")
 
 
 if __name__ == "__main__":
