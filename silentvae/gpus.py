@@ -18,6 +18,10 @@ How it works
   the process yet (CUDA reads the variable once, at initialisation): claim before touching
   ``torch.cuda``. :func:`claim_device` raises if torch already initialised CUDA.
 * No GPU: yields ``"cpu"`` at once, nothing is locked, so the same pipeline runs on a laptop.
+* A claim waits at most ``timeout`` seconds (default ``$SILENTVAE_GPU_TIMEOUT``, else
+  :data:`DEFAULT_TIMEOUT_S`; ``inf`` waits forever), then raises TimeoutError naming the lock files' holders.
+  Inside Snakemake, ``--resources gpu=`` keeps the jobs of one pipeline from waiting; a wait means some other
+  process holds the devices.
 
 Counting devices without initialising CUDA
 ------------------------------------------
@@ -39,8 +43,12 @@ Command-line use (Snakemake ``shell:`` rules)::
 
     python -m silentvae.gpus [--timeout S] [--lock-dir D] [--num-devices N] [--jobs-per-gpu N] -- papermill in.ipynb out.ipynb
 
-claims a device, then ``exec``s the command with ``CUDA_VISIBLE_DEVICES`` set. The lock descriptor is
-handed over through ``exec``, so the lock lives exactly as long as the command's process.
+claims a device, then runs the command as its child with ``CUDA_VISIBLE_DEVICES`` set, and exits with the
+command's status once the command exits; the lock is held by this waiting parent, so it lives exactly as long
+as the command. The lock descriptor is never inherited (close-on-exec, and ``close_fds``): a background process
+the command leaves behind (``cmd &``) cannot keep the device claimed after the job ended. SIGTERM and SIGHUP
+are passed on to the command, and if the parent is killed, the kernel kills the command too
+(``PR_SET_PDEATHSIG``), so the command never runs on a device it no longer holds.
 
 Caveats: locks coordinate processes on one host that use the same lock directory (the default is per
 user, under ``tempfile.gettempdir()``, which honours ``TMPDIR``). The environment variable is
@@ -52,10 +60,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -68,6 +78,10 @@ __all__ = ["claim_device", "visible_gpu_count", "default_lock_dir"]
 
 ENV_NUM_GPUS = "SILENTVAE_NUM_GPUS"
 ENV_LOCK_DIR = "SILENTVAE_GPU_LOCK_DIR"
+ENV_TIMEOUT = "SILENTVAE_GPU_TIMEOUT"
+#: Seconds a claim waits for a free device unless told otherwise: long enough to ride out another job
+#: finishing, short enough that a claim blocked by a forgotten process is reported within the hour.
+DEFAULT_TIMEOUT_S = 1800.0
 _CVD = "CUDA_VISIBLE_DEVICES"
 _HELD: set[Path] = set()  # lock files this process holds, to turn a nested self-deadlock into an error
 
@@ -76,6 +90,21 @@ def default_lock_dir() -> Path:
     """``$SILENTVAE_GPU_LOCK_DIR`` if set, else ``<tempdir>/silentvae-gpu-locks-<uid>`` (one per user)."""
     env = os.environ.get(ENV_LOCK_DIR)
     return Path(env) if env else Path(tempfile.gettempdir()) / f"silentvae-gpu-locks-{os.getuid()}"
+
+
+def default_timeout() -> float:
+    """Seconds a claim waits: ``$SILENTVAE_GPU_TIMEOUT`` if set (``inf`` waits forever), else
+    :data:`DEFAULT_TIMEOUT_S`."""
+    env = os.environ.get(ENV_TIMEOUT, "").strip()
+    if not env:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(env)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"{ENV_TIMEOUT} must be a number of seconds >= 0 or 'inf', got {env!r}")
+    return value
 
 
 def _parse_nvidia_smi_list(text: str) -> int:
@@ -156,9 +185,10 @@ def _lock_path(lock_dir: Path, device: str, slot: int = 0) -> Path:
 
 
 def _try_lock(path: Path) -> int | None:
-    """Open ``path`` and take its flock without waiting; return the descriptor, or None if it is held.
-    The holder's pid, host and start time are written into the file for whoever debugs a busy device."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    """Open ``path`` and take its flock without waiting; return the descriptor (close-on-exec: no child
+    process inherits it), or None if it is held. The holder's pid, host and start time are written into the
+    file for whoever debugs a busy device."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -198,8 +228,12 @@ def _acquire(pool: list[str], lock_dir: Path, timeout: float | None, poll: float
              jobs_per_gpu: int = 1) -> tuple[int, str, Path]:
     """Wait for a free slot of a device of ``pool``; return (lock descriptor, device, lock path). Tries slot 0
     of each device in order, then slot 1, ..., so low indices fill first and jobs spread over devices.
-    Raises TimeoutError after ``timeout`` seconds (None: wait forever), and RuntimeError at once if this very
-    process holds every slot of the pool (nested claim)."""
+    Raises TimeoutError after ``timeout`` seconds (None: :func:`default_timeout`; ``math.inf``: wait forever),
+    and RuntimeError at once if this very process holds every slot of the pool (nested claim). Says once on
+    stderr that it waits, and for whom."""
+    timeout = default_timeout() if timeout is None else float(timeout)
+    if not timeout >= 0:
+        raise ValueError(f"timeout must be >= 0 seconds (inf: forever), got {timeout}")
     if poll <= 0:
         raise ValueError(f"poll must be > 0 seconds, got {poll}")
     if jobs_per_gpu < 1:
@@ -209,17 +243,25 @@ def _acquire(pool: list[str], lock_dir: Path, timeout: float | None, poll: float
     if all(p in _HELD for _, p in slots):
         raise RuntimeError(f"this process already holds every device of the pool {pool} (lock dir {lock_dir}); "
                            "a nested claim_device() would wait forever")
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = time.monotonic() + timeout
+    waited = False
     while True:
         for dev, path in slots:
             fd = _try_lock(path)
             if fd is not None:
                 _HELD.add(path)
                 return fd, dev, path
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"no free GPU among {len(pool)} device(s) after {timeout:g} s; lock dir "
-                               f"{lock_dir} ({_holders(lock_dir, pool)})")
-        time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"no free GPU among {len(pool)} device(s) after waiting {timeout:g} s; lock dir {lock_dir} "
+                f"({_holders(lock_dir, pool)}). Other processes hold them: wait for or stop those pids, start fewer "
+                f"jobs at once (snakemake --resources gpu=...), or wait longer with --timeout S or "
+                f"${ENV_TIMEOUT} (inf: forever).")
+        if not waited:
+            waited = True
+            print(f"silentvae.gpus: every GPU slot in {lock_dir} is busy ({_holders(lock_dir, pool)}); waiting up to "
+                  f"{timeout:g} s (--timeout / ${ENV_TIMEOUT})", file=sys.stderr, flush=True)
+        time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
 
 
 @contextlib.contextmanager
@@ -232,8 +274,8 @@ def claim_device(lock_dir: str | Path | None = None, *, num_devices: int | None 
     by exception, the lock is released and the previous ``CUDA_VISIBLE_DEVICES`` (or its absence) is
     restored; if the process dies, the OS drops the lock. With no device, yields ``"cpu"`` at once without
     locking. If all devices are busy, retries every ``poll`` seconds, up to ``timeout`` seconds (None:
-    forever), then raises TimeoutError naming the lock dir and the holders. ``jobs_per_gpu`` > 1 lets that
-    many claims share each device (one lock file per slot).
+    :func:`default_timeout`, ``math.inf``: forever), then raises TimeoutError naming the lock dir and the
+    holders. ``jobs_per_gpu`` > 1 lets that many claims share each device (one lock file per slot).
 
     Raises RuntimeError if torch has already initialised CUDA in this process: the device mask can then no
     longer change, and the job would silently share a GPU with another one.
@@ -259,14 +301,37 @@ def claim_device(lock_dir: str | Path | None = None, *, num_devices: int | None 
         _release(fd, path)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGKILL it when its parent (the lock holder) dies."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(128 + signal.SIGKILL)
+
+
+def _run_holding_lock(cmd: list[str]) -> int:
+    """Run ``cmd`` as a child that inherits no lock descriptor and wait for it; its exit status (128 + N if
+    signal N killed it, as a shell reports it). SIGTERM and SIGHUP are passed on; SIGINT (Ctrl-C) reaches the
+    child from the terminal itself, so this parent ignores it and waits for the child to finish."""
+    signal.signal(signal.SIGINT, lambda *_: None)  # a Python handler, unlike SIG_IGN, is not inherited
+    child = subprocess.Popen(cmd, close_fds=True, preexec_fn=_die_with_parent)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+    status = child.wait()
+    return 128 - status if status < 0 else status
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m silentvae.gpus [options] -- CMD ...``: claim a device, then exec CMD with
-    ``CUDA_VISIBLE_DEVICES`` set (no device: CMD runs unchanged, on CPU). The lock descriptor survives
-    the exec, so CMD itself holds the device until it exits or is killed."""
+    """``python -m silentvae.gpus [options] -- CMD ...``: claim a device, then run CMD with
+    ``CUDA_VISIBLE_DEVICES`` set and exit with its status (no device: CMD is exec'd unchanged, on CPU). The
+    device stays claimed until CMD exits; background processes CMD leaves behind do not hold it."""
     parser = argparse.ArgumentParser(prog="python -m silentvae.gpus", description=main.__doc__)
     parser.add_argument("--lock-dir", default=None, help=f"default: ${ENV_LOCK_DIR} or {default_lock_dir()}")
     parser.add_argument("--num-devices", type=int, default=None, help="default: visible_gpu_count()")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: forever)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help=f"seconds to wait for a free device (inf: forever; default: ${ENV_TIMEOUT} or "
+                             f"{DEFAULT_TIMEOUT_S:g})")
     parser.add_argument("--poll", type=float, default=0.2)
     parser.add_argument("--jobs-per-gpu", type=int, default=1, help="jobs that may share one device (default 1)")
     parser.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -275,13 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     if not cmd:
         parser.error("no command given (usage: python -m silentvae.gpus [options] -- CMD ...)")
     pool = _device_pool(args.num_devices)
-    if pool:
-        lock_dir = Path(args.lock_dir) if args.lock_dir else default_lock_dir()
-        fd, dev, _ = _acquire(pool, lock_dir, args.timeout, args.poll, args.jobs_per_gpu)
-        os.set_inheritable(fd, True)
-        os.environ[_CVD] = dev
-    os.execvp(cmd[0], cmd)
-    return 127  # not reached
+    if not pool:
+        os.execvp(cmd[0], cmd)
+    lock_dir = Path(args.lock_dir) if args.lock_dir else default_lock_dir()
+    try:
+        _, dev, _ = _acquire(pool, lock_dir, args.timeout, args.poll, args.jobs_per_gpu)  # held until we exit
+    except TimeoutError as err:
+        print(f"silentvae.gpus: {err}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL
+    os.environ[_CVD] = dev
+    return _run_holding_lock(cmd)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ finished to the next step. Here every write goes to a hidden temporary file in t
 (so the final rename stays on one filesystem and is atomic), is fsync'ed, and is then ``os.replace``d onto
 the target. A crash leaves either the old file or the new one, plus at worst a hidden
 ``.<name>.<pid>.<random>.tmp`` leftover after a hard kill, never a half-written target.
+
+Checkpoints are read back only by :func:`load_checkpoint`: ``torch.load(weights_only=True)`` (tensors and plain
+Python data; a pickle that would build other objects, and so could run code, is refused), with a damaged file
+turned into a :class:`CheckpointError` that names it and says how to recover.
 """
 
 from __future__ import annotations
@@ -13,11 +17,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import secrets
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_torch_save"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "CheckpointError",
+           "load_checkpoint"]
+
+#: Keys every training checkpoint has (:meth:`silentvae.train.Run.state_dict` adds optimizer, estimator and
+#: generator states; the report's fixtures keep only these).
+CHECKPOINT_KEYS = ("config", "models", "history")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -100,3 +111,50 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is damaged, is not a training checkpoint, or holds objects it may not load safely."""
+
+
+def _recovery(path: Path) -> str:
+    """What to do about a damaged checkpoint, by its role (``last.pt``: the resume point; else an epoch copy)."""
+    if path.name == "last.pt":
+        return (f"Delete it and rerun: the run in {path.parent} then trains again from the start; to resume "
+                f"instead, copy its newest intact epoch_XXXX.pt over last.pt (same content, saved after that epoch).")
+    return (f"An epoch_XXXX.pt is written only when its epoch trains, so delete the run folder {path.parent} and "
+            f"rerun to train the run again.")
+
+
+def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> dict[str, Any]:
+    """Load a training checkpoint written by :func:`atomic_torch_save` onto ``device``, safely.
+
+    ``torch.load(path, map_location=device, weights_only=True)``: only tensors and plain Python data (dict,
+    list, tuple, str, int, float, bool, None) are rebuilt, so a crafted file cannot run code. The file is
+    first checked as a complete zip archive (``torch.save``'s format) with intact CRC-32 checksums, so a
+    truncated or corrupted file is told apart from an unsafe one and from a device problem.
+
+    Raises FileNotFoundError if ``path`` does not exist, and :class:`CheckpointError` naming ``path``, what is
+    wrong and what to do if it is truncated/corrupt, holds other objects, or lacks :data:`CHECKPOINT_KEYS`.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise CheckpointError(f"{path} is truncated or corrupt (not a complete torch.save archive: {err}). "
+                              f"{_recovery(path)}") from err
+    if bad_member is not None:
+        raise CheckpointError(f"{path} is corrupt (checksum mismatch in {bad_member}). {_recovery(path)}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path} holds objects other than tensors and plain data, so it was not loaded "
+                              f"(loading it fully could run code). silentvae never writes such checkpoints: "
+                              f"replace it with one of this project's files or delete it. ({err})") from err
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a silentvae training checkpoint (no {missing}). {_recovery(path)}")
+    return state

@@ -331,7 +331,7 @@ def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, o
 
     from .diagnostics import gradient_variance
     from .estimators import make_estimator
-    from .io import atomic_write_json
+    from .io import atomic_write_json, load_checkpoint
     from .train import RunConfig, checkpoint_name, load_run, load_splits, train
 
     dev = _job_setup(device, threads)
@@ -356,7 +356,7 @@ def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, o
         estimator = make_estimator(cfg.estimator, temperature=cfg.temperature,
                                    reinforce_momentum=cfg.reinforce_momentum)
         if hasattr(estimator, "load_state_dict"):
-            estimator.load_state_dict(torch.load(path, map_location=dev, weights_only=False)["estimator"], device=dev)
+            estimator.load_state_dict(load_checkpoint(path, dev)["estimator"], device=dev)
         train_split, _ = load_splits(cfg)
         n = settings["num_batches"] * settings["batch_size"]
         order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(cfg.seed))[:n]
@@ -381,7 +381,7 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
 
     from .data import dequantize
     from .diagnostics import taylor_bias_check
-    from .io import atomic_write_json
+    from .io import atomic_write_json, load_checkpoint
     from .train import RunConfig, build_models, load_splits, train
 
     dev = _job_setup(device, threads)
@@ -395,7 +395,7 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
     if settings.get("train_epochs", 5) > 0:
         out = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="silentvae-taylor-"))
         train(cfg, out, splits=(train_split, val_split), log=lambda *_: None)
-        state = torch.load(out / "last.pt", map_location=dev, weights_only=False)
+        state = load_checkpoint(out / "last.pt", dev)
         models = build_models(cfg, tuple(train_split.images.shape[1:]))
         models.load_state_dict(state["models"])
     else:

@@ -64,10 +64,10 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from .data import DataSplit, dequantize
 from .estimators import Reinforce, SilentGradient, make_estimator
-from .io import atomic_torch_save
+from .io import atomic_torch_save, load_checkpoint
 from .posteriors import NOISE
 from .train import (NonFiniteLossError, Run, RunConfig, check_same_config, checkpoint_name, evaluate,
-                    load_splits, train, write_metrics)
+                    kept_after_failure, load_splits, train, write_metrics)
 
 __all__ = ["StackedRuns", "train_stacked", "check_stackable", "adamw_update_", "bias_corrections",
            "pick_stack_size", "measure_peak_bytes", "auto_stack_size", "STACKABLE_KEYS"]
@@ -462,8 +462,7 @@ class StackedRuns:
             if bad[k] >= 0 and k not in self.failed:
                 c = configs[k]
                 self.failed[k] = (f"non-finite training loss at epoch {epoch}, step {bad[k]} (0-based) of "
-                                  f"stacked run {k} ({_describe(c)}); the last good checkpoint (epoch "
-                                  f"{epoch - 1}) is kept")
+                                  f"stacked run {k} ({_describe(c)}); {kept_after_failure(epoch)}")
             rows.append(None if k in self.failed else
                         {"train_loss": loss[k] / count, "train_linear_loss": lin_loss[k] / count if use_lin[k] else None,
                          "w_lin": w_lin[k], "encoder_frozen": frozen[k]})
@@ -504,7 +503,7 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
         for run, out in zip(stack.runs, outs):
             out.mkdir(parents=True, exist_ok=True)
             if (out / "last.pt").exists():
-                state = torch.load(out / "last.pt", map_location=cfg.device, weights_only=False)
+                state = load_checkpoint(out / "last.pt", cfg.device)
                 check_same_config(state["config"], run.cfg, out / "last.pt")
                 run.load_state_dict(state)
         _catch_up(stack, outs, (train_split, val_split), log)
@@ -558,7 +557,7 @@ def _catch_up(stack: StackedRuns, outs: list[Path], splits: tuple[DataSplit, Dat
             except NonFiniteLossError as e:
                 stack.failed[k] = str(e)
             if (out / "last.pt").exists():
-                run.load_state_dict(torch.load(out / "last.pt", map_location=run.cfg.device, weights_only=False))
+                run.load_state_dict(load_checkpoint(out / "last.pt", run.cfg.device))
 
 
 # --- sizing stacks to the device -----------------------------------------------------------------

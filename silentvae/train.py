@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from .analytic import expected_sq_error_fixed
 from .data import DataSplit, dequantize, load_dataset
 from .estimators import SilentGradient, make_estimator
-from .io import atomic_torch_save, atomic_write_json
+from .io import atomic_torch_save, atomic_write_json, load_checkpoint
 from .metrics import bits_per_dim, sum_squared_error
 from .models import (CifarConvDecoder, CifarEncoder, LinearDecoder, LinearPrecisionDecoder, MnistConvDecoder,
                      MnistEncoder)
@@ -48,7 +48,14 @@ _MNIST_LIKE = ("mnist", "mnist5k", "fashion_mnist")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN/inf; the last good checkpoint was kept."""
+    """The training loss became NaN/inf; ``last.pt`` keeps the last finite epoch (none if the first one failed)."""
+
+
+def kept_after_failure(epoch: int) -> str:
+    """What a run whose loss became non-finite in 1-based ``epoch`` still has on disk (for error messages)."""
+    if epoch <= 1:
+        return "nothing was saved (it failed in its first epoch; a rerun starts from scratch)"
+    return f"its last.pt keeps epoch {epoch - 1}, the last finite one"
 
 
 @dataclass
@@ -245,8 +252,8 @@ class Run:
         bad = int(first_bad)
         if bad >= 0:
             raise NonFiniteLossError(f"non-finite training loss at epoch {epoch}, step {bad} (0-based) of run "
-                                     f"{cfg.experiment}/{cfg.estimator}/seed{cfg.seed}; the last good checkpoint "
-                                     f"(epoch {epoch - 1}) is kept. Lower the learning rate or check the data.")
+                                     f"{cfg.experiment}/{cfg.estimator}/seed{cfg.seed}; {kept_after_failure(epoch)}. "
+                                     "Lower the learning rate or check the data.")
         loss, lin_loss, count = totals.tolist()
         return {"train_loss": loss / count, "train_linear_loss": lin_loss / count if use_linear else None,
                 "w_lin": w_lin, "encoder_frozen": frozen}
@@ -306,7 +313,7 @@ def train(cfg: RunConfig | dict, out_dir: str | Path, *, splits: tuple[DataSplit
     run = Run(cfg, tuple(train_images.shape[1:]))
     last = out / "last.pt"
     if last.exists():
-        state = torch.load(last, map_location=device, weights_only=False)
+        state = load_checkpoint(last, device)
         check_same_config(state["config"], cfg, last)
         run.load_state_dict(state)
         log(f"resuming {out} after epoch {run.epoch}")
@@ -353,7 +360,7 @@ def check_same_config(saved: dict[str, Any], cfg: RunConfig, path: Path) -> None
 
 def load_run(path: str | Path, device: str = "cpu") -> tuple[RunConfig, nn.ModuleDict, list[dict[str, Any]]]:
     """Load a checkpoint (``last.pt`` or ``epoch_XXXX.pt``): its config, models (eval mode) and history."""
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = load_checkpoint(path, device)
     cfg = RunConfig.from_dict({**state["config"], "device": device})
     shape = _in_shape_from_state(state["models"], cfg)
     models = build_models(cfg, shape)

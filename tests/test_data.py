@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
+import os
 import pickle
 import struct
 import sys
@@ -16,6 +18,7 @@ import torch
 from silentvae import data
 from silentvae.data import (
     DATASETS,
+    DataError,
     DatasetNotFoundError,
     DataSplit,
     default_data_root,
@@ -208,14 +211,62 @@ def test_fashion_mnist_dir_defaults_to_module_constant(tmp_path, monkeypatch):
     _check_matches(test, src["test_x"], src["test_y"])
 
 
+# ----- damaged MNIST / Fashion-MNIST files ---------------------------------------------------
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda b: b"", "0 bytes, fewer than the 16-byte header"),                  # empty file
+    (lambda b: b[: len(b) // 2], "but its header [20, 28, 28] announces"),       # truncated
+    (lambda b: bytes(range(256)) * 8, "magic number is 0x00010203"),             # garbage
+])
+def test_damaged_mnist_idx_names_file_problem_and_fix(mnist_root, damage, problem):
+    root, _ = mnist_root
+    path = root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", root, split="test")
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert str(path) in msg and problem in msg
+    assert "Delete it" in msg and "download=True" in msg and "yann.lecun.com" in msg
+    assert len(load_dataset("mnist", root, split="train")) == 90  # the intact train files still load
+
+
+def test_mnist_images_and_labels_of_different_lengths_are_refused(mnist_root):
+    root, _ = mnist_root
+    _write_idx(root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", np.zeros(7, np.uint8), gz=False)
+    with pytest.raises(DataError, match="has 20 images but .*t10k-labels-idx1-ubyte 7 labels"):
+        load_dataset("mnist", root, split="test")
+
+
+def test_garbage_fashion_mnist_names_the_file(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    debian = tmp_path / "debian"
+    _write_mnist_files(debian, gz=True)
+    monkeypatch.setenv("SILENTVAE_FASHION_MNIST_DIR", str(debian))
+    raw = tmp_path / "root" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    garbage = raw / "train-images-idx3-ubyte"
+    garbage.write_bytes(b"\x00\x00\x08\x03" + rng.bytes(5000))  # idx magic, then noise
+    with pytest.raises(DataError) as info:
+        load_dataset("fashion_mnist", tmp_path / "root", split="train")
+    msg = str(info.value)
+    assert str(garbage) in msg and "is not a valid idx file" in msg and "dataset-fashion-mnist" in msg
+    # a damaged .gz (here: random bytes) is named too, and leaves no half-unpacked file
+    (debian / "t10k-labels-idx1-ubyte.gz").write_bytes(rng.bytes(300))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz cannot be unpacked .*not a gzip file"):
+        load_dataset("fashion_mnist", tmp_path / "fresh", split="test")
+    raw = tmp_path / "fresh" / "FashionMNIST" / "raw"
+    assert not (raw / "t10k-labels-idx1-ubyte").exists() and not list(raw.glob(".*.tmp"))
+
+
 # ----- CIFAR-10 -------------------------------------------------------------------------------
 
 
-def _write_cifar(root: Path, per_batch: int = 10, key=str) -> dict[str, np.ndarray]:
-    """Official python batches. The real files were pickled by Python 2, so their keys load as
-    ``str`` with ``encoding="latin1"`` (torchvision) and as ``bytes`` with ``encoding="bytes"``;
-    ``key`` picks which of the two the keys written here are."""
-    k = (lambda name: name.encode()) if key is bytes else (lambda name: name)
+def _write_cifar(root: Path, per_batch: int = 10) -> dict[str, np.ndarray]:
+    """Official python batches (pickled by Python 2 in the real files, whose keys load as ``str``
+    with torchvision's ``encoding="latin1"``)."""
+    k = lambda name: name  # noqa: E731
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(5)
@@ -239,14 +290,25 @@ def _write_cifar(root: Path, per_batch: int = 10, key=str) -> dict[str, np.ndarr
             "test_x": batches["test_batch"][0], "test_y": batches["test_batch"][1]}
 
 
-@pytest.mark.parametrize("key", [str, bytes])
-def test_cifar10_official_pickles_chw_order(tmp_path, key):
-    src = _write_cifar(tmp_path, key=key)
-    # our tiny batches fail torchvision's md5 check, so the official files are read directly
-    with pytest.warns(UserWarning, match="reading the official pickle batches"):
-        test = load_dataset("cifar10", tmp_path, split="test")
-    with pytest.warns(UserWarning):
-        train = load_dataset("cifar10", tmp_path, split="train", val_fraction=0.2)
+@pytest.fixture
+def cifar_md5s_of(monkeypatch):
+    """``register(folder)``: make torchvision's list of official CIFAR-10 md5 checksums that of the files now
+    in ``folder`` (the tiny test batches then count as the official ones, for silentvae and torchvision)."""
+    from torchvision.datasets import CIFAR10
+
+    def register(folder: Path) -> None:
+        md5 = lambda name: hashlib.md5((folder / name).read_bytes()).hexdigest()  # noqa: E731
+        monkeypatch.setattr(CIFAR10, "train_list", [[n, md5(n)] for n, _ in CIFAR10.train_list])
+        monkeypatch.setattr(CIFAR10, "test_list", [[n, md5(n)] for n, _ in CIFAR10.test_list])
+        monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5(CIFAR10.meta["filename"])})
+    return register
+
+
+def test_cifar10_official_pickles_chw_order(tmp_path, cifar_md5s_of):
+    src = _write_cifar(tmp_path)
+    cifar_md5s_of(tmp_path / "cifar-10-batches-py")
+    test = load_dataset("cifar10", tmp_path, split="test")
+    train = load_dataset("cifar10", tmp_path, split="train", val_fraction=0.2)
     assert test.images.shape == (10, 3, 32, 32) and test.num_dims == 3072
     assert len(train) == 40 and test.images.dtype == torch.float32
     # the first 1024 bytes of a row are the R plane: pixel (h=3, w=5) of R/G/B
@@ -260,21 +322,37 @@ def test_cifar10_official_pickles_chw_order(tmp_path, key):
     _check_matches(train, src["train_x"], src["train_y"])
 
 
-def test_cifar10_torchvision_path_matches_direct_reader(tmp_path, monkeypatch):
-    import warnings
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
 
-    from torchvision.datasets import cifar
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
 
-    src = _write_cifar(tmp_path)
-    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)  # as if genuine
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # torchvision accepts the files: no fallback warning
-        test = load_dataset("cifar10", tmp_path, split="test")
-    assert (test.images[:, 0, 3, 5] == 200 / 256).all()
-    assert (test.images[:, 2, 3, 5] == 50 / 256).all()
-    tags = torch.round(test.images[:, 0, 0, 0] * 256).long() - 50
-    assert torch.equal(test.images, torch.from_numpy(src["test_x"]).float()[tags] / 256)
-    assert torch.equal(test.labels, torch.from_numpy(src["test_y"])[tags])
+
+def test_cifar10_failing_md5_is_refused_before_unpickling(tmp_path, cifar_md5s_of):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(tmp_path)
+    cifar_md5s_of(folder)
+    marker = tmp_path / "unpickled"
+    with open(folder / "test_batch", "wb") as f:  # not the official file: it would run code when unpickled
+        pickle.dump({"data": _RunsCodeWhenUnpickled(marker), "labels": []}, f)
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar10", tmp_path, split="test")
+    msg = str(info.value)
+    assert "['test_batch']" in msg and str(folder) in msg and "md5" in msg
+    assert f"Delete {folder}" in msg and "cifar-10-python.tar.gz" in msg
+    assert not marker.exists()
+
+
+def test_cifar10_truncated_batch_names_it(tmp_path, cifar_md5s_of):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(tmp_path)
+    cifar_md5s_of(folder)
+    batch = folder / "data_batch_3"
+    os.truncate(batch, batch.stat().st_size // 2)
+    with pytest.raises(DataError, match=r"CIFAR-10 files \['data_batch_3'\] .* fail the md5 checksum"):
+        load_dataset("cifar10", tmp_path, split="train")
 
 
 def test_cifar10_missing_raises_with_path(tmp_path):
@@ -322,6 +400,25 @@ def test_imagenet32_npz_labels_zero_based_and_chw(tmp_path):
     assert (train.images[:, 1, 2, 7] == 123 / 256).all()
     _check_matches(train, src["train_x"], src["train_y"] - 1)
     _check_matches(val, src["train_x"], src["train_y"] - 1)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda path: np.savez(path, images=np.zeros((2, 3072), np.uint8)), "has no ['data', 'labels'] array"),
+    (lambda path: np.savez(path, data=np.zeros((2, 3072), np.uint8)), "has no ['labels'] array"),
+    (lambda path: os.truncate(path, path.stat().st_size // 2), "is not a readable npz archive"),
+    (lambda path: path.write_bytes(b""), "is not a readable npz archive"),
+    (lambda path: np.save(path.with_suffix(".npy"), np.zeros(3)) or os.replace(path.with_suffix(".npy"), path),
+     "holds a single array"),
+])
+def test_damaged_imagenet32_npz_names_file_and_source(tmp_path, damage, problem):
+    _write_imagenet32(tmp_path / "imagenet32")
+    path = tmp_path / "imagenet32" / "train_data_batch_2.npz"
+    damage(path)
+    with pytest.raises(DataError) as info:
+        load_dataset("imagenet32", tmp_path, split="train")
+    msg = str(info.value)
+    assert str(path) in msg and problem in msg
+    assert "Replace it with the official file" in msg and "https://image-net.org/download-images" in msg
 
 
 def test_imagenet32_missing_batch_1_raises_with_path_and_source(tmp_path):

@@ -324,3 +324,82 @@ def test_cli_jobs_per_gpu_takes_the_second_slot(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# --- CLI: bounded waits, the lock lives exactly as long as the command ----------------------------------
+
+def _cli(lock_dir: Path, *cmd: str) -> list[str]:
+    return [sys.executable, "-m", "silentvae.gpus", "--lock-dir", str(lock_dir), "--num-devices", "1", "--", *cmd]
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie, dead but not yet reaped by its new parent, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_claim_waits_for_the_default_timeout_not_forever(tmp_path, monkeypatch):
+    assert gpus.default_timeout() == gpus.DEFAULT_TIMEOUT_S < float("inf")
+    monkeypatch.setenv(gpus.ENV_TIMEOUT, "soon")
+    with pytest.raises(ValueError, match=gpus.ENV_TIMEOUT):
+        gpus.default_timeout()
+    monkeypatch.delenv(gpus.ENV_TIMEOUT)
+    holder = _hold_in_child(tmp_path)
+    try:  # no --timeout given: $SILENTVAE_GPU_TIMEOUT bounds the wait (before: it waited forever)
+        out = subprocess.run(_cli(tmp_path, sys.executable, "-c", "print('ran')"), capture_output=True, text=True,
+                             env=_worker_env(**{gpus.ENV_TIMEOUT: "0.5"}), timeout=30)
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert out.returncode == 75 and "ran" not in out.stdout
+    assert out.stderr.count("waiting up to 0.5 s") == 1                # says once that it waits, and for whom
+    assert "no free GPU among 1 device(s) after waiting 0.5 s" in out.stderr
+    assert f"pid={holder.pid}" in out.stderr and "--timeout" in out.stderr and gpus.ENV_TIMEOUT in out.stderr
+
+
+def test_background_child_of_a_job_does_not_keep_the_lock(tmp_path):
+    pidfile = tmp_path / "bg.pid"
+    out = subprocess.run(_cli(tmp_path, "sh", "-c", f"sleep 60 >/dev/null 2>&1 & echo $! > '{pidfile}'"),
+                         env=_worker_env(), capture_output=True, text=True, timeout=60)
+    bg = int(pidfile.read_text())
+    try:
+        assert out.returncode == 0, out.stderr
+        assert _alive(bg)                                               # the job left a sleeping child behind
+        assert _lock_is_free(tmp_path / "gpu0.lock")                    # but the device is free again
+    finally:
+        os.kill(bg, signal.SIGKILL)
+
+
+def test_cli_passes_on_exit_status_and_sigterm(tmp_path):
+    out = subprocess.run(_cli(tmp_path, sys.executable, "-c", "raise SystemExit(3)"), env=_worker_env(), timeout=60)
+    assert out.returncode == 3
+    job = subprocess.Popen(_cli(tmp_path, sys.executable, "-c", "import time; print('up', flush=True); "
+                                "time.sleep(60)"), env=_worker_env(), stdout=subprocess.PIPE, text=True)
+    assert job.stdout.readline().strip() == "up"
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=30) == 128 + signal.SIGTERM                # the command got SIGTERM and died of it
+    job.stdout.close()
+    assert _lock_is_free(tmp_path / "gpu0.lock")
+
+
+def test_command_dies_with_a_killed_claim_holder(tmp_path):
+    pidfile = tmp_path / "cmd.pid"
+    job = subprocess.Popen(_cli(tmp_path, sys.executable, "-c", "import os, sys, time; "
+                                "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)", str(pidfile)),
+                           env=_worker_env())
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cmd = int(pidfile.read_text())
+    try:
+        job.kill()                                                      # SIGKILL the process holding the lock
+        job.wait(timeout=30)
+        while _alive(cmd) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(cmd)                                          # the command does not run on unclaimed
+        assert _lock_is_free(tmp_path / "gpu0.lock")
+    finally:
+        if _alive(cmd):
+            os.kill(cmd, signal.SIGKILL)

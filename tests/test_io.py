@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 
 import pytest
 import torch
 
-from silentvae.io import atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text
+from silentvae.io import (CheckpointError, atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text,
+                          load_checkpoint)
 
 
 def test_atomic_write_json_valid_and_sorted(tmp_path):
@@ -54,6 +56,52 @@ def test_atomic_torch_save_round_trip(tmp_path):
     obj = {"w": torch.randn(3, 4), "step": 7}
     path = tmp_path / "ckpt" / "model.pt"
     atomic_torch_save(obj, path)
-    back = torch.load(path)
+    back = torch.load(path, weights_only=True)
     assert back["step"] == 7 and torch.equal(back["w"], obj["w"])
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]
+
+
+def _checkpoint(path):
+    state = {"config": {"lr": 1e-3, "betas": [0.9, 0.95], "cutoff_epoch": None}, "models": {"w": torch.randn(3)},
+             "optimizer": {"state": {0: {"step": torch.tensor(2.0)}}, "param_groups": [{"name": "model", "lr": 1e-3}]},
+             "estimator": {"baseline": torch.tensor(0.5)}, "generator": torch.Generator().get_state(),
+             "history": [{"epoch": 1, "train_loss": 1.5, "train_linear_loss": None, "encoder_frozen": False}]}
+    atomic_torch_save(state, path)
+    return state
+
+
+def test_load_checkpoint_round_trip_of_training_state(tmp_path):
+    state = _checkpoint(tmp_path / "last.pt")
+    back = load_checkpoint(tmp_path / "last.pt", "cpu")
+    assert back["config"] == state["config"] and back["history"] == state["history"]
+    assert torch.equal(back["generator"], state["generator"]) and back["optimizer"]["param_groups"][0]["name"] == "model"
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("name, advice", [("last.pt", "Delete it and rerun"),
+                                          ("epoch_0003.pt", "delete the run folder")])
+def test_load_checkpoint_damaged_file_is_named(tmp_path, name, advice):
+    path = tmp_path / "run" / name
+    _checkpoint(path)
+    data = bytearray(path.read_bytes())
+    i = data.index(b"train_loss")  # inside the pickled history: only the CRC-32 check can see this change
+    data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum mismatch") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and advice in str(info.value)
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=f"{path} is truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_load_checkpoint_refuses_other_files(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    with pytest.raises(CheckpointError, match=r"not a silentvae training checkpoint \(no \['config', 'models', "
+                                              r"'history'\]\)"):
+        load_checkpoint(path)
+    torch.save({"config": {}, "models": {}, "history": [Fraction(1, 3)]}, path)  # a class instance: not plain data
+    with pytest.raises(CheckpointError, match="holds objects other than tensors and plain data"):
+        load_checkpoint(path)

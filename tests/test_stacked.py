@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from silentvae.data import DataSplit
+from silentvae.io import load_checkpoint
 from silentvae.stacked import (adamw_update_, auto_stack_size, check_stackable, measure_peak_bytes, pick_stack_size,
                                train_stacked)
 from silentvae.train import NonFiniteLossError, RunConfig, load_splits, train
@@ -51,7 +52,7 @@ def splits():
 
 
 def load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_checkpoint(path)
 
 
 def assert_close_norm(actual, expected, rtol):
@@ -248,8 +249,10 @@ def test_nonfinite_run_is_dropped_and_others_finish(tmp_path, splits):
     torch.set_num_threads(1)
     configs = [RunConfig(**TINY, seed=0, lr=1e-3), RunConfig(**TINY, seed=0, lr=1e30)]
     outs = [tmp_path / "good", tmp_path / "bad"]
-    with pytest.raises(NonFiniteLossError, match=r"stacked run 1 .*lr1e\+30"):
+    with pytest.raises(NonFiniteLossError, match=r"stacked run 1 .*lr1e\+30") as info:
         train_stacked(configs, splits, out_dirs=outs, log=quiet)
+    assert "at epoch 1," in str(info.value) and "nothing was saved" in str(info.value)  # not an "epoch 0" file
+    assert not (outs[1] / "last.pt").exists()
     good = load(outs[0] / "last.pt")["history"]
     assert len(good) == 2 and all(math.isfinite(r["train_loss"]) for r in good)
     assert not (outs[1] / "result.json").exists()

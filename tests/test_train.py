@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ import torch
 from silentvae import estimators as est_mod
 from silentvae.data import DataSplit, dequantize
 from silentvae.estimators import SilentGradient, make_estimator
+from silentvae.io import CheckpointError, load_checkpoint
 from silentvae.train import NonFiniteLossError, Run, RunConfig, evaluate, load_run, train
 
 TIME_FIELDS = {"train_time", "wall_time"}
@@ -47,7 +51,7 @@ def strip_times(history):
 
 
 def model_state(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["models"]
+    return load_checkpoint(path)["models"]
 
 
 def assert_states_equal(a, b):
@@ -99,8 +103,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, extra):
     assert strip_times(resumed) == strip_times(full)
     assert_states_equal(model_state(tmp_path / "split" / "last.pt"), model_state(tmp_path / "full" / "last.pt"))
     # the rest of the resume state agrees as well
-    a = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    a = load_checkpoint(tmp_path / "split" / "last.pt")
+    b = load_checkpoint(tmp_path / "full" / "last.pt")
     assert torch.equal(a["generator"], b["generator"])
     assert a["estimator"].keys() == b["estimator"].keys()
     for k, v in a["estimator"].items():
@@ -316,8 +320,8 @@ def test_non_finite_loss_raises_and_keeps_last_good_epoch(tmp_path, monkeypatch)
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 1\b") as info:
         train(cfg, tmp_path, splits=splits, log=quiet)
     assert isinstance(info.value, FloatingPointError)
-    assert "last good checkpoint (epoch 1)" in str(info.value)
-    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert "its last.pt keeps epoch 1, the last finite one" in str(info.value)
+    state = load_checkpoint(tmp_path / "last.pt")
     assert len(state["history"]) == 1
     assert_states_equal(state["models"], model_state(tmp_path / "epoch_0001.pt"))
     assert all(torch.isfinite(v).all() for v in state["models"].values() if v.is_floating_point())
@@ -327,6 +331,16 @@ def test_non_finite_loss_raises_and_keeps_last_good_epoch(tmp_path, monkeypatch)
     monkeypatch.setattr(est_mod.SilentGradient, "loss", real_loss)  # the run resumes from the good epoch
     history = train(cfg, tmp_path, splits=splits, log=quiet)
     assert len(history) == 3 and all(math.isfinite(r["train_loss"]) for r in history)
+
+
+def test_non_finite_loss_in_first_epoch_promises_no_checkpoint(tmp_path, monkeypatch):
+    real_loss = est_mod.SilentGradient.loss
+    monkeypatch.setattr(est_mod.SilentGradient, "loss", lambda *args: real_loss(*args) * float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 0\b") as info:
+        train({**TINY, "epochs": 2, "checkpoint_epochs": [1]}, tmp_path, splits=synthetic_splits(32, 16), log=quiet)
+    assert "nothing was saved (it failed in its first epoch" in str(info.value)
+    assert "epoch 0" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_huge_learning_rate_is_caught(tmp_path):
@@ -371,3 +385,50 @@ def test_config_dict_round_trip():
     d = cfg.to_dict()
     assert d["betas"] == [0.8, 0.9] and d["checkpoint_epochs"] == [2, 5]
     assert RunConfig.from_dict(json.loads(json.dumps(d))) == cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading checkpoints: weights only, damaged files named
+# ----------------------------------------------------------------------------------------------
+
+class _RunsCodeWhenLoaded:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_crafted_checkpoint_is_refused_without_running_code(tmp_path):
+    cfg = {**TINY, "epochs": 1}
+    splits = synthetic_splits(32, 16)
+    train(cfg, tmp_path / "run", splits=splits, log=quiet)
+    last = tmp_path / "run" / "last.pt"
+    marker = tmp_path / "code-ran"
+    state = load_checkpoint(last)
+    state["history"].append(_RunsCodeWhenLoaded(marker))  # a real checkpoint plus one object that runs code
+    torch.save(state, last)
+    for load in (lambda: train({**cfg, "epochs": 2}, tmp_path / "run", splits=splits, log=quiet),
+                 lambda: load_run(last)):
+        with pytest.raises(CheckpointError, match="holds objects other than tensors and plain data") as info:
+            load()
+        assert str(last) in str(info.value)
+        assert not marker.exists()
+
+
+def test_truncated_last_pt_names_the_file_and_how_to_recover(tmp_path):
+    cfg = {**TINY, "epochs": 2, "checkpoint_epochs": [1]}
+    splits = synthetic_splits(32, 16)
+    train({**cfg, "epochs": 1}, tmp_path, splits=splits, log=quiet)
+    last = tmp_path / "last.pt"
+    os.truncate(last, last.stat().st_size // 2)
+    with pytest.raises(CheckpointError) as info:
+        train(cfg, tmp_path, splits=splits, log=quiet)
+    msg = str(info.value)
+    assert f"{last} is truncated or corrupt" in msg
+    assert "Delete it and rerun" in msg and "copy its newest intact epoch_XXXX.pt over last.pt" in msg
+    # the advice is true: with epoch_0001.pt copied over last.pt the run resumes after epoch 1
+    shutil.copy(tmp_path / "epoch_0001.pt", last)
+    logs = []
+    assert len(train(cfg, tmp_path, splits=splits, log=logs.append)) == 2
+    assert any("resuming" in m and "after epoch 1" in m for m in logs)

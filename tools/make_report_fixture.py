@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from silentvae.io import load_checkpoint
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "notebooks" / "fixtures" / "report_results"
 
@@ -43,7 +45,7 @@ def main() -> int:
             shutil.copy2(path, dest)
         for sel in results.glob("selected/**/*.json"):
             best = json.loads(sel.read_text())["best_run"]
-            state = torch.load(results / "runs" / best / "last.pt", weights_only=False)
+            state = load_checkpoint(results / "runs" / best / "last.pt")
             slim = {k: state[k] for k in ("config", "models", "history")}
             torch.save(slim, FIXTURE / "runs" / best / "last.pt")
     fixture_cfg = {**cfg, "results": "fixtures/report_results", "data_root": "fixtures/no-data"}
