@@ -25,7 +25,7 @@ from torch import Tensor
 from . import paper_values as pv
 from .io import atomic_path
 
-__all__ = ["save_figure", "image_grid", "normalise_per_image", "reconstruction_figure",
+__all__ = ["save_figure", "figure_png", "show", "curves_panels", "image_grid", "normalise_per_image", "reconstruction_figure",
            "reconstruction_with_std_figure", "reconstructions_from_checkpoint", "curves_figure",
            "variance_figure", "taylor_figure"]
 
@@ -38,6 +38,21 @@ def save_figure(fig: Figure, path_without_ext: str | Path, dpi: int = 150) -> di
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=dpi)
     return paths
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes."""
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def show(fig: Figure, dpi: int = 100) -> None:
+    """Display the figure inline as a PNG image (an ``image/png`` output in a notebook, an ``<img>`` in its
+    HTML export), whatever matplotlib backend the kernel has."""
+    from IPython.display import Image, display
+    display(Image(data=figure_png(fig, dpi), format="png"))
 
 
 def image_grid(images: Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -139,6 +154,31 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]], key: str = "val_bp
         ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def curves_panels(histories: dict[str, list[dict[str, Any]]], keys: tuple[str, ...] = ("val_bpd", "val_mse"),
+                  target: float | None = None, title: str | None = None) -> Figure:
+    """Learning curves side by side, one panel per history key (e.g. validation BPD and MSE) with one line
+    per label; ``target`` is drawn as a dashed line in the ``val_bpd`` panel."""
+    import seaborn as sns
+    fig = Figure(figsize=(5.0 * len(keys), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    palette = sns.color_palette("colorblind", max(1, len(histories)))
+    for ax, key in zip(axes, keys):
+        for color, (label, history) in zip(palette, histories.items()):
+            pts = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), label=label, color=color)
+        if target is not None and key == "val_bpd":
+            ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {target:g}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel({"val_bpd": "validation BPD", "val_mse": "validation MSE",
+                       "val_kld": "validation KLD"}.get(key, key))
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     return fig
 
 
