@@ -86,6 +86,8 @@ def test_variance_dominates_verdicts():
     row = C.claim_variance_dominates(bad)
     assert row["Verdict"] == C.CONTRADICTED and "Gumbel-Softmax epoch 30" in row["Why / what it would take"]
     assert C.claim_variance_dominates({"sg_gaussian": {1: var(0.0)}})["Verdict"] == C.NOT_RUN
+    row = C.claim_variance_dominates({"reparam": ok["reparam"]})
+    assert row["Verdict"] == C.NOT_SHOWN and "not measured: Gumbel-Softmax, REINFORCE" in row["Why / what it would take"]
 
 
 # ---------------------------------------------------------------------------------------------------
