@@ -76,7 +76,7 @@ def normalise_per_image(x: Tensor) -> Tensor:
 def _image_rows_figure(rows: list[tuple[str, Tensor]], title: str | None, nrow: int | None = None) -> Figure:
     n_cols = max(r.shape[0] for _, r in rows) if nrow is None else nrow
     width = max(4.0, 0.9 * n_cols + 1.5)
-    fig = Figure(figsize=(width, 1.0 * len(rows) + (0.5 if title else 0.1)), layout="constrained")
+    fig = Figure(figsize=(width, 1.25 * len(rows) + (0.5 if title else 0.1)), layout="constrained")
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     for ax, (label, images) in zip(axes, rows):
         ax.imshow(image_grid(images, nrow=nrow), interpolation="nearest")
@@ -84,7 +84,7 @@ def _image_rows_figure(rows: list[tuple[str, Tensor]], title: str | None, nrow: 
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(False)
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        ax.set_title(label, loc="left", fontsize=9, pad=2)   # inside the layout, unlike a long y label
     if title:
         fig.suptitle(title)
     return fig
@@ -104,8 +104,8 @@ def reconstruction_with_std_figure(originals: Tensor, methods: dict[str, tuple[T
     row of per-pixel standard deviations normalised to [0, 1] per image."""
     rows: list[tuple[str, Tensor]] = [(original_label, originals)]
     for label, (means, stds) in methods.items():
-        rows.append((f"{label}\nmean", means))
-        rows.append((f"{label}\nstd (normalised)", normalise_per_image(stds)))
+        rows.append((f"{label}: mean", means))
+        rows.append((f"{label}: std (normalised per image)", normalise_per_image(stds)))
     return _image_rows_figure(rows, title)
 
 
