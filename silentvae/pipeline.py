@@ -509,7 +509,8 @@ def write_report(results_dir: str | Path, cfg: dict[str, Any], *, out_dir: str |
         figures["figure2_fixed_reconstructions"] = plots.reconstruction_figure(rows, f"Figure 2 ({fixed_ds})")
         sections.append({"title": "Table 2: fixed variance", "caption": report.CAPTIONS["table2"],
                          "table": report.summary_table2(tables["table2"], {"continuous": verdict[2],
-                                                                           "discrete": verdict[3]}),
+                                                                           "discrete": verdict[3]},
+                                                        {m: s["best_run"] for m, s in g["fixed_selections"].items()}),
                          "figures": ["fixed_curves", "figure2_fixed_reconstructions"]})
         sections.append({"title": "Convergence (Sec. 3.2)", "caption": report.CAPTIONS["convergence"],
                          "table": report.summary_convergence(tables["convergence"], verdict[4]), "figures": []})

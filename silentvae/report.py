@@ -465,12 +465,15 @@ def summary_table1(variance: dict[str, dict[int, dict[str, Any]]]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def summary_table2(full: pd.DataFrame, verdicts: dict[str, str]) -> pd.DataFrame:
+def summary_table2(full: pd.DataFrame, verdicts: dict[str, str], runs: dict[str, str] | None = None) -> pd.DataFrame:
     """Table 2, compact: our BPD / MSE beside the paper's, with the verdict of the continuous or discrete
-    claim (``verdicts``: {"continuous": v, "discrete": v})."""
+    claim (``verdicts``: {"continuous": v, "discrete": v}) and the run each row comes from (``runs``:
+    {method: run id})."""
     out = full[["Method", "lr", "Epochs", "BPD", "BPD (paper)", "MSE", "MSE (paper)"]].copy()
     discrete = {pv.FIXED_LABELS[m] for m in ("sg_bernoulli", "gumbel", "reinforce")}
     out["Verdict"] = [verdicts["discrete" if m in discrete else "continuous"] for m in out["Method"]]
+    by_label = {pv.FIXED_LABELS.get(m, m): r for m, r in (runs or {}).items()}
+    out["Run"] = [by_label.get(m, NO_PAPER) for m in out["Method"]]
     return out
 
 
