@@ -422,14 +422,15 @@ def gather_results(results_dir: str | Path, cfg: dict[str, Any]) -> dict[str, An
 
     Returns a dict with ``fixed_dataset``, ``fixed_selections`` {method: selection}, ``fixed_results``
     {run id: result}, ``variance`` {method: {epoch: result}}, ``learnable`` {dataset: {method: [results over
-    seeds, the selected grid run first]}}, ``learnable_selections`` {dataset: {method: selection}},
-    ``taylor`` (result or None) and ``not_run`` {dataset: reason}. Outputs that do not exist are left out.
+    seeds, the selected grid run first]}}, ``learnable_runs`` (the same with run ids), ``learnable_selections``
+    {dataset: {method: selection}}, ``taylor`` (result or None) and ``not_run`` {dataset: reason}. Outputs
+    that do not exist are left out.
     """
     root = Path(results_dir)
     plan = make_plan(cfg)
     out: dict[str, Any] = {"fixed_dataset": cfg["fixed_variance"]["dataset"], "fixed_selections": {},
-                           "fixed_results": {}, "variance": {}, "learnable": {}, "learnable_selections": {},
-                           "taylor": None, "not_run": dict(plan.not_run)}
+                           "fixed_results": {}, "variance": {}, "learnable": {}, "learnable_runs": {},
+                           "learnable_selections": {}, "taylor": None, "not_run": dict(plan.not_run)}
     for sel in plan.selections:
         selection = _read_json(root / "selected" / f"{sel}.json")
         kind, ds, method = sel.split("/")
@@ -442,9 +443,11 @@ def gather_results(results_dir: str | Path, cfg: dict[str, Any]) -> dict[str, An
                 out["fixed_selections"][method] = selection
         elif selection is not None:
             out["learnable_selections"].setdefault(ds, {})[method] = selection
-            runs = [selection["best_run"]] + plan.final_runs.get(sel, [])
-            results = [r for r in (_read_json(root / "runs" / rid / "result.json") for rid in runs) if r is not None]
-            out["learnable"].setdefault(ds, {})[method] = results
+            found = [(rid, _read_json(root / "runs" / rid / "result.json"))
+                     for rid in [selection["best_run"]] + plan.final_runs.get(sel, [])]
+            found = [(rid, r) for rid, r in found if r is not None]
+            out["learnable"].setdefault(ds, {})[method] = [r for _, r in found]
+            out["learnable_runs"].setdefault(ds, {})[method] = [rid for rid, _ in found]
     for job, settings in plan.variance.items():
         result = _read_json(root / f"{job}.json")
         if result is not None:
@@ -456,67 +459,101 @@ def gather_results(results_dir: str | Path, cfg: dict[str, Any]) -> dict[str, An
 
 def write_report(results_dir: str | Path, cfg: dict[str, Any], *, out_dir: str | Path | None = None,
                  num_images: int = 8, device: str = "cpu") -> dict[str, Any]:
-    """Every table and figure of the paper from the finished outputs under ``results_dir``.
+    """Every claim, table and figure of the paper from the finished outputs under ``results_dir``.
 
-    Writes ``tables/<name>.{csv,md,tex}`` and ``figures/<name>.{png,pdf}`` under ``out_dir`` (default
-    ``results_dir``) and returns
-    {"tables": {name: DataFrame}, "figures": {name: Figure}}. Missing datasets carry their "not run" reason.
+    Writes ``tables/<name>.{csv,md,tex}`` (``claims`` first: :func:`silentvae.claims.claims_table`; the long
+    comparisons ``table1`` ... ``taylor_bias``; ``provenance``: every run shown) and
+    ``figures/<name>.{png,pdf}`` under ``out_dir`` (default ``results_dir``). Returns {"claims": DataFrame,
+    "sections": [{"title", "caption", "table": compact DataFrame, "figures": [names]}], "tables": {name:
+    DataFrame}, "figures": {name: Figure}, "notes": [one line per missing dataset], "provenance": DataFrame,
+    "not_run": {dataset: reason}}.
     """
-    from . import plots, report
+    from . import claims, plots, report
+    from . import paper_values as pv
     from .train import RunConfig, load_splits
 
     root = Path(results_dir)
     g = gather_results(root, cfg)
-    tables: dict[str, Any] = {}
+    claims_df = claims.claims_table(g, cfg)
+    verdict = list(claims_df["Verdict"])   # rows 0-5: zero var, dominates, continuous, discrete, convergence, Taylor
+    tables: dict[str, Any] = {"claims": claims_df}
     figures: dict[str, Any] = {}
+    sections: list[dict[str, Any]] = []
     fixed_ds = g["fixed_dataset"]
     selected_fixed = {m: g["fixed_results"][s["best_run"]] for m, s in g["fixed_selections"].items()
                       if s["best_run"] in g["fixed_results"]}
-    if g["variance"]:
-        tables["table1"] = report.table1(g["variance"])
-        figures["variance"] = plots.variance_figure(tables["table1"])
-    tables["table2"] = report.table2(g["fixed_selections"], g["fixed_results"], not_run=g["not_run"],
-                                     dataset=fixed_ds)
-    if selected_fixed:
-        target = cfg["fixed_variance"].get("target_bpd", 6.73)
-        tables["convergence"] = report.convergence(selected_fixed, target)
-        figures["fixed_curves"] = plots.curves_figure({m: r["history"] for m, r in selected_fixed.items()},
-                                                      key="val_bpd", target=target)
-    datasets = list(cfg["learnable_variance"]["datasets"]) if cfg["learnable_variance"]["enabled"] else []
-    for name, fn in (("table3", report.table3), ("table4", report.table4), ("table9", report.table9)):
-        tables[name] = fn(g["learnable"], g["not_run"], datasets)
-    if g["taylor"] is not None:
-        tables["taylor_bias"] = report.taylor_table(g["taylor"])
-        figures["taylor_bias"] = plots.taylor_figure(g["taylor"])
+    shown_runs = [(g["fixed_selections"][m]["best_run"], r) for m, r in selected_fixed.items()]
 
     def val_images(result: dict[str, Any]):
         run_cfg = RunConfig.from_dict({**result["config"], "device": device})
         return load_splits(run_cfg)[1].images[:num_images]
 
+    if g["variance"]:
+        tables["table1"] = report.table1(g["variance"])
+        figures["variance"] = plots.variance_figure(tables["table1"])
+        sections.append({"title": "Table 1: gradient variance", "caption": report.CAPTIONS["table1"],
+                         "table": report.summary_table1(g["variance"]), "figures": ["variance"]})
+    tables["table2"] = report.table2(g["fixed_selections"], g["fixed_results"], not_run=g["not_run"],
+                                     dataset=fixed_ds)
     if selected_fixed:
-        first = next(iter(selected_fixed.values()))
-        images = val_images(first)
+        target = cfg["fixed_variance"].get("target_bpd", pv.CONVERGENCE["target_bpd"])
+        tables["convergence"] = report.convergence(selected_fixed, target)
+        figures["fixed_curves"] = plots.curves_panels({pv.FIXED_LABELS[m]: r["history"]
+                                                       for m, r in selected_fixed.items()}, target=target,
+                                                      title=f"Learning curves of the Table 2 runs ({fixed_ds})")
+        images = val_images(next(iter(selected_fixed.values())))
         rows = {"original": images}
         for m, sel in g["fixed_selections"].items():
-            means, _ = plots.reconstructions_from_checkpoint(root / "runs" / sel["best_run"] / "last.pt", images, device)
-            rows[m] = means
+            rows[pv.FIXED_LABELS[m]] = plots.reconstructions_from_checkpoint(
+                root / "runs" / sel["best_run"] / "last.pt", images, device)[0]
         figures["figure2_fixed_reconstructions"] = plots.reconstruction_figure(rows, f"Figure 2 ({fixed_ds})")
+        sections.append({"title": "Table 2: fixed variance", "caption": report.CAPTIONS["table2"],
+                         "table": report.summary_table2(tables["table2"], {"continuous": verdict[2],
+                                                                           "discrete": verdict[3]},
+                                                        {m: s["best_run"] for m, s in g["fixed_selections"].items()}),
+                         "figures": ["fixed_curves", "figure2_fixed_reconstructions"]})
+        sections.append({"title": "Convergence (Sec. 3.2)", "caption": report.CAPTIONS["convergence"],
+                         "table": report.summary_convergence(tables["convergence"], verdict[4]), "figures": []})
+    datasets = list(cfg["learnable_variance"]["datasets"]) if cfg["learnable_variance"]["enabled"] else []
+    for name, fn in (("table3", report.table3), ("table4", report.table4), ("table9", report.table9)):
+        tables[name] = fn(g["learnable"], g["not_run"], datasets)
+        summary = report.summary_learnable(name, g["learnable"], datasets, g["not_run"])
+        if not summary.empty:
+            sections.append({"title": {"table3": "Table 3: learnable variance, BPD", "table4": "Table 4: KLD",
+                                       "table9": "Table 9: MSE"}[name],
+                             "caption": report.CAPTIONS[name], "table": summary, "figures": []})
     paper_figure = {"mnist": "figure3", "mnist5k": "figure3", "imagenet32": "figure4", "cifar10": "figure5"}
     for ds in datasets:
         selections = g["learnable_selections"].get(ds, {})
         if not selections:
             continue
+        shown_runs += [(rid, r) for m in selections for rid, r in zip(g["learnable_runs"][ds][m], g["learnable"][ds][m])]
+        curves = f"learnable_curves_{ds}"
+        figures[curves] = plots.curves_panels(
+            {pv.LEARNABLE_LABELS.get(m, m): runs[0]["history"] for m, runs in g["learnable"][ds].items() if runs},
+            keys=("val_bpd", "val_kld"), title=f"Learnable variance, {ds}: first seed of each method")
         images = val_images(g["learnable"][ds][next(iter(selections))][0])
-        methods = {m: plots.reconstructions_from_checkpoint(root / "runs" / s["best_run"] / "last.pt", images, device)
-                   for m, s in selections.items()}
+        methods = {pv.LEARNABLE_LABELS.get(m, m): plots.reconstructions_from_checkpoint(
+            root / "runs" / s["best_run"] / "last.pt", images, device) for m, s in selections.items()}
         name = f"{paper_figure.get(ds, 'figure')}_{ds}_reconstructions"
         figures[name] = plots.reconstruction_with_std_figure(images, methods, title=f"{ds}: means and learned std")
+        sections.append({"title": f"Learnable variance on {ds}: curves and Figure {name[6]}-style reconstructions",
+                         "caption": "", "table": None, "figures": [curves, name]})
+    if g["taylor"] is not None:
+        tables["taylor_bias"] = report.taylor_table(g["taylor"])
+        figures["taylor_bias"] = plots.taylor_figure(g["taylor"])
+        sections.append({"title": "Taylor bias (Sec. 4.1)", "caption": report.CAPTIONS["taylor_bias"],
+                         "table": report.summary_taylor(tables["taylor_bias"], verdict[5]), "figures": ["taylor_bias"]})
+    tables["provenance"] = report.provenance(shown_runs)
     dest = Path(out_dir) if out_dir is not None else root
     for name, df in tables.items():
         report.write_table(df, dest / "tables", name)
     for name, fig in figures.items():
         plots.save_figure(fig, dest / "figures" / name)
-    return {"tables": tables, "figures": figures, "not_run": g["not_run"]}
+    notes = [f"{reason}: every claim and table cell of {pv.DATASET_LABELS.get(ds, ds)} is \"not run\"."
+             for ds, reason in g["not_run"].items()]
+    return {"claims": claims_df, "sections": sections, "tables": tables, "figures": figures, "notes": notes,
+            "provenance": tables["provenance"], "not_run": g["not_run"]}
 
 
 def main(argv: list[str] | None = None) -> int:

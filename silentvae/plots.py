@@ -25,7 +25,7 @@ from torch import Tensor
 from . import paper_values as pv
 from .io import atomic_path
 
-__all__ = ["save_figure", "image_grid", "normalise_per_image", "reconstruction_figure",
+__all__ = ["save_figure", "figure_png", "show", "curves_panels", "image_grid", "normalise_per_image", "reconstruction_figure",
            "reconstruction_with_std_figure", "reconstructions_from_checkpoint", "curves_figure",
            "variance_figure", "taylor_figure"]
 
@@ -38,6 +38,21 @@ def save_figure(fig: Figure, path_without_ext: str | Path, dpi: int = 150) -> di
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=dpi)
     return paths
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes."""
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def show(fig: Figure, dpi: int = 100) -> None:
+    """Display the figure inline as a PNG image (an ``image/png`` output in a notebook, an ``<img>`` in its
+    HTML export), whatever matplotlib backend the kernel has."""
+    from IPython.display import Image, display
+    display(Image(data=figure_png(fig, dpi), format="png"))
 
 
 def image_grid(images: Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -61,7 +76,7 @@ def normalise_per_image(x: Tensor) -> Tensor:
 def _image_rows_figure(rows: list[tuple[str, Tensor]], title: str | None, nrow: int | None = None) -> Figure:
     n_cols = max(r.shape[0] for _, r in rows) if nrow is None else nrow
     width = max(4.0, 0.9 * n_cols + 1.5)
-    fig = Figure(figsize=(width, 1.0 * len(rows) + (0.5 if title else 0.1)), layout="constrained")
+    fig = Figure(figsize=(width, 1.25 * len(rows) + (0.5 if title else 0.1)), layout="constrained")
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     for ax, (label, images) in zip(axes, rows):
         ax.imshow(image_grid(images, nrow=nrow), interpolation="nearest")
@@ -69,7 +84,7 @@ def _image_rows_figure(rows: list[tuple[str, Tensor]], title: str | None, nrow: 
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(False)
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        ax.set_title(label, loc="left", fontsize=9, pad=2)   # inside the layout, unlike a long y label
     if title:
         fig.suptitle(title)
     return fig
@@ -89,8 +104,8 @@ def reconstruction_with_std_figure(originals: Tensor, methods: dict[str, tuple[T
     row of per-pixel standard deviations normalised to [0, 1] per image."""
     rows: list[tuple[str, Tensor]] = [(original_label, originals)]
     for label, (means, stds) in methods.items():
-        rows.append((f"{label}\nmean", means))
-        rows.append((f"{label}\nstd (normalised)", normalise_per_image(stds)))
+        rows.append((f"{label}: mean", means))
+        rows.append((f"{label}: std (normalised per image)", normalise_per_image(stds)))
     return _image_rows_figure(rows, title)
 
 
@@ -139,6 +154,31 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]], key: str = "val_bp
         ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def curves_panels(histories: dict[str, list[dict[str, Any]]], keys: tuple[str, ...] = ("val_bpd", "val_mse"),
+                  target: float | None = None, title: str | None = None) -> Figure:
+    """Learning curves side by side, one panel per history key (e.g. validation BPD and MSE) with one line
+    per label; ``target`` is drawn as a dashed line in the ``val_bpd`` panel."""
+    import seaborn as sns
+    fig = Figure(figsize=(5.0 * len(keys), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    palette = sns.color_palette("colorblind", max(1, len(histories)))
+    for ax, key in zip(axes, keys):
+        for color, (label, history) in zip(palette, histories.items()):
+            pts = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), label=label, color=color)
+        if target is not None and key == "val_bpd":
+            ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {target:g}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel({"val_bpd": "validation BPD", "val_mse": "validation MSE",
+                       "val_kld": "validation KLD"}.get(key, key))
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     return fig
 
 

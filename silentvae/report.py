@@ -42,7 +42,9 @@ from .io import atomic_write_text
 
 __all__ = ["NOT_CONFIGURED", "NO_RESULT", "NO_DATASET", "NO_PAPER", "NA", "CAPTIONS", "load_json",
            "final_metrics", "table1", "table1_epoch_map", "table2", "convergence", "table3", "table4", "table9",
-           "taylor_table", "format_value", "format_table", "write_table", "dataset_note", "latex_escape"]
+           "taylor_table", "format_value", "format_table", "write_table", "dataset_note", "latex_escape",
+           "summary_table1", "summary_table2", "summary_learnable", "summary_convergence", "summary_taylor",
+           "provenance", "html_table", "VERDICT_COLORS"]
 
 NOT_CONFIGURED = "not run: method not in config"
 NO_RESULT = "not run: no finished result"
@@ -72,6 +74,9 @@ CAPTIONS: dict[str, str] = {
                "gradient obtained by enumerating all Bernoulli latent states (learnable variance)."),
 }
 CAPTIONS["taylor"] = CAPTIONS["taylor_bias"]
+CAPTIONS["claims"] = ("The paper's claims: this run's evidence, the paper's, and a verdict (silentvae.claims): holds, "
+                      "contradicted, not shown at this scale (with what it would take), or not run.")
+CAPTIONS["provenance"] = "Every run whose numbers the report shows: its folder under results/runs/, config and seed."
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -436,3 +441,110 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, name: str, caption: str |
     tex = tex.replace("±", r"$\pm$").replace("—", "--")
     atomic_write_text(paths["tex"], tex)
     return paths
+
+
+# ------------------------------------------------------------------------------------------------------
+# Compact tables (one per paper table: ours, paper, verdict) and provenance
+# ------------------------------------------------------------------------------------------------------
+
+_OUTCOME_VERDICT = {"supports": "holds", "against": "contradicted", "unshown": "not shown at this scale"}
+
+
+def summary_table1(variance: dict[str, dict[int, dict[str, Any]]]) -> pd.DataFrame:
+    """Table 1, compact: per method and epoch our Est % and Est Var beside the paper's, and the verdict of
+    the claim that row bears on (SG: exactly zero; the others: estimator variance dominates)."""
+    from . import claims
+    full = table1(variance)
+    rows = []
+    for _, r in full[pd.to_numeric(full["Epoch"], errors="coerce").notna()].iterrows():
+        m = next(k for k, v in pv.FIXED_LABELS.items() if v == r["Method"])
+        measured = next(res for e, res in variance[m].items() if int(e) == int(r["Epoch"]))
+        rows.append({"Method": r["Method"], "Epoch (paper)": f"{r['Epoch']} ({r['Paper epoch']})",
+                     "Est %": r["Est %"], "Est % (paper)": r["Est % (paper)"], "Est Var": r["Est Var"],
+                     "Est Var (paper)": r["Est Var (paper)"], "Verdict": claims.variance_row_verdict(m, measured)})
+    return pd.DataFrame(rows)
+
+
+def summary_table2(full: pd.DataFrame, verdicts: dict[str, str], runs: dict[str, str] | None = None) -> pd.DataFrame:
+    """Table 2, compact: our BPD / MSE beside the paper's, with the verdict of the continuous or discrete
+    claim (``verdicts``: {"continuous": v, "discrete": v}) and the run each row comes from (``runs``:
+    {method: run id})."""
+    out = full[["Method", "lr", "Epochs", "BPD", "BPD (paper)", "MSE", "MSE (paper)"]].copy()
+    discrete = {pv.FIXED_LABELS[m] for m in ("sg_bernoulli", "gumbel", "reinforce")}
+    out["Verdict"] = [verdicts["discrete" if m in discrete else "continuous"] for m in out["Method"]]
+    by_label = {pv.FIXED_LABELS.get(m, m): r for m, r in (runs or {}).items()}
+    out["Run"] = [by_label.get(m, NO_PAPER) for m in out["Method"]]
+    return out
+
+
+def summary_learnable(kind: str, learnable: dict[str, dict[str, list[dict]]], datasets: Iterable[str],
+                      not_run: dict[str, str]) -> pd.DataFrame:
+    """Tables 3 / 4 / 9, compact: the datasets that ran only (a missing dataset is one note elsewhere), our
+    "Without SG" / "With SG" beside the paper's, and the verdict of each "X vs X + SG" pair."""
+    from . import claims
+    key = {"table3": "val_bpd", "table4": "val_kld", "table9": "val_mse"}[kind]
+    shown = [d for d in datasets if d not in not_run and d in learnable]
+    full = _learnable_table(kind, learnable, not_run, shown)
+    if full.empty:
+        return full
+    outcomes = {d: claims.pair_outcomes(learnable[d], d, key) for d in shown}
+    labels = {pv.DATASET_LABELS.get(d, d): d for d in shown}
+    verdict = []
+    for _, r in full.iterrows():
+        est = next((w for label, w, _ in pv.LEARNABLE_ROWS if label == r["Method"] and w), None)
+        o = outcomes[labels[r["Dataset"]]].get(est) if est else None
+        verdict.append(_OUTCOME_VERDICT[o[0]] if o else NO_PAPER)
+    cols = ["Dataset", "Method", "Without SG", "Without SG (paper)", "With SG", "With SG (paper)"]
+    out = full[cols].copy()
+    out["Verdict (X vs X + SG)"] = verdict
+    return out
+
+
+def summary_convergence(full: pd.DataFrame, verdict: str) -> pd.DataFrame:
+    """Convergence, compact: epoch reached by each method beside the paper's, with the claim's verdict."""
+    out = full[["Method", "Target BPD", "Epoch reached", "Paper epoch", "Epochs run"]].copy()
+    out["Verdict"] = verdict
+    return out
+
+
+def summary_taylor(full: pd.DataFrame, verdict: str) -> pd.DataFrame:
+    """Taylor bias, compact: L2 deviations and ratios to SG beside the paper's, with the claim's verdict."""
+    out = full[["Estimator", "Samples", "L2 deviation", "L2 deviation (paper)", "Ratio to SG",
+                "Ratio to SG (paper)"]].copy()
+    out["Verdict"] = verdict
+    return out
+
+
+def provenance(entries: Iterable[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+    """One row per run whose numbers the report shows: run id (its folder under results/runs/), the config
+    values that fix it, and its final validation numbers."""
+    keys = ("experiment", "dataset", "latent", "estimator", "silent", "lr", "anneal_rate", "cutoff_epoch", "seed",
+            "latent_dim", "channels", "batch_size")
+    rows = []
+    for rid, result in entries:
+        cfg = result.get("config", {})
+        final = final_metrics(result)
+        rows.append({"Run": rid, **{k: cfg.get(k, NO_PAPER) if cfg.get(k) is not None else NO_PAPER for k in keys},
+                     "Epochs": int(final["epoch"]), "val BPD": float(final["val_bpd"]),
+                     "val MSE": float(final["val_mse"]), "val KLD": float(final["val_kld"])})
+    return pd.DataFrame(rows)
+
+
+VERDICT_COLORS = {"holds": "#c8e6c9", "contradicted": "#ffcdd2", "not shown at this scale": "#fff3c4",
+                  "not run": "#e0e0e0"}
+
+
+def html_table(df: pd.DataFrame) -> str:
+    """A DataFrame as an HTML table for the report: numbers by :func:`format_value`, verdict cells coloured."""
+    text = format_table(df)
+
+    def color(v: str) -> str:
+        return f"background-color: {VERDICT_COLORS[v]}" if v in VERDICT_COLORS else ""
+
+    import hashlib
+    verdict_cols = [c for c in text.columns if c.startswith("Verdict")]
+    styler = text.style.hide(axis="index").set_uuid(hashlib.sha1(text.to_csv().encode()).hexdigest()[:10])
+    if verdict_cols:
+        styler = styler.map(color, subset=verdict_cols)
+    return styler.set_table_styles([{"selector": "td, th", "props": "text-align: left; vertical-align: top; "
+                                                                     "padding: 2px 6px; font-size: 12px"}]).to_html()

@@ -463,3 +463,57 @@ def test_captions_cover_every_table_name():
         assert report.CAPTIONS[name]
     assert "MNIST (5k subset)" in report.CAPTIONS["table3"] and "paper's full-MNIST" in report.CAPTIONS["table2"]
     assert report.latex_escape("50% x_1 & {y}") == r"50\% x\_1 \& \{y\}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the executed report, as a reader sees it
+# ---------------------------------------------------------------------------------------------------
+
+def test_report_notebook_html_has_claims_first_and_every_figure_as_an_image(tmp_path):
+    """Execute the report notebook (sources of tools/build_notebooks.py) on the committed fixture, export it to
+    HTML as the Snakefile does (--no-input) and read it: the claims table comes first, every figure is an
+    inline base64 PNG, and the missing dataset is one note, not a cell per value."""
+    import base64
+    import sys
+    from pathlib import Path
+
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    from silentvae import claims
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "tools"))
+    try:
+        import build_notebooks
+    finally:
+        sys.path.pop(0)
+    source = tmp_path / "report_source.ipynb"
+    nbformat.write(build_notebooks.build("report", build_notebooks.NOTEBOOK_SOURCES["report"]), source)
+    executed = tmp_path / "report.ipynb"
+    papermill.execute_notebook(str(source), str(executed), cwd=str(root / "notebooks"), progress_bar=False,
+                               parameters={"output_dir": str(tmp_path / "out")}, kernel_name="python3")
+    html, _ = HTMLExporter(exclude_input=True).from_filename(str(executed))
+
+    images = re.findall(r'<img[^>]+src="data:image/png;base64,([^"]+)"', html)
+    figures = sorted(p.stem for p in (tmp_path / "out" / "figures").glob("*.png"))
+    assert len(figures) >= 6 and len(images) == len(figures), (figures, len(images))
+    for data in images:
+        assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<Figure size" not in html                               # no figure left as its text repr
+
+    claims_at = html.index("The paper&#39;s claims") if "The paper&#39;s claims" in html else \
+        html.index("The paper's claims")
+    first_table = html.index("<table")
+    assert claims_at < first_table < html.index("<img")                # the claims table is the first thing
+    claims_df = pd.read_csv(tmp_path / "out" / "tables" / "claims.csv", keep_default_na=False)
+    assert len(claims_df) >= 16 and set(claims_df["Verdict"]) <= set(claims.VERDICTS)
+    first = html[first_table:html.index("</table>") + len("</table>")]
+    for claim in claims_df["Claim"]:
+        assert claim.replace('"', "&quot;") in first or claim in first, claim
+    reason = "not run: cifar10 not found at"
+    cifar_claim_rows = int(claims_df["Why / what it would take"].str.startswith(reason).sum())
+    assert cifar_claim_rows == 3                                     # Tables 3, 4, 9 for CIFAR-10
+    assert html.count(reason) == cifar_claim_rows + 1                # + one note; no table cell repeats it
+    assert "fixed/mnist5k/sg_gaussian/lr0.001" in html               # provenance: numbers traceable to runs

@@ -35,7 +35,7 @@ jobs_per_gpu = 1      # jobs sharing this GPU (they split its free memory)'''
 TRAIN_CELLS = [
     '''import pandas as pd
 from silentvae.pipeline import train_runs
-from silentvae.plots import curves_figure, save_figure
+from silentvae.plots import curves_figure, save_figure, show
 from silentvae.train import load_splits
 
 trained = train_runs(runs, selections_dir, device, threads, stack_size, done_json, jobs_per_gpu)
@@ -47,7 +47,8 @@ for run_id, (cfg, out, history) in trained.items():
     ["epoch", "w_lin", "encoder_frozen", "train_loss", "val_bpd", "val_mse", "val_kld"]].astype(float).round(3)''',
     '''fig = curves_figure({run_id: history for run_id, (_, _, history) in trained.items()}, key="val_bpd")
 for cfg, out, _ in trained.values():
-    _ = save_figure(fig, out / "val_bpd")''',
+    _ = save_figure(fig, out / "val_bpd")
+show(fig)''',
 ]
 
 
@@ -76,7 +77,8 @@ rows = {"original": images}
 for run_id, (cfg, out, _) in trained.items():
     rows[run_id] = reconstructions_from_checkpoint(out / "last.pt", images, device=cfg.device)[0]
 fig = reconstruction_figure(rows)
-_ = save_figure(fig, out / "reconstructions")''',
+_ = save_figure(fig, out / "reconstructions")
+show(fig)''',
     ],
     "learnable_variance": [
         "# Learnable variance with Silent Gradients (Section 4.2, Algorithm 1)\n\nTraining runs of Tables 3, 4, 9: "
@@ -95,7 +97,8 @@ run_id, (cfg, out, _) = min(trained.items(), key=lambda item: item[1][2][-1]["va
 images = load_splits(cfg)[1].images[:8]
 means, stds = reconstructions_from_checkpoint(out / "last.pt", images, device=cfg.device)
 fig = reconstruction_with_std_figure(images, {run_id: (means, stds)})
-_ = save_figure(fig, out / "reconstructions")''',
+_ = save_figure(fig, out / "reconstructions")
+show(fig)''',
     ],
     "variance_decomposition": [
         "# Gradient-variance decomposition (Table 1)\n\nFor checkpoints of the selected fixed-variance run, the "
@@ -115,6 +118,10 @@ from silentvae.pipeline import variance_job
 
 results = variance_job(settings, selection_path, runs_dir, out_json, device=device, threads=threads)
 pd.DataFrame(results).T.round(2)''',
+        '''from silentvae.plots import show, variance_figure
+from silentvae.report import table1
+
+show(variance_figure(table1({settings["method"]: results})))''',
     ],
     "taylor_bias": [
         "# Taylor-bias check (Section 4.1)\n\nBernoulli latents (small d) and a learnable-precision linear decoder: "
@@ -128,36 +135,43 @@ device = "cpu"
 threads = 1'''),
         '''import pandas as pd
 from silentvae.pipeline import taylor_job
-from silentvae.plots import taylor_figure
+from silentvae.plots import show, taylor_figure
 
 result = taylor_job(settings, out_json, work_dir, device=device, threads=threads)
 pd.Series({k: result[k] for k in ("sg", "gumbel", "reinforce", "exact_norm")}).round(3)''',
-        '''fig = taylor_figure(result)''',
+        '''show(taylor_figure(result))''',
     ],
     "report": [
-        "# Reproduction report\n\nEvery table and figure of the paper from the pipeline's outputs, each reproduced "
-        "number beside the published one with the difference. Written to `results/tables/` and `results/figures/`.",
+        "# Reproduction report\n\nFirst the paper's claims, each judged by this run (holds / contradicted / not shown "
+        "at this scale / not run); then one compact table per paper table (ours, paper, verdict) with its figures, "
+        "and where every number comes from. The long comparisons (ours, paper, difference) are in "
+        "`results/tables/*.csv`, the figures in `results/figures/`.",
         params_cell('''results_dir = "fixtures/report_results"   # the pipeline passes its results folder
 config = "fixtures/report_results/config.yaml"   # the pipeline passes its (validated) config as a dict
 output_dir = ""                                 # tables/ and figures/ go here; empty: a temporary folder
 not_run = {}'''),
         '''import tempfile
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 from silentvae.pipeline import load_config, write_report
-from silentvae.report import format_table
+from silentvae.report import CAPTIONS, html_table
 
 cfg = load_config(config) if isinstance(config, str) else config
 out = write_report(results_dir, cfg, out_dir=output_dir or tempfile.mkdtemp(prefix="silentvae-report-"))
-for reason in out["not_run"].values():
-    print(reason)
-print("tables:", ", ".join(sorted(out["tables"])))
-print("figures:", ", ".join(sorted(out["figures"])))''',
-        '''for name, df in out["tables"].items():
-    display(Markdown(f"### {name}"))
-    display(format_table(df))''',
-        '''for name, fig in out["figures"].items():
-    display(Markdown(f"### {name}"))
-    display(fig)''',
+display(Markdown("## The paper's claims, judged by this run\\n\\n" + CAPTIONS["claims"]))
+display(HTML(html_table(out["claims"])))''',
+        '''from silentvae.plots import show
+
+for note in out["notes"]:   # one line per missing dataset
+    display(Markdown(f"**Note:** {note}"))
+for section in out["sections"]:
+    display(Markdown(f"## {section['title']}\\n\\n{section['caption']}"))
+    if section["table"] is not None:
+        display(HTML(html_table(section["table"])))
+    for name in section["figures"]:
+        show(out["figures"][name])''',
+        '''display(Markdown("## Where each number comes from\\n\\n" + CAPTIONS["provenance"] + " Full comparisons "
+                 "(ours, paper, difference): `tables/*.csv`."))
+display(HTML(html_table(out["provenance"])))''',
     ],
 }
 

@@ -1,0 +1,270 @@
+"""The verdict rules of silentvae.claims on synthetic results: every claim reaches every verdict it can."""
+
+from __future__ import annotations
+
+import pytest
+
+from silentvae import claims as C
+
+
+def res(bpds, *, mse=3.0, kld=100.0, seed=0, silent=False, frozen=None, lr=5e-4):
+    """A result.json dict with the given validation BPD per epoch (MSE, KLD constant)."""
+    n = len(bpds)
+    frozen = silent if frozen is None else frozen
+    history = [{"epoch": i + 1, "val_bpd": b, "val_mse": mse, "val_kld": kld,
+                "w_lin": 0.0 if (frozen or not silent) else 0.5, "encoder_frozen": bool(frozen and i == n - 1)}
+               for i, b in enumerate(bpds)]
+    return {"config": {"seed": seed, "silent": silent, "lr": lr}, "history": history, "finished": True}
+
+
+def falling(start, end, n):
+    """n epochs of BPD decreasing linearly from start to end (never plateaued)."""
+    return [start + (end - start) * i / (n - 1) for i in range(n)]
+
+
+FLAT = [7.0] * 4 + [6.8] * 12  # plateaued: the last quarter improved nothing
+
+
+# ---------------------------------------------------------------------------------------------------
+# shared rules
+# ---------------------------------------------------------------------------------------------------
+
+def test_compare_single_values_use_the_tolerance():
+    assert C.compare([6.70], [6.80], 1e-3) == -1
+    assert C.compare([6.80], [6.70], 1e-3) == 1
+    assert C.compare([6.700], [6.703], 1e-3) == 0            # 0.003 < 0.1% of 6.7
+
+
+def test_compare_inside_seed_spread_is_not_a_difference():
+    assert C.compare([6.70, 6.90], [6.85, 6.95], 1e-3) == 0   # means differ, ranges overlap
+    assert C.compare([6.70, 6.72], [6.85, 6.95], 1e-3) == -1  # every seed below every other seed
+    with pytest.raises(ValueError, match="at least one value"):
+        C.compare([], [1.0], 1e-3)
+
+
+def test_plateau_and_scale():
+    assert C.plateaued([{"val_bpd": v} for v in FLAT])
+    assert not C.plateaued([{"val_bpd": v} for v in falling(8, 7, 16)])
+    assert not C.plateaued([{"val_bpd": 7.0}] * 4)            # too few epochs to tell
+    assert C.at_scale(res(falling(8, 7, 5)), paper_epochs=5)   # as long as the paper's
+    assert not C.at_scale(res(falling(8, 7, 5)), paper_epochs=200)
+    assert C.at_scale(res(FLAT), paper_epochs=200)             # plateaued
+    assert not C.at_scale(res(FLAT, silent=True, frozen=False), paper_epochs=200)   # still annealing
+    assert C.at_scale(res(FLAT, silent=True, frozen=True), paper_epochs=200)
+
+
+def test_aggregate():
+    assert C.aggregate([]) == C.NOT_RUN
+    assert C.aggregate([C.SUPPORTS, C.SUPPORTS]) == C.HOLDS
+    assert C.aggregate([C.SUPPORTS, C.UNSHOWN]) == C.NOT_SHOWN
+    assert C.aggregate([C.SUPPORTS, C.UNSHOWN, C.AGAINST]) == C.CONTRADICTED
+
+
+# ---------------------------------------------------------------------------------------------------
+# Table 1
+# ---------------------------------------------------------------------------------------------------
+
+def var(est_var, est_pct=None, batch_var=10.0):
+    pct = est_pct if est_pct is not None else 100 * est_var / (batch_var + est_var)
+    return {"batch_var": batch_var, "est_var": est_var, "est_pct": pct}
+
+
+def test_zero_variance_verdicts():
+    row = C.claim_zero_variance({"sg_gaussian": {1: var(0.0), 30: var(0.0)}, "sg_bernoulli": {1: var(0.0)}},
+                                {"sg_gaussian": "fixed/mnist5k/sg_gaussian/lr0.0005"})
+    assert row["Verdict"] == C.HOLDS and "fixed/mnist5k/sg_gaussian/lr0.0005" in row["Runs"]
+    row = C.claim_zero_variance({"sg_gaussian": {1: var(0.0), 30: var(1e-9)}})
+    assert row["Verdict"] == C.CONTRADICTED and "epoch 30" in row["Why / what it would take"]
+    assert C.claim_zero_variance({"reparam": {1: var(5.0)}})["Verdict"] == C.NOT_RUN
+
+
+def test_variance_dominates_verdicts():
+    ok = {m: {1: var(100.0), 30: var(60.0)} for m in ("reparam", "gumbel", "reinforce")}
+    row = C.claim_variance_dominates(ok)
+    assert row["Verdict"] == C.HOLDS and "up to epoch 30" in row["Why / what it would take"]
+    bad = {**ok, "gumbel": {1: var(100.0), 30: var(5.0)}}
+    row = C.claim_variance_dominates(bad)
+    assert row["Verdict"] == C.CONTRADICTED and "Gumbel-Softmax epoch 30" in row["Why / what it would take"]
+    assert C.claim_variance_dominates({"sg_gaussian": {1: var(0.0)}})["Verdict"] == C.NOT_RUN
+    row = C.claim_variance_dominates({"reparam": ok["reparam"]})
+    assert row["Verdict"] == C.NOT_SHOWN and "not measured: Gumbel-Softmax, REINFORCE" in row["Why / what it would take"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Table 2, convergence
+# ---------------------------------------------------------------------------------------------------
+
+def test_continuous_sg_verdicts():
+    short_better = {"sg_gaussian": res(falling(8, 6.9, 10), mse=3.0), "reparam": res(falling(8, 7.0, 10), mse=3.1)}
+    assert C.claim_continuous_sg(short_better)["Verdict"] == C.HOLDS
+    tie = {"sg_gaussian": res(falling(8, 6.900, 10), mse=3.0), "reparam": res(falling(8, 6.902, 10), mse=3.0)}
+    assert C.claim_continuous_sg(tie)["Verdict"] == C.HOLDS                  # "matches"
+    short_worse = {"sg_gaussian": res(falling(8, 7.1, 10)), "reparam": res(falling(8, 6.9, 10))}
+    row = C.claim_continuous_sg(short_worse)
+    assert row["Verdict"] == C.NOT_SHOWN and "500 epochs" in row["Why / what it would take"]
+    plateau_worse = {"sg_gaussian": res([v + 0.2 for v in FLAT]), "reparam": res(FLAT)}
+    assert C.claim_continuous_sg(plateau_worse)["Verdict"] == C.CONTRADICTED
+    assert C.claim_continuous_sg({"sg_gaussian": res(FLAT)})["Verdict"] == C.NOT_RUN
+
+
+def test_discrete_order_verdicts():
+    def fixed(a, b, c, curve=FLAT):
+        return {m: res([v + d for v in curve]) for m, d in (("sg_bernoulli", a), ("gumbel", b), ("reinforce", c))}
+    assert C.claim_discrete_order(fixed(0.0, 0.1, 0.3))["Verdict"] == C.HOLDS
+    assert C.claim_discrete_order(fixed(0.2, 0.1, 0.3))["Verdict"] == C.CONTRADICTED     # plateaued runs
+    assert C.claim_discrete_order(fixed(0.2, 0.1, 0.3, falling(9, 8, 10)))["Verdict"] == C.NOT_SHOWN
+    assert C.claim_discrete_order(fixed(0.0, 0.001, 0.3))["Verdict"] == C.NOT_SHOWN     # within tolerance
+    assert C.claim_discrete_order({"gumbel": res(FLAT)})["Verdict"] == C.NOT_RUN
+
+
+def test_convergence_verdicts():
+    def runs(e_sg, e_rep, n=30):
+        return {"sg_gaussian": res([7.0 if e_sg is None or i + 1 < e_sg else 6.8 for i in range(n)]),
+                "reparam": res([7.0 if e_rep is None or i + 1 < e_rep else 6.8 for i in range(n)])}
+    row = C.claim_convergence(runs(15, 27), 6.9)
+    assert row["Verdict"] == C.HOLDS and "epoch 15" in row["Ours"] and "epoch 27" in row["Ours"]
+    assert C.claim_convergence(runs(20, 24), 6.9)["Verdict"] == C.CONTRADICTED      # 0.83 of the epochs
+    assert C.claim_convergence(runs(None, 20), 6.9)["Verdict"] == C.CONTRADICTED
+    assert C.claim_convergence(runs(10, None), 6.9)["Verdict"] == C.HOLDS            # reparam > 30 epochs
+    row = C.claim_convergence(runs(25, None), 6.9)
+    assert row["Verdict"] == C.NOT_SHOWN and "36 epochs" in row["Why / what it would take"]
+    assert C.claim_convergence(runs(None, None), 6.9)["Verdict"] == C.NOT_SHOWN
+    assert C.claim_convergence({}, 6.9)["Verdict"] == C.NOT_RUN
+
+
+# ---------------------------------------------------------------------------------------------------
+# Taylor bias
+# ---------------------------------------------------------------------------------------------------
+
+def test_taylor_verdicts_scale_reinforce_to_the_papers_sample_count():
+    t = {"sg": 10.0, "gumbel": 300.0, "reinforce": 30.0, "num_samples": C.PAPER_TAYLOR_SAMPLES}
+    assert C.claim_taylor(t)["Verdict"] == C.HOLDS
+    # 100x fewer samples: REINFORCE's error at the paper's count is 10x smaller -> 3.0 < SG's 10
+    assert C.claim_taylor({**t, "num_samples": 1000})["Verdict"] == C.CONTRADICTED
+    assert C.claim_taylor({**t, "reinforce": 15.0})["Verdict"] == C.NOT_SHOWN        # 1.5x: not "far"
+    assert C.claim_taylor({**t, "gumbel": 5.0})["Verdict"] == C.CONTRADICTED
+    assert C.claim_taylor(None)["Verdict"] == C.NOT_RUN
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables 3, 4, 9
+# ---------------------------------------------------------------------------------------------------
+
+def learnable(deltas, *, key="val_bpd", curve=FLAT, seeds=2, spread=0.0, frozen=True):
+    """{method: [results over seeds]}: each X + SG run's `key` = baseline's + delta (per estimator)."""
+    out = {}
+    for est, delta in deltas.items():
+        for method, d, silent in ((est, 0.0, False), (f"{est}_sg", delta, True)):
+            runs = []
+            for s in range(seeds):
+                shift = d + spread * s
+                bpds = [v + shift for v in curve] if key == "val_bpd" else list(curve)
+                other = {"mse": 3.0 + shift} if key == "val_mse" else {"kld": 100.0 + 10 * shift} \
+                    if key == "val_kld" else {}
+                runs.append(res(bpds, seed=s, silent=silent, frozen=frozen if silent else None, **other))
+            out[method] = runs
+    return out
+
+
+ALL = ("reparam", "gumbel", "reinforce")
+
+
+def test_plus_sg_bpd_verdicts():
+    lower = learnable({e: -0.2 for e in ALL})
+    row = C.claim_learnable_pairs("val_bpd", "mnist5k", lower, runs={"reparam": ["learnable/mnist5k/reparam/x"]})
+    assert row["Verdict"] == C.HOLDS and row["Source"] == "Table 3, MNIST (5k subset)"
+    assert row["Runs"] == "learnable/mnist5k/reparam/x"
+    higher = learnable({"reparam": -0.2, "gumbel": 0.3, "reinforce": -0.2})
+    assert C.claim_learnable_pairs("val_bpd", "mnist5k", higher)["Verdict"] == C.CONTRADICTED
+    short = learnable({"reparam": -0.2, "gumbel": 0.3, "reinforce": -0.2}, curve=falling(8, 7, 10))
+    row = C.claim_learnable_pairs("val_bpd", "mnist5k", short)
+    assert row["Verdict"] == C.NOT_SHOWN and "paper 200" in row["Ours"]
+    annealing = learnable({"reparam": -0.2, "gumbel": 0.3, "reinforce": -0.2}, frozen=False)
+    row = C.claim_learnable_pairs("val_bpd", "mnist5k", annealing)
+    assert row["Verdict"] == C.NOT_SHOWN and "still annealing" in row["Ours"]
+    overlap = learnable({e: -0.05 for e in ALL}, spread=0.2)                  # seeds 0.2 apart, means 0.05
+    row = C.claim_learnable_pairs("val_bpd", "mnist5k", overlap)
+    assert row["Verdict"] == C.NOT_SHOWN and "inside the seed spread" in row["Ours"]
+    partial = learnable({"reparam": -0.2})
+    row = C.claim_learnable_pairs("val_bpd", "mnist5k", partial)
+    assert row["Verdict"] == C.NOT_SHOWN and "not run: Gumbel-Softmax, REINFORCE" in row["Why / what it would take"]
+    reason = "not run: cifar10 not found at data/cifar-10-batches-py"
+    row = C.claim_learnable_pairs("val_bpd", "cifar10", None, reason)
+    assert row["Verdict"] == C.NOT_RUN and row["Why / what it would take"] == reason
+    assert C.claim_learnable_pairs("val_bpd", "mnist5k", {"reparam": lower["reparam"]})["Verdict"] == C.NOT_RUN
+
+
+def test_kld_and_mse_patterns_follow_the_papers_own_signs():
+    # paper, MNIST: KLD higher with SG for all three; MSE higher for reparam and Gumbel, lower for REINFORCE
+    assert C.claim_learnable_pairs("val_kld", "mnist5k", learnable({e: 1.0 for e in ALL}, key="val_kld")
+                                   )["Verdict"] == C.HOLDS
+    assert C.claim_learnable_pairs("val_kld", "mnist5k", learnable({e: -1.0 for e in ALL}, key="val_kld")
+                                   )["Verdict"] == C.CONTRADICTED
+    mse = learnable({"reparam": 0.5, "gumbel": 0.5, "reinforce": -0.5}, key="val_mse")
+    assert C.claim_learnable_pairs("val_mse", "mnist5k", mse)["Verdict"] == C.HOLDS
+    mse_all_lower = learnable({e: -0.5 for e in ALL}, key="val_mse")
+    assert C.claim_learnable_pairs("val_mse", "mnist5k", mse_all_lower)["Verdict"] == C.CONTRADICTED
+    # CIFAR-10: the paper's Gumbel-Softmax KLD is lower with SG
+    kld = learnable({"reparam": 1.0, "gumbel": -1.0, "reinforce": 1.0}, key="val_kld")
+    assert C.claim_learnable_pairs("val_kld", "cifar10", kld)["Verdict"] == C.HOLDS
+
+
+def test_sg_beats_reinforce_verdicts():
+    def data(delta, curve=FLAT):
+        return {"sg_bernoulli": [res([v + delta for v in curve], seed=s, silent=True) for s in (0, 1)],
+                "reinforce": [res(curve, seed=s) for s in (0, 1)]}
+    assert C.claim_sg_beats_reinforce("mnist5k", data(-0.2))["Verdict"] == C.HOLDS
+    assert C.claim_sg_beats_reinforce("mnist5k", data(0.2))["Verdict"] == C.CONTRADICTED
+    assert C.claim_sg_beats_reinforce("mnist5k", data(0.2, falling(8, 7, 10)))["Verdict"] == C.NOT_SHOWN
+    assert C.claim_sg_beats_reinforce("imagenet32", None, "not run: imagenet32 not found")["Verdict"] == C.NOT_RUN
+
+
+# ---------------------------------------------------------------------------------------------------
+# the whole table
+# ---------------------------------------------------------------------------------------------------
+
+def test_claims_table_has_every_claim_and_one_row_per_missing_dataset():
+    fixed = {"sg_gaussian": res(FLAT), "reparam": res([v + 0.1 for v in FLAT])}
+    gathered = {"fixed_selections": {m: {"best_run": f"fixed/mnist5k/{m}/lr0.0005"} for m in fixed},
+                "fixed_results": {f"fixed/mnist5k/{m}/lr0.0005": r for m, r in fixed.items()},
+                "variance": {"sg_gaussian": {1: var(0.0)}}, "taylor": None,
+                "learnable": {"mnist5k": learnable({e: -0.2 for e in ALL})},
+                "learnable_runs": {}, "not_run": {"cifar10": "not run: cifar10 not found at X"}}
+    cfg = {"fixed_variance": {"enabled": True, "dataset": "mnist5k", "target_bpd": 6.9},
+           "taylor_bias": {"dataset": "mnist5k"},
+           "learnable_variance": {"enabled": True, "datasets": {"mnist5k": {}, "cifar10": {}}}}
+    df = C.claims_table(gathered, cfg)
+    assert list(df.columns) == list(C.COLUMNS)
+    sources = list(df["Source"])
+    assert sources[:6] == ["Table 1", "Table 1", "Table 2", "Table 2", "Sec. 3.2", "Sec. 4.1"]
+    for table in ("Table 3", "Table 4", "Table 9"):
+        for ds in ("MNIST (5k subset)", "ImageNet 32x32", "CIFAR-10"):
+            assert sum(s == f"{table}, {ds}" for s in sources) >= 1, (table, ds)
+    assert set(df["Verdict"]) <= set(C.VERDICTS)
+    cifar = df[df["Source"].str.endswith("CIFAR-10")]
+    assert (cifar["Verdict"] == C.NOT_RUN).all() and (cifar["Why / what it would take"] == "not run: cifar10 not "
+                                                                                            "found at X").all()
+    imagenet = df[df["Source"].str.endswith("ImageNet 32x32")]
+    assert imagenet["Why / what it would take"].str.contains("not in learnable_variance.datasets").all()
+    assert df.loc[0, "Verdict"] == C.HOLDS                   # zero variance measured
+    assert df.loc[3, "Verdict"] == C.NOT_RUN                 # no discrete runs
+    assert df[df["Source"] == "Table 3, MNIST (5k subset)"].iloc[0]["Verdict"] == C.HOLDS
+
+
+def test_embedded_config_is_built_for_the_claims():
+    """The default run trains paper-size fixed-variance models on the whole mnist5k split (Tables 1, 2,
+    convergence), measures variance at its first, middle and last epoch, and runs the paper's Taylor check."""
+    from pathlib import Path
+
+    from silentvae.pipeline import load_config
+    cfg = load_config(Path(__file__).resolve().parent.parent / "config" / "embedded.yaml")
+    run = cfg["fixed_variance"]["run"]
+    assert (run["latent_dim"], run["channels"], run["sigma2"]) == (200, 32, 0.01)
+    assert run.get("train_limit") is None and run.get("val_limit") is None
+    assert set(cfg["fixed_variance"]["methods"]) == {"sg_gaussian", "reparam", "sg_bernoulli", "gumbel", "reinforce"}
+    epochs = cfg["variance_decomposition"]["epochs"]
+    assert epochs[0] == 1 and epochs[-1] == run["epochs"] and len(epochs) == 3
+    assert cfg["taylor_bias"]["latent_dim"] == 10 and cfg["taylor_bias"]["num_samples"] >= 10_000
+    lv = cfg["learnable_variance"]
+    assert len(lv["seeds"]) >= 2                                     # the seed-spread rule applies
+    assert max(lv["cutoff_grid"]) <= lv["datasets"]["mnist5k"]["epochs"]   # Algorithm 1's cut-off happens
