@@ -505,7 +505,7 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
             out.mkdir(parents=True, exist_ok=True)
             if (out / "last.pt").exists():
                 state = torch.load(out / "last.pt", map_location=cfg.device, weights_only=False)
-                check_same_config(state["config"], run.cfg, out / "last.pt")
+                check_same_config(state["config"], run.cfg, out / "last.pt", len(state["history"]))
                 run.load_state_dict(state)
         _catch_up(stack, outs, (train_split, val_split), log)
         if any(run.epoch for run in stack.runs):
