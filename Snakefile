@@ -7,7 +7,7 @@
 # Table of contents (each training/diagnostic job executes one papermill notebook from notebooks/):
 #   train_fixed      fixed-variance linear decoder runs       -> Table 2, Figure 2, convergence (Sec. 3.2)
 #   train_learnable  learnable-variance runs, with/without SG -> Tables 3, 4, 9, Figures 3-5 (Sec. 4.2)
-#   train_stack_*    engine: stacked -- a method's grid trained together in one job (either experiment), a rule per stack
+#   train_stack_*    engine: stacked -- a method's grid trained together in one job (a rule per stack)
 #   select           best grid point on validation BPD        -> results/selected/
 #   variance         gradient-variance decomposition          -> Table 1
 #   taylor           Taylor-bias check vs enumeration         -> Sec. 4.1
