@@ -11,6 +11,9 @@ into job specs. Protocol (Appendix B.3):
   remaining seeds; the grid's own run is the first seed.
 * ``engine: stacked`` (either experiment) makes a method's grid one job (``Plan.stacks``): the fixed-variance
   learning rates; the learnable grid at the first seed, then the selected setting's other seeds.
+* Every grid value is planned as written. A cut-off epoch c freezes the encoder from epoch c on; c beyond the
+  run's epochs never freezes it (the same training as no cut-off; such runs are kept, not merged, so that the
+  grid the config names is the grid that runs).
 * Datasets that are neither on disk nor downloadable are left out of the plan and reported as
   "not run: <dataset> not found at <path>".
 """
@@ -28,7 +31,8 @@ from .data import locate_dataset
 
 __all__ = ["FIXED_METHODS", "LEARNABLE_METHODS", "RunSpec", "Plan", "make_plan", "load_config", "validate_config",
            "resolve_run_config", "select_best", "SCHEMA_PATH", "job_device", "prepare_run",
-           "variance_job", "taylor_job", "gather_results", "write_report", "train_runs", "lr_tag"]
+           "variance_job", "taylor_job", "gather_results", "write_report", "train_runs", "lr_tag",
+           "check_results_dir", "OWNER_FILE"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 
@@ -95,6 +99,35 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ValueError(f"invalid config at '{where}': {e.message}") from None
 
 
+OWNER_FILE = ".silentvae-workdir"  # in a results folder: the Snakemake working directory that writes it
+
+
+def check_results_dir(results: str, workdir: str | Path, claim: bool = False) -> Path:
+    """The resolved results folder, refused when it is empty, the filesystem root, or the results folder of
+    another Snakemake working directory (recorded in ``<results>/.silentvae-workdir``; Snakemake's lock and
+    run records live in the working directory, so two of them would overwrite each other's outputs unseen).
+    ``claim=True`` records ``workdir`` there (the Snakefile does so when jobs start)."""
+    if not str(results).strip():
+        raise ValueError("config 'results' is empty: every output path would start at the filesystem root; "
+                         "set results to an output folder, e.g. results")
+    workdir = Path(workdir).resolve()
+    root = (workdir / results).resolve()
+    if root == Path(root.anchor):
+        raise ValueError(f"config 'results' ({results!r}) is the filesystem root {root}; set it to an output "
+                         f"folder, e.g. results")
+    marker = root / OWNER_FILE
+    owner = marker.read_text().strip() if marker.exists() else None
+    if owner is not None and owner != str(workdir):
+        raise ValueError(f"results folder {root} belongs to the Snakemake working directory {owner} (see {marker}), "
+                         f"not to this one ({workdir}): two working directories would overwrite each other's "
+                         f"outputs. Use another results folder, or delete {marker} if {owner} no longer uses it.")
+    if claim and owner is None:
+        from .io import atomic_write_text
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, f"{workdir}\n")
+    return root
+
+
 def _dataset_ok(cfg: dict[str, Any], name: str, not_run: dict[str, str]) -> bool:
     download = cfg["datasets"].get(name, {}).get("download", False)
     present, path = locate_dataset(name, cfg["data_root"])
@@ -105,16 +138,23 @@ def _dataset_ok(cfg: dict[str, Any], name: str, not_run: dict[str, str]) -> bool
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}"
+    """A grid value in a folder name: Python's shortest round-trip repr (distinct values, distinct names)."""
+    return repr(float(x))
 
 
 def lr_tag(lr: float) -> str:
-    """The folder name of a fixed-variance run at learning rate ``lr`` (e.g. "lr0.0005")."""
+    """The folder name of a fixed-variance run at learning rate ``lr`` (e.g. "lr0.0005", "lr1e-05")."""
     return f"lr{_fmt(lr)}"
+
+
+def _check_new(run_id: str, runs: dict[str, RunSpec]) -> None:
+    if run_id in runs:
+        raise ValueError(f"two grid points give the same run {run_id!r}: remove the duplicated grid value")
 
 
 def make_plan(cfg: dict[str, Any]) -> Plan:
     """Expand a validated config into runs, selections and diagnostics."""
+    from .train import RunConfig
     runs: dict[str, RunSpec] = {}
     selections: dict[str, list[str]] = {}
     variance: dict[str, dict[str, Any]] = {}
@@ -124,6 +164,12 @@ def make_plan(cfg: dict[str, Any]) -> Plan:
     common = {"data_root": cfg["data_root"]}
 
     fx = cfg["fixed_variance"]
+    vd = cfg["variance_decomposition"]
+    fx_epochs = fx["run"].get("epochs", RunConfig.epochs)
+    if fx["enabled"] and vd["enabled"] and max(vd["epochs"]) > fx_epochs:
+        raise ValueError(f"variance_decomposition.epochs {vd['epochs']} go beyond fixed_variance.run.epochs "
+                         f"({fx_epochs}): the variance study reads the checkpoints of those epochs of the "
+                         f"trained runs; lower the one or raise the other")
     if fx["enabled"] and _dataset_ok(cfg, fx["dataset"], not_run):
         ds = fx["dataset"]
         ckpt = sorted(set(fx["run"].get("checkpoint_epochs", [])) | set(cfg["variance_decomposition"]["epochs"]))
@@ -132,6 +178,7 @@ def make_plan(cfg: dict[str, Any]) -> Plan:
             selections[sel] = []
             for lr in fx["lr_grid"]:
                 rid = f"{sel}/{lr_tag(lr)}"
+                _check_new(rid, runs)
                 conf = {**common, **fx["run"], **FIXED_METHODS[method], "experiment": "fixed", "dataset": ds,
                         "lr": lr, "seed": fx["seed"], "checkpoint_epochs": ckpt,
                         "download": cfg["datasets"].get(ds, {}).get("download", False)}
@@ -154,7 +201,7 @@ def make_plan(cfg: dict[str, Any]) -> Plan:
                 limits = {k: ds_cfg[k] for k in ("train_limit", "val_limit") if k in ds_cfg}
                 base = {**common, **lv["run"], **spec, **limits, "experiment": "learnable", "dataset": ds,
                         "epochs": epochs, "batch_size": ds_cfg["batch_size"], "download": download}
-                cutoffs = [c for c in lv["cutoff_grid"] if c <= epochs] or [None]
+                cutoffs = lv["cutoff_grid"]
                 sel = f"learnable/{ds}/{method}"
                 selections[sel] = []
                 seed0 = lv["seeds"][0]
@@ -178,6 +225,7 @@ def make_plan(cfg: dict[str, Any]) -> Plan:
                         grid.append((f"lr{_fmt(lr)}", {"lr": lr}, []))
                 for name, values, inherit in grid:
                     rid = f"{sel}/{name}_s{seed0}"
+                    _check_new(rid, runs)
                     runs[rid] = RunSpec(rid, "learnable", {**base, **values, "seed": seed0}, inherit)
                     selections[sel].append(rid)
                 final_runs[sel] = []

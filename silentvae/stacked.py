@@ -504,7 +504,7 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
             out.mkdir(parents=True, exist_ok=True)
             if (out / "last.pt").exists():
                 state = load_checkpoint(out / "last.pt", cfg.device)
-                check_same_config(state["config"], run.cfg, out / "last.pt")
+                check_same_config(state["config"], run.cfg, out / "last.pt", len(state["history"]))
                 run.load_state_dict(state)
         _catch_up(stack, outs, (train_split, val_split), log)
         if any(run.epoch for run in stack.runs):

@@ -24,7 +24,11 @@ epoch), ``result.json`` (the same, written only when the run has finished),
 from __future__ import annotations
 
 import dataclasses
+import functools
+import numbers
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,8 +99,9 @@ class RunConfig:
     split_seed: int = 0
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        self.checkpoint_epochs = sorted(int(e) for e in self.checkpoint_epochs)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _typed(f.name, getattr(self, f.name), _field_types()[f.name]))
+        self.checkpoint_epochs = sorted(self.checkpoint_epochs)
         if self.experiment not in EXPERIMENTS:
             raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {self.experiment!r}")
         allowed = {"fixed": ("sg", "reparam", "gumbel", "reinforce"),
@@ -151,6 +156,35 @@ class RunConfig:
     def linear_active(self, epoch: int) -> bool:
         """Whether the linear SG decoder trains (and feeds the encoder) in ``epoch``: w_lin > 0, not frozen."""
         return self.silent and self.silent_weight(epoch) > 0 and not self.encoder_frozen(epoch)
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(RunConfig)
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against the annotation ``hint`` of RunConfig field ``name``: an int is accepted (and
+    converted) for a float, a list for a tuple; a bool is no number, a string no number. ValueError otherwise."""
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    if optional:
+        if value is None:
+            return None
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if origin is list and isinstance(value, (list, tuple)):
+        return [_typed(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin is tuple and isinstance(value, (list, tuple)) and len(value) == len(args):
+        return tuple(_typed(f"{name}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, args)))
+    if hint is float and number:
+        return float(value)
+    if hint is int and number and isinstance(value, numbers.Integral):
+        return int(value)
+    if hint in (bool, str) and isinstance(value, hint):
+        return value
+    want = (hint.__name__ if origin is None else str(hint)) + (" or None" if optional else "")
+    raise ValueError(f"run config key {name!r} must be {want}, got {value!r} ({type(value).__name__})")
 
 
 def build_models(cfg: RunConfig, in_shape: tuple[int, ...]) -> nn.ModuleDict:
@@ -314,7 +348,7 @@ def train(cfg: RunConfig | dict, out_dir: str | Path, *, splits: tuple[DataSplit
     last = out / "last.pt"
     if last.exists():
         state = load_checkpoint(last, device)
-        check_same_config(state["config"], cfg, last)
+        check_same_config(state["config"], cfg, last, len(state["history"]))
         run.load_state_dict(state)
         log(f"resuming {out} after epoch {run.epoch}")
     done_now = 0
@@ -349,13 +383,20 @@ def write_metrics(out: Path, cfg: RunConfig, history: list[dict[str, Any]]) -> N
         atomic_write_json(out / "result.json", payload)
 
 
-def check_same_config(saved: dict[str, Any], cfg: RunConfig, path: Path) -> None:
-    """Refuse to resume ``path`` with a config that changes the run (device, data location, epochs may differ)."""
+def check_same_config(saved: dict[str, Any], cfg: RunConfig, path: Path, done_epochs: int = 0) -> None:
+    """Refuse to resume ``path`` (``done_epochs`` trained) with a config that changes the run. Device, data
+    location and checkpoint epochs may differ; ``epochs`` may grow (the run continues), never drop below the
+    epochs already trained (the history would keep the longer run)."""
     ignore = {"device", "data_root", "download", "epochs", "checkpoint_epochs"}
     diff = sorted(k for k, v in cfg.to_dict().items() if k not in ignore and saved.get(k) != v)
     if diff:
-        raise ValueError(f"{path} was written by a different config (keys {diff} differ); "
-                         f"use a new output directory or delete the old run")
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in diff)
+        raise ValueError(f"{path} was written by a different config ({changes}); delete {path.parent} to train "
+                         f"it again with the new config, or use a new results folder")
+    if done_epochs > cfg.epochs:
+        raise ValueError(f"{path} has trained {done_epochs} epochs, more than the config's epochs={cfg.epochs}; "
+                         f"delete {path.parent} to train it again with {cfg.epochs} epochs, or set epochs back "
+                         f"to {saved.get('epochs')}")
 
 
 def load_run(path: str | Path, device: str = "cpu") -> tuple[RunConfig, nn.ModuleDict, list[dict[str, Any]]]:

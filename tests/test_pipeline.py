@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from silentvae.pipeline import (LEARNABLE_METHODS, load_config, make_plan, resolve_run_config, select_best,
-                                validate_config)
+from silentvae.pipeline import (LEARNABLE_METHODS, OWNER_FILE, check_results_dir, load_config, lr_tag, make_plan,
+                                resolve_run_config, select_best, validate_config)
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -33,7 +34,7 @@ def _expected_learnable_runs(cfg, dataset):
     for method in lv["methods"]:
         spec = LEARNABLE_METHODS[method]
         epochs = ds.get("reinforce_epochs", ds["epochs"]) if spec["estimator"] == "reinforce" else ds["epochs"]
-        cutoffs = len([c for c in lv["cutoff_grid"] if c <= epochs]) or 1
+        cutoffs = len(lv["cutoff_grid"])  # every cut-off is planned (one beyond the epochs never freezes)
         if spec["estimator"] == "none":
             grid = len(lv["lr_grid"]) * cutoffs
         elif spec["silent"]:
@@ -104,11 +105,17 @@ def test_select_best_and_resolve(tmp_path):
 
 
 def _dry_run(*args, cwd=ROOT):
+    """Job counts per rule of a dry run (the generated train_stack_<stack> rules counted as train_stack)."""
     res = subprocess.run([*SNAKEMAKE, *args, "-n", "--quiet", "rules"], cwd=cwd, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", res.stdout + res.stderr, re.M))
-    return {k: int(v) for k, v in counts.items() if k != "total"}
+    counts = {}
+    per_rule = dict(re.findall(r"^(\w+)\s+(\d+)$", res.stdout + res.stderr, re.M))  # the table comes twice
+    for rule, n in per_rule.items():
+        rule = "train_stack" if rule.startswith("train_stack_") else rule
+        counts[rule] = counts.get(rule, 0) + int(n)
+    counts.pop("total", None)
+    return counts
 
 
 def test_readme_full_protocol_command_dry_runs(tmp_path):
@@ -174,3 +181,118 @@ def test_engines_single_and_stacked(tmp_path):
                       "--config", f"data_root={tmp_path}")
     assert counts["train_fixed"] == len(fixed_runs)
     assert counts["train_stack"] == len(plan.stacks) and "train_learnable" not in counts
+
+
+def test_parameters_reach_papermill_with_types_and_paths_stay_whole(tmp_path):
+    """Every printed job command of the paper protocol: the papermill parameters read back exactly as papermill
+    reads them (learning rates 1e-05 and 5e-05 stay floats), and a results path with a space and a ";" stays
+    one word of the shell command (no stray file, no command run)."""
+    from papermill.iorw import NoDatesSafeLoader
+
+    cfg = _paper(tmp_path)
+    results = str(tmp_path / "re sults;touch INJECTED")
+    plan = make_plan({**cfg, "results": results})
+    res = subprocess.run([*SNAKEMAKE, "-n", "-p", "--cores", "8", "--config", f"data_root={tmp_path}",
+                          f"results={results}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    commands = [line.strip() for line in res.stdout.splitlines() if " -m papermill " in line or " select " in line]
+    seen_runs = {}
+    for command in commands:
+        words = shlex.split(command)
+        assert "touch" not in words and "INJECTED" not in words, command
+        assert words[words.index(">") + 1].startswith(f"{results}/logs/"), command
+        if "-y" in words:
+            params = yaml.load(words[words.index("-y") + 1], Loader=NoDatesSafeLoader)
+            assert Path(words[words.index("-y") - 1]).is_relative_to(results)  # the executed notebook
+            seen_runs.update({run["id"]: run for run in params.get("runs", [])})
+    assert len(commands) == len(plan.stacks) + len(plan.selections) + len(plan.variance) + len(plan.taylor) + 1
+    assert sorted(seen_runs) == sorted(plan.runs)
+    for rid, run in seen_runs.items():
+        assert run["config"] == plan.runs[rid].config, rid
+        assert all(type(v) is type(plan.runs[rid].config[k]) for k, v in run["config"].items()), rid
+        assert run["out_dir"] == f"{results}/runs/{rid}"
+    lrs = {run["config"]["lr"] for run in seen_runs.values() if "lr" in run["config"]}
+    assert lrs == set(cfg["fixed_variance"]["lr_grid"]) and all(type(lr) is float for lr in lrs)
+
+
+@pytest.mark.parametrize("results, message", [("", "results' is empty"), ("/", "filesystem root"),
+                                              ("/.", "filesystem root"), ("a/../..", None)])
+def test_results_folder_empty_or_root_is_refused(tmp_path, results, message):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    if message is None:  # resolves to tmp_path: allowed
+        assert check_results_dir(results, workdir) == tmp_path
+        return
+    with pytest.raises(ValueError, match=message):
+        check_results_dir(results, workdir)
+    if results in ("", "/"):  # the schema says so too, before any path is built
+        cfg = load_config(ROOT / "config" / "paper.yaml")
+        with pytest.raises(ValueError, match="invalid config at 'results'"):
+            validate_config({**cfg, "results": results})
+
+
+def test_snakefile_refuses_root_results_before_any_job(tmp_path):
+    res = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--config", "results=/.", f"data_root={tmp_path}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "is the filesystem root" in res.stdout + res.stderr
+
+
+def test_results_folder_of_another_working_directory_is_refused(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    shared = str(tmp_path / "shared")
+    check_results_dir(shared, a)  # a check writes nothing
+    assert not (tmp_path / "shared").exists()
+    assert check_results_dir(shared, a, claim=True) == tmp_path / "shared"
+    assert (tmp_path / "shared" / OWNER_FILE).read_text() == f"{a}\n"
+    check_results_dir(shared, a, claim=True)  # its owner goes on
+    with pytest.raises(ValueError, match=f"belongs to the Snakemake working directory {a}.*this one \\({b}\\)"):
+        check_results_dir(shared, b)
+    # the Snakefile checks it before planning any job
+    res = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--config", f"results={shared}", f"data_root={tmp_path}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and f"belongs to the Snakemake working directory {a}" in res.stdout + res.stderr
+
+
+def test_learning_rate_tags_are_exact_and_duplicates_are_refused(tmp_path):
+    assert lr_tag(1e-4) != lr_tag(1.000001e-4)  # equal to 6 significant digits, still two folders
+    assert lr_tag(5e-4) == "lr0.0005" and lr_tag(1e-05) == "lr1e-05"
+    cfg = _paper(tmp_path)
+    cfg["fixed_variance"]["lr_grid"] = [1e-4, 1.000001e-4]
+    cfg["learnable_variance"]["lr_grid"] = [1e-4, 1.000001e-4]
+    plan = make_plan(cfg)
+    assert len([r for r in plan.runs if r.startswith("fixed/mnist/reparam/")]) == 2
+    assert len(plan.stacks["learnable/mnist/sg_gaussian/grid"]) == 2 * len(cfg["learnable_variance"]["cutoff_grid"])
+    for section, key, value in [("fixed_variance", "lr_grid", [1e-4, 1.0e-4]),
+                                ("learnable_variance", "anneal_grid", [0.01, 0.01]),
+                                ("learnable_variance", "cutoff_grid", [50, 50]),
+                                ("variance_decomposition", "epochs", [1, 1])]:
+        bad = json.loads(json.dumps(cfg))
+        bad[section][key] = value
+        with pytest.raises(ValueError, match=rf"invalid config at '{section}/{key}'.*non-unique"):
+            validate_config(bad)
+        if key != "epochs":  # the planner refuses it too (a config that skipped the schema)
+            with pytest.raises(ValueError, match="same run .*remove the duplicated grid value"):
+                make_plan(bad)
+
+
+def test_every_cutoff_is_planned_even_beyond_the_epochs(tmp_path):
+    """imagenet32 trains 100 epochs: cut-offs 150 and 200 are kept (never frozen), so the grid is the config's."""
+    plan = make_plan(_paper(tmp_path))
+    cutoffs = {plan.runs[r].config["cutoff_epoch"] for r in plan.stacks["learnable/imagenet32/reparam_sg/grid"]}
+    assert cutoffs == {50, 80, 100, 150, 200}
+
+
+def test_variance_epoch_beyond_training_is_refused_at_config_time(tmp_path):
+    cfg = _paper(tmp_path)
+    cfg["variance_decomposition"]["epochs"] = [1, 600]
+    with pytest.raises(ValueError, match=r"variance_decomposition.epochs \[1, 600\].*fixed_variance.run.epochs \(500"):
+        make_plan(cfg)
+    cfg["fixed_variance"]["enabled"] = False  # no trained runs, no check
+    make_plan(cfg)
+    path = tmp_path / "bad.yaml"
+    cfg["fixed_variance"]["enabled"] = True
+    path.write_text(yaml.safe_dump({**cfg, "results": str(tmp_path / "results")}))
+    res = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--configfile", str(path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "fixed_variance.run.epochs" in res.stdout + res.stderr

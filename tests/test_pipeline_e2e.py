@@ -1,9 +1,11 @@
 """End to end: the Snakefile runs a tiny config through every rule (papermill notebooks on CPU), lands the
 tables, figures and report, marks a missing dataset "not run", skips finished work on a rerun and
-redoes a job whose output was lost without retraining (its checkpoint holds the finished history)."""
+redoes a job whose output was lost without retraining (its checkpoint holds the finished history), and reruns
+the jobs whose run config changed."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +66,16 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     # A rerun has nothing to do.
     dry = _snakemake(config_path, "-n")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    # A changed run config reruns its jobs (Snakemake's params trigger), the other runs stay.
+    changed = tmp_path / "changed.yaml"
+    longer = {**cfg["fixed_variance"], "run": {**cfg["fixed_variance"]["run"], "epochs": 3}}
+    changed.write_text(yaml.safe_dump({**cfg, "fixed_variance": longer}))
+    dry = _snakemake(changed, "-n", "--quiet", "rules")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, re.M))
+    fixed = cfg["fixed_variance"]
+    assert int(counts["train_fixed"]) == len(fixed["methods"]) * len(fixed["lr_grid"])
+    assert not any(rule.startswith("train_stack_") or rule == "train_learnable" for rule in counts)
 
     # A job killed after epoch 1 of 2 (its last.pt is the epoch-1 checkpoint, nothing downstream exists yet)
     # resumes from that checkpoint and finishes with the same history as the uninterrupted run.

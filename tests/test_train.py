@@ -134,6 +134,39 @@ def test_rerun_of_finished_run_does_no_training(tmp_path):
         train({**cfg, "lr": 5e-4}, tmp_path, splits=splits, log=quiet)
 
 
+def test_fewer_epochs_than_trained_is_refused_not_reported_with_the_longer_history(tmp_path):
+    splits = synthetic_splits(n_train=32, n_val=16)
+    cfg = {**TINY, "epochs": 3}
+    train(cfg, tmp_path, splits=splits, log=quiet)
+    (tmp_path / "result.json").unlink()  # what Snakemake does before rerunning a job whose params changed
+    with pytest.raises(ValueError, match=r"trained 3 epochs.*epochs=2.*delete"):
+        train({**cfg, "epochs": 2}, tmp_path, splits=splits, log=quiet)
+    assert not (tmp_path / "result.json").exists()
+    # the stacked trainer's resume refuses the same way
+    from silentvae.stacked import train_stacked
+    with pytest.raises(ValueError, match=r"trained 3 epochs.*epochs=2"):
+        train_stacked([{**cfg, "epochs": 2}, {**cfg, "epochs": 2, "lr": 5e-4}], splits,
+                      out_dirs=[tmp_path, tmp_path / "other"], log=quiet)
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("lr", "1e-05", "'1e-05' (str)"), ("lr", True, "True (bool)"), ("epochs", "2", "'2' (str)"),
+    ("epochs", 2.5, "2.5 (float)"), ("cutoff_epoch", "50", "'50' (str)"), ("silent", 1, "1 (int)"),
+    ("checkpoint_epochs", ["1"], "'1' (str)"), ("betas", [0.9], "[0.9] (list)"), ("dtype", None, "None")])
+def test_run_config_refuses_wrong_types_naming_key_and_value(key, value, shown):
+    with pytest.raises(ValueError) as info:
+        RunConfig.from_dict({key: value})
+    assert f"'{key}" in str(info.value) and shown in str(info.value)
+
+
+def test_run_config_types_survive_and_ints_become_floats():
+    cfg = RunConfig.from_dict({"lr": 1, "anneal_rate": 0, "cutoff_epoch": None, "betas": [0.9, 0.95],
+                               "checkpoint_epochs": [3, 1], "train_limit": 64})
+    assert type(cfg.lr) is float and cfg.lr == 1.0 and type(cfg.anneal_rate) is float
+    assert cfg.betas == (0.9, 0.95) and cfg.checkpoint_epochs == [1, 3] and cfg.train_limit == 64
+    assert RunConfig(lr=5e-05).lr == 5e-05
+
+
 # ----------------------------------------------------------------------------------------------
 # Algorithm 1: annealing, freezing, gradient mixing
 # ----------------------------------------------------------------------------------------------
