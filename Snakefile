@@ -64,7 +64,7 @@ def train_job(notebook, out_nb, run_ids, done_json=""):
             for r in run_ids]
     return papermill(notebook, out_nb, runs=runs, selections_dir=f"{R}/selected", device=config["device"],
                      threads=THREADS, stack_size=config.get("stack_size", "auto"), done_json=done_json,
-                     jobs_per_gpu=JOBS_PER_GPU)
+                     jobs_per_gpu=JOBS_PER_GPU, compile=config.get("compile", False))
 
 
 def result_json(run_id):

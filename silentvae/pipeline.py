@@ -305,11 +305,12 @@ def prepare_run(run_config: dict[str, Any], inherit: list, selections_dir: str, 
 
 def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str = "auto", threads: int = 1,
                stack_size: int | str = "auto", done_json: str = "", jobs_per_gpu: int = 1,
-               log=print) -> dict[str, tuple[Any, Path, list[dict[str, Any]]]]:
+               compile: bool | str = False, log=print) -> dict[str, tuple[Any, Path, list[dict[str, Any]]]]:
     """Train the runs of one pipeline job: one run with :func:`silentvae.train.train`; several (a grid of one
     method, ``engine: stacked``) together with :func:`silentvae.stacked.train_stacked`, ``stack_size`` runs
     per stack ("auto": as many as fit in the GPU's free memory shared by ``jobs_per_gpu`` jobs; all of them on
-    a CPU).
+    a CPU). ``compile`` (true or a ``torch.compile`` mode) trains every chunk, a single run too, with the stacked
+    engine's compiled step.
 
     ``runs``: [{"id", "config", "inherit", "out_dir"}]. Returns {run id: (RunConfig, output folder, history)}.
     With ``done_json`` it finally writes {"runs": {run id: result.json}, "stack_size": K} there (the
@@ -340,14 +341,14 @@ def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str
     for start in range(0, len(prepared), k):
         chunk = list(zip(ids, prepared))[start:start + k]
         try:
-            if len(chunk) == 1:
+            if len(chunk) == 1 and not compile:
                 rid, (cfg, run_out) = chunk[0]
                 out[rid] = (cfg, run_out, train(cfg, run_out, splits=splits, log=log))
             else:
                 if len(prepared) > k:
                     log(f"stack {start // k + 1} of {-(-len(prepared) // k)}: {len(chunk)} runs")
                 histories = train_stacked([c for _, (c, _) in chunk], splits, out_dirs=[o for _, (_, o) in chunk],
-                                          log=log)
+                                          log=log, compile=compile)
                 out.update({rid: (c, o, h) for (rid, (c, o)), h in zip(chunk, histories)})
         except NonFiniteLossError as e:
             errors.append(str(e))

@@ -296,3 +296,25 @@ def test_variance_epoch_beyond_training_is_refused_at_config_time(tmp_path):
     res = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--configfile", str(path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "fixed_variance.run.epochs" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("value, expected", [(None, False), ("reduce-overhead", "reduce-overhead")])
+def test_compile_setting_reaches_every_training_job(tmp_path, value, expected):
+    """`compile` (config/paper.yaml, or --config compile=reduce-overhead on a GPU) is a parameter of every
+    training notebook, with its type: false by default, or a torch.compile mode string."""
+    from papermill.iorw import NoDatesSafeLoader
+
+    extra = [] if value is None else [f"compile={value}"]
+    res = subprocess.run([*SNAKEMAKE, "-n", "-p", "--cores", "8", "--config", f"data_root={tmp_path}", *extra],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    params = [yaml.load(w[w.index("-y") + 1], Loader=NoDatesSafeLoader)
+              for w in (shlex.split(line.strip()) for line in res.stdout.splitlines() if " -m papermill " in line)]
+    training = [p for p in params if "runs" in p]
+    assert training and all(p["compile"] == expected and type(p["compile"]) is type(expected) for p in training)
+
+
+def test_bad_compile_mode_is_refused_naming_the_key():
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    with pytest.raises(ValueError, match="compile"):
+        validate_config({**cfg, "compile": "fastest"})

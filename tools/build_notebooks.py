@@ -30,7 +30,8 @@ device = "cpu"        # "auto" in the pipeline: the GPU claimed for this job, el
 threads = 1
 stack_size = "auto"   # several runs: at most this many per stack; auto: as many as fit in the GPU's free memory
 done_json = ""        # a stacked pipeline job writes its list of finished runs here
-jobs_per_gpu = 1      # jobs sharing this GPU (they split its free memory)'''
+jobs_per_gpu = 1      # jobs sharing this GPU (they split its free memory)
+compile = False       # torch.compile the stacked step (a mode string such as "reduce-overhead": CUDA graphs)'''
 
 TRAIN_CELLS = [
     '''import pandas as pd
@@ -38,7 +39,7 @@ from silentvae.pipeline import train_runs
 from silentvae.plots import curves_figure, save_figure, show
 from silentvae.train import load_splits
 
-trained = train_runs(runs, selections_dir, device, threads, stack_size, done_json, jobs_per_gpu)
+trained = train_runs(runs, selections_dir, device, threads, stack_size, done_json, jobs_per_gpu, compile)
 for run_id, (cfg, out, history) in trained.items():
     print(f"{run_id}: {cfg.latent} latents, estimator={cfg.estimator}, silent={cfg.silent}, lr={cfg.lr:g}, "
           f"anneal_rate={cfg.anneal_rate:g}, cutoff={cfg.cutoff_epoch}, seed={cfg.seed}: "
