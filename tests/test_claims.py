@@ -144,6 +144,11 @@ def test_taylor_verdicts_scale_reinforce_to_the_papers_sample_count():
     assert C.claim_taylor({**t, "reinforce": 15.0})["Verdict"] == C.NOT_SHOWN        # 1.5x: not "far"
     assert C.claim_taylor({**t, "gumbel": 5.0})["Verdict"] == C.CONTRADICTED
     assert C.claim_taylor(None)["Verdict"] == C.NOT_RUN
+    # a collapsed posterior: the exact gradient is ~0 and every "deviation" is round-off (seen: 5e-20 vs 3e-14)
+    collapsed = {"sg": 5e-20, "gumbel": 3e-14, "reinforce": 2.8e-14, "exact_norm": 1e-14, "num_samples": 20000}
+    row = C.claim_taylor(collapsed)
+    assert row["Verdict"] == C.NOT_SHOWN and "collapsed" in row["Why / what it would take"]
+    assert C.claim_taylor({**t, "exact_norm": 50.0})["Verdict"] == C.HOLDS
 
 
 # ---------------------------------------------------------------------------------------------------
