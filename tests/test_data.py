@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import hashlib
 import importlib.util
 import os
@@ -302,6 +303,32 @@ def cifar_md5s_of(monkeypatch):
         monkeypatch.setattr(CIFAR10, "test_list", [[n, md5(n)] for n, _ in CIFAR10.test_list])
         monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5(CIFAR10.meta["filename"])})
     return register
+
+
+def write_cifar_md5sums(folder: Path) -> Path:
+    """A $SILENTVAE_CIFAR10_MD5SUMS manifest {file name: md5} of the CIFAR-10 files now in ``folder``."""
+    path = folder.parent / "cifar10-md5sums.json"
+    path.write_text(json.dumps({f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in folder.iterdir()}))
+    return path
+
+
+def test_cifar10_md5_manifest_vouches_for_a_self_made_copy(tmp_path, monkeypatch):
+    """Without a manifest the test batches fail the official checksums; with $SILENTVAE_CIFAR10_MD5SUMS listing
+    theirs they load (also in subprocesses such as pipeline jobs); a file changed after that is refused again."""
+    from silentvae.data import CIFAR10_MD5SUMS_ENV, DataError
+    src = _write_cifar(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    with pytest.raises(DataError, match="md5"):
+        load_dataset("cifar10", tmp_path, split="test")
+    monkeypatch.setenv(CIFAR10_MD5SUMS_ENV, str(write_cifar_md5sums(folder)))
+    test = load_dataset("cifar10", tmp_path, split="test")
+    assert test.images.shape == (10, 3, 32, 32) and sorted(test.labels.tolist()) == sorted(src["test_y"].tolist())
+    (folder / "test_batch").write_bytes((folder / "test_batch").read_bytes()[:-10])
+    with pytest.raises(DataError, match="test_batch"):  # (split "train": the loaded "test" part is cached)
+        load_dataset("cifar10", tmp_path, split="train")
+    monkeypatch.setenv(CIFAR10_MD5SUMS_ENV, str(tmp_path / "missing.json"))
+    with pytest.raises(DataError, match=CIFAR10_MD5SUMS_ENV):
+        load_dataset("cifar10", tmp_path, split="train")
 
 
 def test_cifar10_official_pickles_chw_order(tmp_path, cifar_md5s_of):

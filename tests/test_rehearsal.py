@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_data import _write_cifar
+from test_data import _write_cifar, write_cifar_md5sums
 
 from silentvae.pipeline import OWNER_FILE, make_plan
 
@@ -52,7 +52,8 @@ def shrink(paper: dict, tmp: Path) -> dict:
 
 
 def _snakemake(config_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SILENTVAE_NUM_GPUS": "0", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "SILENTVAE_NUM_GPUS": "0", "OMP_NUM_THREADS": "1",  # the tiny CIFAR-10's own md5 sums:
+           "SILENTVAE_CIFAR10_MD5SUMS": str(config_path.parent / "data" / "cifar10-md5sums.json")}
     return subprocess.run([sys.executable, "-m", "snakemake", "--configfile", str(config_path), "--cores", "2",
                            "--nolock", *args], cwd=ROOT, capture_output=True, text=True, timeout=3000, env=env)
 
@@ -62,6 +63,7 @@ def test_paper_protocol_rehearsal(tmp_path):
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     cfg = shrink(paper, tmp_path)
     _write_cifar(Path(cfg["data_root"]), per_batch=16)
+    write_cifar_md5sums(Path(cfg["data_root"]) / "cifar-10-batches-py")
     config_path = tmp_path / "rehearsal.yaml"
     config_path.write_text(yaml.safe_dump(cfg))
     plan = make_plan({**cfg, "data_root": str(Path(cfg["data_root"]).resolve())})
