@@ -42,9 +42,14 @@ def gradient_variance(encoder: nn.Module, decoder: nn.Module, estimator, batches
         batches: N fixed data batches (not dequantised), each (B, C, H, W).
         num_samples: S latent draws per batch (S >= 2).
     Returns:
-        ``batch_var`` (Var over batches of the mean gradient), ``est_var`` (mean over batches of the
-        variance over draws), ``est_pct`` = 100 * est_var / (batch_var + est_var); each summed over
-        encoder parameters. A deterministic estimator (SG) gives est_var == 0 exactly.
+        ``est_var``: E_b Var_eps[g | b], the mean over batches of the variance over draws (unbiased).
+        ``batch_var``: Var_b E_eps[g | b], the variance over batches of the *true* per-batch mean gradient.
+        The variance over batches of the S-draw means, ``batch_var_raw``, also carries the estimator noise
+        left in each mean: E[batch_var_raw] = Var_b E[g | b] + E_b Var[g | b] / S (law of total variance),
+        so ``batch_var = max(0, batch_var_raw - est_var / S)``. Without that correction Est % could never
+        pass S / (S + 1) (99.5% for S = 200), while the paper reports 99.60% for REINFORCE.
+        ``est_pct`` = 100 * est_var / (batch_var + est_var). Each is summed over encoder parameters; a
+        deterministic estimator (SG) gives est_var == 0 exactly.
     """
     if num_samples < 2 or len(batches) < 2:
         raise ValueError("gradient_variance needs num_samples >= 2 and at least 2 batches")
@@ -79,11 +84,12 @@ def gradient_variance(encoder: nn.Module, decoder: nn.Module, estimator, batches
             m2_b += delta * (mean_s - mean_b)
     encoder.train(was_training[0])
     decoder.train(was_training[1])
-    batch_var = float((m2_b / (n_b - 1)).sum())
+    batch_var_raw = float((m2_b / (n_b - 1)).sum())
     est_var = est_var_total / n_b
+    batch_var = max(0.0, batch_var_raw - est_var / num_samples)
     total = batch_var + est_var
     return {"batch_var": batch_var, "est_var": est_var, "est_pct": 100.0 * est_var / total if total > 0 else 0.0,
-            "num_batches": n_b, "num_samples": num_samples}
+            "batch_var_raw": batch_var_raw, "num_batches": n_b, "num_samples": num_samples}
 
 
 def enumerate_states(d: int, device=None, dtype=torch.float64) -> Tensor:

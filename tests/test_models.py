@@ -161,6 +161,8 @@ def test_expected_loglik_collapses_to_loglik_at_a_point_mass(cls):
     """Gaussian with var -> 0 and Bernoulli with saturated logits: E_q[log p(x|z)] = log p(x|z*)."""
     torch.manual_seed(3)
     dec = cls(5, (1, 3, 3)).double()
+    if cls is LinearDecoder:  # starts at W = 0 (latents do not matter yet): give it a trained-looking W
+        torch.nn.init.normal_(dec.linear.weight)
     g = torch.Generator().manual_seed(3)
     x = torch.rand(4, 1, 3, 3, generator=g, dtype=F64)
     mean = torch.randn(4, 5, generator=g, dtype=F64)
@@ -232,3 +234,9 @@ def test_scale_grad_mixes_two_paths():
     total = (scale_grad(t, w) ** 3).sum() + (scale_grad(t, 1 - w).sin()).sum()
     (g,) = torch.autograd.grad(total, t)
     torch.testing.assert_close(g, w * 3 * t.detach() ** 2 + (1 - w) * t.detach().cos(), rtol=1e-14, atol=0)
+
+
+def test_linear_decoder_starts_at_zero_weight():
+    """W = 0 at init (see LinearDecoder's docstring: the default init collapses Bernoulli codes); b is nn.Linear's."""
+    dec = LinearDecoder(200, (1, 28, 28))
+    assert torch.count_nonzero(dec.linear.weight) == 0 and torch.count_nonzero(dec.linear.bias) > 0

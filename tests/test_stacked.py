@@ -64,10 +64,11 @@ def assert_close_norm(actual, expected, rtol):
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def assert_same_run(sep_dir, st_dir, sep_hist, st_hist, dtype, skip=()):
+def assert_same_run(sep_dir, st_dir, sep_hist, st_hist, dtype, skip=(), tol=None):
     """``skip``: model state keys left out (a bias right before BatchNorm has a zero gradient up to round-off,
-    which Adam normalises into lr-sized steps of arbitrary sign: its value is not determined by the run)."""
-    tol = TOL[dtype]
+    which Adam normalises into lr-sized steps of arbitrary sign: its value is not determined by the run).
+    ``tol``: {"rtol", "atol"}, default :data:`TOL` of ``dtype``."""
+    tol = tol or TOL[dtype]
     assert [r["epoch"] for r in st_hist] == [r["epoch"] for r in sep_hist]
     for a, b in zip(sep_hist, st_hist):
         assert a.keys() == b.keys()
@@ -239,7 +240,10 @@ def test_stacked_batchnorm_models_with_mixed_freezing(tmp_path):
                         for k in before_bn}
     assert skip <= state.keys()
     for i in range(3):
-        assert_same_run(tmp_path / f"sep{i}", tmp_path / f"st{i}", separate[i], stacked[i], "float32", skip)
+        # Those undetermined biases feed every later layer: downstream weights agree to ~1e-3 relative after
+        # 3 epochs (measured: 6e-4 on decoder.net.2.weight, 3e-3 on Adam averages), not to float32 round-off.
+        assert_same_run(tmp_path / f"sep{i}", tmp_path / f"st{i}", separate[i], stacked[i], "float32", skip,
+                        tol=dict(rtol=1e-2, atol=1e-3))
     assert any(k.endswith("running_mean") for k in state)
     assert int(state["encoder.features.2.num_batches_tracked"]) == 3  # 3 batches in epoch 1, then frozen
     assert int(state["decoder.net.4.num_batches_tracked"]) == 9

@@ -465,3 +465,40 @@ def test_truncated_last_pt_names_the_file_and_how_to_recover(tmp_path):
     logs = []
     assert len(train(cfg, tmp_path, splits=splits, log=logs.append)) == 2
     assert any("resuming" in m and "after epoch 1" in m for m in logs)
+
+
+@pytest.mark.parametrize("latent", ["gaussian", "bernoulli"])
+def test_val_mse_is_the_error_at_the_posterior_mean_and_the_expected_error_adds_the_variance(latent):
+    """val_mse = ||x - W E[z] - b||^2 per image (the paper's Table 2 / 9 MSE); val_expected_sq_error =
+    E_q||x - W z - b||^2 = val_mse + sum_i ||w_i||^2 Var(z_i) for the fixed-variance linear decoder."""
+    from silentvae.train import build_models
+    cfg = RunConfig(experiment="fixed", latent=latent, estimator="sg", latent_dim=5, channels=2, dtype="float64")
+    models = build_models(cfg, (1, 28, 28))
+    with torch.no_grad():
+        models["decoder"].linear.weight.normal_(0, 0.1)  # not the zero init: make the variance term matter
+    images = torch.randint(0, 256, (7, 1, 28, 28), generator=torch.Generator().manual_seed(0)).double() / 256
+    got = evaluate(models, cfg, images, seed=3)
+    x = dequantize(images, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        post = models["encoder"](x)
+        w = models["decoder"].linear.weight
+        recon = post.mean @ w.T + models["decoder"].linear.bias
+        at_mean = (x.flatten(1) - recon).square().sum(-1).mean().item()
+        variance = (w.square().sum(0) * post.moments().var).sum(-1).mean().item()
+    assert got["val_mse"] == pytest.approx(at_mean, rel=1e-10)
+    assert got["val_expected_sq_error"] == pytest.approx(at_mean + variance, rel=1e-10)
+    assert variance > 1e-3 * at_mean  # the two definitions really differ here
+
+
+def test_val_mse_of_a_conv_decoder_is_its_mean_at_the_posterior_mean():
+    from silentvae.train import build_models
+    cfg = RunConfig(experiment="learnable", latent="bernoulli", estimator="gumbel", latent_dim=4, channels=2,
+                    dtype="float64", eval_samples=3)
+    models = build_models(cfg, (1, 28, 28))
+    images = torch.randint(0, 256, (5, 1, 28, 28), generator=torch.Generator().manual_seed(1)).double() / 256
+    got = evaluate(models, cfg, images, seed=4)
+    x = dequantize(images, torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        at_mean = (x - models["decoder"].mean(models["encoder"](x).probs)).square().flatten(1).sum(-1).mean().item()
+    assert got["val_mse"] == pytest.approx(at_mean, rel=1e-10)
+    assert got["val_expected_sq_error"] != pytest.approx(at_mean, rel=1e-6)  # hard samples differ from E[z]
