@@ -127,14 +127,42 @@ def _mean_sampled_grad(estimator, posterior_fn, decoder, x, params, num_samples,
     return total
 
 
+def data_average_loss(encoder: nn.Module, decoder: nn.Module, images: Tensor, generator: torch.Generator,
+                      batch_size: int = 256) -> Tensor:
+    """Mean over ``images`` (dequantised) of -log p(x|z), one z ~ q(z|x) each: the value REINFORCE's running-average
+    baseline (b <- 0.99 b + 0.01 mean_batch f over training batches) settles at."""
+    total = 0.0
+    with torch.no_grad():
+        for x in images.split(batch_size):
+            post = encoder(x)
+            total += float(-decoder.loglik(x, post.sample(generator)).sum())
+    return torch.tensor(total / images.shape[0], device=images.device, dtype=images.dtype)
+
+
+@torch.no_grad()
+def _alpha_cv(posterior, decoder: nn.Module) -> float:
+    """Mean of Std_q[alpha(z)] / |E_q[alpha(z)]| over images and pixels for alpha = W_a z + b_a (mean-field q)."""
+    if not hasattr(decoder, "alpha"):
+        return 0.0
+    m = posterior.moments()
+    w = decoder.alpha.weight
+    mean = m.mean @ w.T + decoder.alpha.bias
+    std = (m.var @ w.square().T).sqrt()
+    return float((std / mean.abs().clamp_min(1e-12)).mean())
+
+
 def taylor_bias_check(encoder: nn.Module, decoder: nn.Module, x: Tensor, *, num_samples: int = 100_000,
-                      temperature: float = 0.5, chunk: int = 2_000, seed: int = 0) -> dict[str, float]:
+                      temperature: float = 0.5, chunk: int = 2_000, seed: int = 0,
+                      reinforce_baseline: Tensor | float | None = None) -> dict[str, float]:
     """L2 deviation of each estimator's encoder gradient from the exact one (Bernoulli latents).
 
     The objective is the batch mean of -E_q[log p(x|z)] (KL is exact for every method and left out).
-    Returns ``sg``, ``gumbel``, ``reinforce`` (L2 distances), ``exact_norm`` (L2 norm of the exact gradient)
-    and the settings used. REINFORCE uses a constant baseline: the exact expected loss (it does not
-    depend on the samples, so the estimate stays unbiased).
+    Returns ``sg``, ``gumbel``, ``reinforce`` (L2 distances), ``exact_norm`` (L2 norm of the exact gradient),
+    ``alpha_cv`` (how much the decoder's precision alpha(z) = W_a z + b_a varies under q: the mean over images
+    and pixels of Std_q[alpha] / |E_q[alpha]|, 0 for a constant precision, where the Taylor term is exact) and
+    the settings used. REINFORCE's baseline is constant over the draws (so the estimate stays unbiased):
+    ``reinforce_baseline``, e.g. the data-average loss its running average settles at in training
+    (:func:`data_average_loss`); by default the batch's exact expected loss, the most favourable constant.
     """
     params = [p for p in encoder.parameters() if p.requires_grad]
     gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -153,12 +181,14 @@ def taylor_bias_check(encoder: nn.Module, decoder: nn.Module, x: Tensor, *, num_
 
     g_gumbel = _mean_sampled_grad(GumbelSoftmax(temperature), repeated, decoder, x, params, num_samples, chunk, gen)
     reinforce = Reinforce()
-    reinforce.baseline = exact_loss.detach()
+    reinforce.baseline = exact_loss.detach() if reinforce_baseline is None else torch.as_tensor(
+        reinforce_baseline, device=x.device, dtype=x.dtype)
     reinforce.frozen = True
     g_reinforce = _mean_sampled_grad(reinforce, repeated, decoder, x, params, num_samples, chunk, gen)
     encoder.train(was)
     dist = lambda g: float(torch.linalg.vector_norm((g - g_exact).double()))  # noqa: E731
     return {"sg": dist(g_sg), "gumbel": dist(g_gumbel), "reinforce": dist(g_reinforce),
             "exact_norm": float(torch.linalg.vector_norm(g_exact.double())), "num_samples": num_samples,
+            "alpha_cv": _alpha_cv(post, decoder), "reinforce_baseline": float(reinforce.baseline),
             "temperature": temperature, "latent_dim": int(post.logits.shape[-1]),
             "sqrt_d_over_S": math.sqrt(post.logits.shape[-1] / num_samples)}

@@ -429,7 +429,7 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
     import torch
 
     from .data import dequantize
-    from .diagnostics import taylor_bias_check
+    from .diagnostics import data_average_loss, taylor_bias_check
     from .io import atomic_write_json, load_checkpoint
     from .train import RunConfig, build_models, load_splits, train
 
@@ -449,10 +449,14 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
         models.load_state_dict(state["models"])
     else:
         models = build_models(cfg, tuple(train_split.images.shape[1:]))
-    x = dequantize(val_split.images[: cfg.batch_size].to(dev), torch.Generator(device=dev).manual_seed(0))
+    gen = torch.Generator(device=dev).manual_seed(0)
+    x = dequantize(val_split.images[: cfg.batch_size].to(dev), gen)
+    # REINFORCE as it trains: its running-average baseline settles at the loss averaged over training batches
+    train_x = dequantize(train_split.images[:1024].to(dev), gen)
+    baseline = data_average_loss(models["encoder"], models["linear"], train_x, gen)
     result = taylor_bias_check(models["encoder"], models["linear"], x, num_samples=settings["num_samples"],
                                temperature=settings.get("temperature", 0.5),
-                               chunk=min(2000, settings["num_samples"]), seed=0)
+                               chunk=min(2000, settings["num_samples"]), seed=0, reinforce_baseline=baseline)
     result = {**result, "dataset": settings["dataset"], "train_epochs": settings.get("train_epochs", 5)}
     if out_json:
         atomic_write_json(out_json, result)

@@ -106,6 +106,7 @@ def test_taylor_bias_vanishes_for_constant_precision_and_sampling_error_shrinks(
     small = taylor_bias_check(enc, dec, x, num_samples=200, chunk=100, seed=0)
     large = taylor_bias_check(enc, dec, x, num_samples=6400, chunk=1600, seed=0)
     assert small["sg"] < 1e-9 * small["exact_norm"]
+    assert small["alpha_cv"] == 0.0  # constant precision: nothing for the Taylor term to approximate
     assert large["reinforce"] < small["reinforce"]  # Monte-Carlo error ~ 1/sqrt(S)
     assert large["gumbel"] > 10 * large["sg"]        # the relaxation stays biased
 
@@ -117,6 +118,23 @@ def test_taylor_bias_is_small_but_nonzero_with_learned_precision():
     res = taylor_bias_check(enc, dec, _batches(1)[0], num_samples=400, chunk=200, seed=0)
     assert 0 < res["sg"] < 0.5 * res["exact_norm"]
     assert res["latent_dim"] == 4 and res["num_samples"] == 400
+    assert res["alpha_cv"] > 0.01
+
+
+def test_reinforce_with_a_training_like_baseline_is_noisier_than_with_the_exact_expected_loss():
+    """The default baseline (this batch's exact expected loss) flatters REINFORCE; a data-average baseline as its
+    running average settles at in training leaves more variance (the same draws: the same seed)."""
+    from silentvae.diagnostics import data_average_loss
+    enc, dec = _tiny("bernoulli", d=4, decoder="learnable")
+    x = _batches(1)[0]
+    exact = taylor_bias_check(enc, dec, x, num_samples=800, chunk=400, seed=0)
+    other = torch.cat(_batches(8, seed=5))
+    baseline = data_average_loss(enc, dec, other, torch.Generator().manual_seed(1))
+    assert abs(float(baseline) - exact["reinforce_baseline"]) > 0.01 * abs(exact["reinforce_baseline"])
+    shifted = taylor_bias_check(enc, dec, x, num_samples=800, chunk=400, seed=0,
+                                reinforce_baseline=exact["reinforce_baseline"] + 50.0)
+    assert shifted["reinforce"] > exact["reinforce"]
+    assert shifted["sg"] == exact["sg"] and shifted["gumbel"] == exact["gumbel"]
 
 
 def test_taylor_bias_needs_bernoulli_latents():
