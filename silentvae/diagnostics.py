@@ -18,7 +18,6 @@ Gumbel-Softmax gradient and the mean REINFORCE gradient over S samples.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
@@ -92,23 +91,35 @@ def gradient_variance(encoder: nn.Module, decoder: nn.Module, estimator, batches
             "batch_var_raw": batch_var_raw, "num_batches": n_b, "num_samples": num_samples}
 
 
-def enumerate_states(d: int, device=None, dtype=torch.float64) -> Tensor:
-    """All 2^d binary latent states as a (2^d, d) tensor."""
+def enumerate_states(d: int, device=None, dtype=torch.float64, start: int = 0, stop: int | None = None) -> Tensor:
+    """Binary latent states number ``start`` .. ``stop`` - 1 (default all 2^d) as rows of a (K, d) tensor; state k
+    is the binary expansion of k, latent j = bit j."""
     if d > 20:
         raise ValueError(f"enumerating 2^{d} latent states is too large; use d <= 20")
-    return torch.tensor(list(itertools.product((0.0, 1.0), repeat=d)), device=device, dtype=dtype)
+    k = torch.arange(start, 2 ** d if stop is None else stop, device=device)
+    return ((k[:, None] >> torch.arange(d, device=device)) & 1).to(dtype)
 
 
-def exact_expected_loglik_bernoulli(posterior, decoder: nn.Module, x: Tensor) -> Tensor:
-    """E_q[log p(x|z)] by summing q(z|x) log p(x|z) over all 2^d states z  ->  (B,). Exact, differentiable."""
+def exact_expected_loglik_bernoulli(posterior, decoder: nn.Module, x: Tensor, chunk_states: int = 1024) -> Tensor:
+    """E_q[log p(x|z)] = sum_k q(z_k|x) log p(x|z_k) over all 2^d states z_k  ->  (B,). Exact; differentiable in
+    the posterior (the encoder), not in the decoder.
+
+    log p(x|z_k) does not depend on q, so it is computed without a graph, ``chunk_states`` states at a time (memory
+    O(chunk_states * B * pixels)); only q(z_k|x) = prod_j p_j^{z_kj} (1 - p_j)^{1 - z_kj} carries the gradient,
+    d/dl_j E = sum_k q_k log p(x|z_k) (z_kj - p_j) for the logits l.
+    """
     logits = posterior.logits
     b, d = logits.shape
-    states = enumerate_states(d, device=logits.device, dtype=logits.dtype)           # (K, d)
+    log_p = torch.empty(2 ** d, b, device=logits.device, dtype=logits.dtype)
+    with torch.no_grad():
+        for start in range(0, 2 ** d, chunk_states):
+            states = enumerate_states(d, logits.device, logits.dtype, start, min(start + chunk_states, 2 ** d))
+            k = states.shape[0]
+            x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
+            z_rep = states.unsqueeze(1).expand(k, b, d).reshape(k * b, d)
+            log_p[start:start + k] = decoder.loglik(x_rep, z_rep).view(k, b)
+    states = enumerate_states(d, logits.device, logits.dtype)                                   # (K, d)
     log_q = states @ nn.functional.logsigmoid(logits).T + (1 - states) @ nn.functional.logsigmoid(-logits).T  # (K, B)
-    k = states.shape[0]
-    x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
-    z_rep = states.unsqueeze(1).expand(k, b, d).reshape(k * b, d)
-    log_p = decoder.loglik(x_rep, z_rep).view(k, b)
     return (log_q.exp() * log_p).sum(0)
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["bits_per_dim", "kl_gaussian_standard", "kl_bernoulli_uniform", "kl_bernoulli_uniform_logits",
-           "sum_squared_error"]
+           "sum_squared_error", "code_diversity"]
 
 _LN_256 = math.log(256.0)
 _LN_2 = math.log(2.0)
@@ -65,3 +65,18 @@ def kl_bernoulli_uniform_logits(logits: Tensor) -> Tensor:
 def sum_squared_error(x: Tensor, x_hat: Tensor) -> Tensor:
     """Per-image sum of squared errors (the paper's "MSE"): sum_p (x_p - x_hat_p)^2  ->  (B,)."""
     return (x - x_hat).square().reshape(x.shape[0], -1).sum(-1)
+
+
+def code_diversity(probs: Tensor) -> tuple[int, float]:
+    """How much a Bernoulli posterior's code depends on the image, over a set of images (N, d) of p = q(z=1|x):
+
+    * distinct codes: how many different thresholded codes (p > 1/2) the N images get (1: one code for all);
+    * spread: mean over latents of the standard deviation over images of p_j (0: every image gets the same q).
+
+    A collapsed encoder (the failure of issue 11) shows 1 (or a few) codes and a spread near 0, typically with the
+    KL at its maximum d ln 2, i.e. a deterministic, image-independent code.
+    """
+    if probs.ndim != 2 or probs.shape[0] < 2:
+        raise ValueError(f"code_diversity wants probabilities of shape (N >= 2, d), got {tuple(probs.shape)}")
+    distinct = torch.unique(probs > 0.5, dim=0).shape[0]
+    return int(distinct), probs.std(0).mean().item()

@@ -56,6 +56,29 @@ class _Encoder(nn.Module):
         self.features = features
         self.head = nn.Linear(num_features, latent_dim * (2 if latent == "gaussian" else 1))
 
+    @torch.no_grad()
+    def standardize_head_(self, images: Tensor) -> None:
+        """Data-dependent initialisation of the head (as in LSUV, Mishkin & Matas 2016): rescale and shift it so
+        that each latent's location -- its Bernoulli logit, or its Gaussian mean -- has mean 0 and standard
+        deviation 1 over ``images``: l_j <- (l_j - mean_n l_j) / std_n l_j. The variance outputs keep their init.
+
+        Why (the paper leaves the initialisation open): at PyTorch's default init the Table 5 encoder's logits are
+        ~0.02 for every image (p = 1/2 +- 0.005), so samples carry nothing about the image and REINFORCE's noise,
+        which AdamW turns into steps of ~lr per weight over 25,088 inputs, walks all codes into the same saturated
+        value before any signal arrives (mnist5k, lr 1e-4, 5 epochs: val MSE 51.7 = the mean image's; 36.8 after
+        this init). BatchNorm statistics are not touched (the forward pass runs on copies of the buffers).
+        """
+        if images.shape[0] < 2:
+            raise ValueError(f"standardize_head_ needs at least 2 images, got {images.shape[0]}")
+        buffers = {name: b.clone() for name, b in self.features.named_buffers()}
+        params = dict(self.features.named_parameters())
+        feats = torch.func.functional_call(self.features, (params, buffers), (images,)).flatten(1)
+        d = self.latent_dim
+        loc = self.head(feats)[:, :d]
+        mean, std = loc.mean(0), loc.std(0).clamp_min(torch.finfo(loc.dtype).tiny)
+        self.head.weight[:d] /= std[:, None]
+        self.head.bias[:d] = (self.head.bias[:d] - mean) / std
+
     def forward(self, x: Tensor) -> GaussianPosterior | BernoulliPosterior:
         h = self.head(self.features(x).flatten(1))
         if self.latent == "gaussian":
@@ -153,6 +176,8 @@ class LinearDecoder(nn.Module):
 class LinearPrecisionDecoder(nn.Module):
     """p(x|z) = N(x; W_mu z + b_mu, diag(1/alpha(z)^2)), alpha(z) = W_a z + b_a (paper Eq. 5).
 
+    W_mu starts at zero, for the reason given in :class:`LinearDecoder` (the variance term of the closed form,
+    here sum_i ||w_mu,i * alpha||^2 Var(z_i), would otherwise saturate Bernoulli codes before they carry the image);
     alpha starts near 1/init_std everywhere (small random W_a, b_a = 1/init_std).
     """
 
@@ -162,6 +187,7 @@ class LinearPrecisionDecoder(nn.Module):
         pixels = math.prod(out_shape)
         self.mu = nn.Linear(latent_dim, pixels)
         self.alpha = nn.Linear(latent_dim, pixels)
+        nn.init.zeros_(self.mu.weight)
         with torch.no_grad():
             self.alpha.weight.mul_(0.1 / init_std)  # keeps W_a z small relative to b_a
             self.alpha.bias.fill_(1.0 / init_std)

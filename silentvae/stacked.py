@@ -20,7 +20,8 @@ w_lin(epoch) and per-run encoder freezing at the cut-off epoch.
 
 Equivalence with K separate ``silentvae.train`` runs (checked in ``tests/test_stacked.py``):
 
-* initialisation: each run's models come from :func:`~silentvae.train.build_models` (seeded by its seed);
+* initialisation: each run's models come from :func:`~silentvae.train.build_models` (seeded by its seed, the
+  encoder head standardised on the same first :data:`~silentvae.train.HEAD_INIT_IMAGES` training images);
 * random numbers: each run draws from its own ``Run.generator`` (seeded by its seed, on the device) in
   exactly the order ``Run.train_epoch`` does: ``randperm`` once per epoch, then per step the
   dequantisation noise (``torch.rand`` of the batch's shape, as in :func:`~silentvae.data.dequantize`)
@@ -66,8 +67,8 @@ from .data import DataSplit, dequantize
 from .estimators import Reinforce, SilentGradient, make_estimator
 from .io import atomic_torch_save, load_checkpoint
 from .posteriors import NOISE
-from .train import (NonFiniteLossError, Run, RunConfig, check_same_config, checkpoint_name, evaluate,
-                    kept_after_failure, load_splits, train, write_metrics)
+from .train import (HEAD_INIT_IMAGES, NonFiniteLossError, Run, RunConfig, check_same_config, checkpoint_name,
+                    evaluate, kept_after_failure, load_splits, train, write_metrics)
 
 __all__ = ["StackedRuns", "train_stacked", "check_stackable", "adamw_update_", "bias_corrections",
            "pick_stack_size", "measure_peak_bytes", "auto_stack_size", "STACKABLE_KEYS"]
@@ -216,12 +217,13 @@ class StackedRuns:
     AdamW update stays eager.
     """
 
-    def __init__(self, configs: list[RunConfig], in_shape: tuple[int, ...], *, compile: bool | str = False):
+    def __init__(self, configs: list[RunConfig], in_shape: tuple[int, ...], *, compile: bool | str = False,
+                 init_images: Tensor | None = None):
         configs = [RunConfig.from_dict(c) if isinstance(c, dict) else c for c in configs]
         check_stackable(configs)
         self.configs, self.cfg, self.K = configs, configs[0], len(configs)
         self.device, self.dtype = torch.device(self.cfg.device), self.cfg.torch_dtype
-        self.runs = [Run(cfg, tuple(in_shape)) for cfg in configs]
+        self.runs = [Run(cfg, tuple(in_shape), init_images) for cfg in configs]
         skeleton = copy.deepcopy(self.runs[0].models).to("meta")  # structure only, for functional_call
         self.objective = _Objective(skeleton, self.cfg)
         self.names = [n for n, _ in self.runs[0].models.named_parameters()]
@@ -497,7 +499,8 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
     train_split, val_split = splits if splits is not None else load_splits(cfg)
     train_images = train_split.images.to(device=cfg.device, dtype=cfg.torch_dtype)
     val_images = val_split.images.to(device=cfg.device, dtype=cfg.torch_dtype)
-    stack = StackedRuns(configs, tuple(train_images.shape[1:]), compile=compile)
+    stack = StackedRuns(configs, tuple(train_images.shape[1:]), compile=compile,
+                        init_images=train_images[:HEAD_INIT_IMAGES])
     outs = [Path(o) for o in out_dirs] if out_dirs is not None else None
     if outs is not None:
         for run, out in zip(stack.runs, outs):

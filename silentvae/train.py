@@ -187,8 +187,17 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
     raise ValueError(f"run config key {name!r} must be {want}, got {value!r} ({type(value).__name__})")
 
 
-def build_models(cfg: RunConfig, in_shape: tuple[int, ...]) -> nn.ModuleDict:
-    """encoder, decoder (the model that is evaluated) and, with silent=True, the linear SG decoder."""
+#: How many training images (the split's first, no noise) set the encoder head's data-dependent init.
+HEAD_INIT_IMAGES = 512
+
+
+def build_models(cfg: RunConfig, in_shape: tuple[int, ...], init_images: Tensor | None = None) -> nn.ModuleDict:
+    """encoder, decoder (the model that is evaluated) and, with silent=True, the linear SG decoder.
+
+    ``init_images`` (training runs pass the first :data:`HEAD_INIT_IMAGES` training images): the encoder head's
+    data-dependent init (:meth:`silentvae.models.MnistEncoder.standardize_head_`); None keeps the default init
+    (enough wherever the weights are loaded next).
+    """
     torch.manual_seed(cfg.seed)
     mnist_like = cfg.dataset in _MNIST_LIKE
     enc_cls, dec_cls = (MnistEncoder, MnistConvDecoder) if mnist_like else (CifarEncoder, CifarConvDecoder)
@@ -199,7 +208,10 @@ def build_models(cfg: RunConfig, in_shape: tuple[int, ...]) -> nn.ModuleDict:
         models["decoder"] = dec_cls(cfg.latent_dim, in_shape, cfg.channels)
         if cfg.silent:
             models["linear"] = LinearPrecisionDecoder(cfg.latent_dim, in_shape)
-    return models.to(device=cfg.device, dtype=cfg.torch_dtype)
+    models = models.to(device=cfg.device, dtype=cfg.torch_dtype)
+    if init_images is not None:
+        models["encoder"].standardize_head_(init_images.to(device=cfg.device, dtype=cfg.torch_dtype))
+    return models
 
 
 def build_optimizer(cfg: RunConfig, models: nn.ModuleDict) -> torch.optim.Optimizer:
@@ -222,9 +234,9 @@ def load_splits(cfg: RunConfig) -> tuple[DataSplit, DataSplit]:
 class Run:
     """One training run's state: models, optimizer, estimator, RNG, history."""
 
-    def __init__(self, cfg: RunConfig, in_shape: tuple[int, ...]):
+    def __init__(self, cfg: RunConfig, in_shape: tuple[int, ...], init_images: Tensor | None = None):
         self.cfg = cfg
-        self.models = build_models(cfg, in_shape)
+        self.models = build_models(cfg, in_shape, init_images)
         self.optimizer = build_optimizer(cfg, self.models)
         self.estimator = make_estimator(cfg.estimator, temperature=cfg.temperature,
                                         reinforce_momentum=cfg.reinforce_momentum)
@@ -354,7 +366,7 @@ def train(cfg: RunConfig | dict, out_dir: str | Path, *, splits: tuple[DataSplit
     dtype, device = cfg.torch_dtype, cfg.device
     train_images = train_split.images.to(device=device, dtype=dtype)
     val_images = val_split.images.to(device=device, dtype=dtype)
-    run = Run(cfg, tuple(train_images.shape[1:]))
+    run = Run(cfg, tuple(train_images.shape[1:]), train_images[:HEAD_INIT_IMAGES])
     last = out / "last.pt"
     if last.exists():
         state = load_checkpoint(last, device)

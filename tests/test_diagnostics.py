@@ -16,8 +16,8 @@ def _tiny(latent: str, d: int = 3, decoder: str = "fixed", seed: int = 0):
     enc = MnistEncoder((1, 6, 6), channels=2, latent_dim=d, latent=latent).double()
     dec = (LinearDecoder(d, (1, 6, 6), sigma2=0.1) if decoder == "fixed"
            else LinearPrecisionDecoder(d, (1, 6, 6), init_std=0.5)).double()
-    if decoder == "fixed":  # a trained-looking W (LinearDecoder starts at W = 0, where latents do not matter yet)
-        torch.nn.init.normal_(dec.linear.weight, 0.0, 0.3)
+    # a trained-looking W (both linear decoders start at W (W_mu) = 0, where latents do not matter yet)
+    torch.nn.init.normal_(dec.linear.weight if decoder == "fixed" else dec.mu.weight, 0.0, 0.3)
     return enc, dec
 
 
@@ -92,7 +92,15 @@ def test_enumerated_expectation_equals_a_loop_over_states():
         q = (p ** z * (1 - p) ** (1 - z)).prod(-1)
         expected += q * dec.loglik(x, z)
     torch.testing.assert_close(exact_expected_loglik_bernoulli(post, dec, x), expected, rtol=1e-12, atol=1e-9)
-    assert enumerate_states(3).shape == (8, 3)
+    # chunked over states (3 states a chunk: the last chunk is partial): the same value and the same gradient
+    grad = torch.autograd.grad(exact_expected_loglik_bernoulli(post, dec, x).sum(), post.logits, retain_graph=True)
+    torch.testing.assert_close(exact_expected_loglik_bernoulli(post, dec, x, chunk_states=3), expected,
+                               rtol=1e-12, atol=1e-9)
+    grad_chunked = torch.autograd.grad(exact_expected_loglik_bernoulli(post, dec, x, chunk_states=3).sum(),
+                                       post.logits)
+    torch.testing.assert_close(grad_chunked, grad, rtol=1e-12, atol=1e-12)
+    assert torch.equal(enumerate_states(3), torch.tensor(list(itertools.product((0.0, 1.0), repeat=3))).flip(-1))
+    assert torch.equal(enumerate_states(3, start=2, stop=5), enumerate_states(3)[2:5])
     with pytest.raises(ValueError, match="d <= 20"):
         enumerate_states(21)
 

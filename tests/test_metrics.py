@@ -9,6 +9,7 @@ import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from silentvae.metrics import (
+    code_diversity,
     bits_per_dim,
     kl_bernoulli_uniform,
     kl_bernoulli_uniform_logits,
@@ -167,3 +168,15 @@ def test_sum_squared_error():
     torch.testing.assert_close(sum_squared_error(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[0.0, 2.0, 5.0]])),
                                torch.tensor([5.0]))
     assert torch.equal(sum_squared_error(x, x), torch.zeros(3, dtype=torch.float64))
+
+
+def test_code_diversity_tells_a_collapsed_code_from_a_varying_one():
+    collapsed = torch.full((10, 4), 0.999)
+    assert code_diversity(collapsed) == (1, 0.0)
+    varying = torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.9, 0.9], [0.9, 0.1]])
+    distinct, spread = code_diversity(varying)
+    assert distinct == 3
+    col_std = [torch.tensor(c).std().item() for c in ([0.9, 0.1, 0.9, 0.9], [0.1, 0.9, 0.9, 0.1])]
+    assert spread == pytest.approx(sum(col_std) / 2)
+    with pytest.raises(ValueError, match=r"shape \(N >= 2, d\)"):
+        code_diversity(torch.rand(1, 3))

@@ -161,8 +161,8 @@ def test_expected_loglik_collapses_to_loglik_at_a_point_mass(cls):
     """Gaussian with var -> 0 and Bernoulli with saturated logits: E_q[log p(x|z)] = log p(x|z*)."""
     torch.manual_seed(3)
     dec = cls(5, (1, 3, 3)).double()
-    if cls is LinearDecoder:  # starts at W = 0 (latents do not matter yet): give it a trained-looking W
-        torch.nn.init.normal_(dec.linear.weight)
+    # both start at W (W_mu) = 0, where latents do not matter yet: give them a trained-looking W
+    torch.nn.init.normal_(dec.linear.weight if cls is LinearDecoder else dec.mu.weight)
     g = torch.Generator().manual_seed(3)
     x = torch.rand(4, 1, 3, 3, generator=g, dtype=F64)
     mean = torch.randn(4, 5, generator=g, dtype=F64)
@@ -236,7 +236,33 @@ def test_scale_grad_mixes_two_paths():
     torch.testing.assert_close(g, w * 3 * t.detach() ** 2 + (1 - w) * t.detach().cos(), rtol=1e-14, atol=0)
 
 
-def test_linear_decoder_starts_at_zero_weight():
+def test_linear_decoders_start_at_zero_weight():
     """W = 0 at init (see LinearDecoder's docstring: the default init collapses Bernoulli codes); b is nn.Linear's."""
     dec = LinearDecoder(200, (1, 28, 28))
     assert torch.count_nonzero(dec.linear.weight) == 0 and torch.count_nonzero(dec.linear.bias) > 0
+    prec = LinearPrecisionDecoder(200, (1, 28, 28))
+    assert torch.count_nonzero(prec.mu.weight) == 0 and torch.count_nonzero(prec.mu.bias) > 0
+    assert torch.count_nonzero(prec.alpha.weight) > 0
+
+
+@pytest.mark.parametrize("cls, shape, latent", [(MnistEncoder, (1, 28, 28), "bernoulli"),
+                                                (MnistEncoder, (1, 28, 28), "gaussian"),
+                                                (CifarEncoder, (3, 32, 32), "bernoulli")])
+def test_standardize_head_gives_unit_spread_locations(cls, shape, latent):
+    """After the data-dependent init each latent's location (logit / mean) has mean 0 and std 1 over the images;
+    the Gaussian variance outputs and the BatchNorm statistics are left as they were."""
+    torch.manual_seed(0)
+    enc = cls(shape, 4, 6, latent=latent).double()
+    images = torch.rand(64, *shape, dtype=F64)
+    before_head = enc.head.weight[6:].clone(), enc.head.bias[6:].clone()
+    before_buffers = {n: b.clone() for n, b in enc.named_buffers()}
+    enc.standardize_head_(images)
+    for n, b in enc.named_buffers():
+        torch.testing.assert_close(b, before_buffers[n], rtol=0, atol=0)
+    loc = enc.head(enc.features(images).flatten(1))[:, :6]  # training-mode forward, as standardize_head_ uses
+    torch.testing.assert_close(loc.mean(0), torch.zeros(6, dtype=F64), rtol=0, atol=1e-10)
+    torch.testing.assert_close(loc.std(0), torch.ones(6, dtype=F64), rtol=1e-10, atol=0)
+    torch.testing.assert_close(enc.head.weight[6:], before_head[0], rtol=0, atol=0)
+    torch.testing.assert_close(enc.head.bias[6:], before_head[1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        enc.standardize_head_(images[:1])

@@ -202,8 +202,10 @@ def learnable_configs(estimator, latent, silent, dtype="float32", **extra):
 
 
 @pytest.mark.parametrize("estimator,latent,silent,dtype", [
-    ("reparam", "gaussian", True, "float32"),
-    ("reparam", "gaussian", False, "float32"),
+    # float64: at lr 5e-3 the tiny learnable decoder amplifies float32 round-off (summation order) to ~1% by
+    # epoch 3, while float64 agrees to 1e-12: the equivalence is a property of the arithmetic, not of the noise
+    ("reparam", "gaussian", True, "float64"),
+    ("reparam", "gaussian", False, "float64"),
     ("gumbel", "bernoulli", True, "float64"),
     ("reinforce", "bernoulli", True, "float32"),
     ("none", "bernoulli", True, "float32"),
@@ -313,7 +315,7 @@ def test_learnable_stack_resumes_after_freezing(tmp_path, splits):
     """Stopped after epoch 2 (one encoder frozen since epoch 2, one linear decoder unused since epoch 2: their
     AdamW step counts lag the decoder's) and resumed: the same runs as never stopped."""
     torch.set_num_threads(1)
-    configs = learnable_configs("reparam", "gaussian", True)
+    configs = learnable_configs("reparam", "gaussian", True, "float64")  # float64: see the parametrisation above
     outs = [tmp_path / f"st{i}" for i in range(3)]
     train_stacked(configs, splits, epochs=2, out_dirs=outs, log=quiet)
     steps = {float(s["step"]) for s in load(outs[1] / "last.pt")["optimizer"]["state"].values()}
@@ -321,4 +323,4 @@ def test_learnable_stack_resumes_after_freezing(tmp_path, splits):
     stacked = train_stacked(configs, splits, out_dirs=outs, log=quiet)
     for i, c in enumerate(configs):
         separate = train(c, tmp_path / f"sep{i}", splits=splits, log=quiet)
-        assert_same_run(tmp_path / f"sep{i}", outs[i], separate, stacked[i], "float32")
+        assert_same_run(tmp_path / f"sep{i}", outs[i], separate, stacked[i], "float64")
