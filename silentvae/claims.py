@@ -365,7 +365,9 @@ def claim_taylor(taylor: dict[str, Any] | None, job: str = ""):
         verdict = NOT_SHOWN
         why = (f"ratio below {FAR_BELOW:g} for " + ", ".join(k for k, r in ratios.items() if r < FAR_BELOW)
                + "; more REINFORCE samples would decide")
-    extra = f"{taylor.get('train_epochs', '?')} training epochs, latent_dim {taylor.get('latent_dim', '?')}"
+    d, free = taylor.get("latent_dim", "?"), taylor.get("free_latents")
+    extra = (f"{taylor.get('train_epochs', '?')} training epochs, latent_dim {d}"
+             + (f" ({free} enumerated, the rest held at a draw from q)" if free not in (None, d) else ""))
     return _row(claim, source, f"{ours}; {extra}", paper, verdict, why, [job] if job else [])
 
 

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from .estimators import GumbelSoftmax, Reinforce, SilentGradient
 
-__all__ = ["gradient_variance", "enumerate_states", "exact_expected_loglik_bernoulli", "taylor_bias_check"]
+__all__ = ["gradient_variance", "enumerate_states", "exact_expected_loglik_bernoulli", "condition_on_free_latents",
+           "taylor_bias_check"]
 
 
 def _flat_grad(loss: Tensor, params: list[nn.Parameter], retain_graph: bool) -> Tensor:
@@ -101,26 +102,51 @@ def enumerate_states(d: int, device=None, dtype=torch.float64, start: int = 0, s
 
 
 def exact_expected_loglik_bernoulli(posterior, decoder: nn.Module, x: Tensor, chunk_states: int = 1024) -> Tensor:
-    """E_q[log p(x|z)] = sum_k q(z_k|x) log p(x|z_k) over all 2^d states z_k  ->  (B,). Exact; differentiable in
-    the posterior (the encoder), not in the decoder.
+    """E_q[log p(x|z)] = sum_k q(z_k|x) log p(x|z_k) over all states z_k of the free latents  ->  (B,). Exact;
+    differentiable in the posterior (the encoder), not in the decoder.
 
-    log p(x|z_k) does not depend on q, so it is computed without a graph, ``chunk_states`` states at a time (memory
-    O(chunk_states * B * pixels)); only q(z_k|x) = prod_j p_j^{z_kj} (1 - p_j)^{1 - z_kj} carries the gradient,
-    d/dl_j E = sum_k q_k log p(x|z_k) (z_kj - p_j) for the logits l.
+    Free latents are those with 0 < p < 1 in some row; the others are point masses (p exactly 0 or 1, e.g. from
+    :func:`condition_on_free_latents`) and keep their value, so 2^f states are summed for f free latents (f <= 20).
+    log p(x|z) does not depend on q, so it is computed without a graph, ``chunk_states`` states at a time (memory
+    O(chunk_states * B * pixels)); only q(z_k|x) = prod_j p_j^{z_kj} (1 - p_j)^{1 - z_kj} over the free j carries
+    the gradient, d/dl_j E = sum_k q_k log p(x|z_k) (z_kj - p_j) for the logits l.
     """
     logits = posterior.logits
     b, d = logits.shape
-    log_p = torch.empty(2 ** d, b, device=logits.device, dtype=logits.dtype)
+    probs = torch.sigmoid(logits.detach())
+    free = ((probs > 0) & (probs < 1)).any(0).nonzero().squeeze(-1)
+    f = free.numel()
+    if f > 20:
+        raise ValueError(f"{f} latents are stochastic, too many to enumerate (2^{f} states); use d <= 20 or "
+                         "condition the others on a value (condition_on_free_latents)")
+    z_fixed = probs.round()                                                          # the point masses' values
+    log_p = torch.empty(2 ** f, b, device=logits.device, dtype=logits.dtype)
     with torch.no_grad():
-        for start in range(0, 2 ** d, chunk_states):
-            states = enumerate_states(d, logits.device, logits.dtype, start, min(start + chunk_states, 2 ** d))
+        for start in range(0, 2 ** f, chunk_states):
+            states = enumerate_states(f, logits.device, logits.dtype, start, min(start + chunk_states, 2 ** f))
             k = states.shape[0]
+            z = z_fixed.unsqueeze(0).repeat(k, 1, 1)                                  # (k, B, d)
+            z[:, :, free] = states.unsqueeze(1).expand(k, b, f)
             x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
-            z_rep = states.unsqueeze(1).expand(k, b, d).reshape(k * b, d)
-            log_p[start:start + k] = decoder.loglik(x_rep, z_rep).view(k, b)
-    states = enumerate_states(d, logits.device, logits.dtype)                                   # (K, d)
-    log_q = states @ nn.functional.logsigmoid(logits).T + (1 - states) @ nn.functional.logsigmoid(-logits).T  # (K, B)
+            log_p[start:start + k] = decoder.loglik(x_rep, z.reshape(k * b, d)).view(k, b)
+    states = enumerate_states(f, logits.device, logits.dtype)                                   # (K, f)
+    free_logits = logits[:, free]
+    log_q = states @ nn.functional.logsigmoid(free_logits).T + (1 - states) @ nn.functional.logsigmoid(-free_logits).T
     return (log_q.exp() * log_p).sum(0)
+
+
+#: |logit| of a latent held at a value: sigmoid(+-1e4) is exactly 1 or 0 in float32 and float64.
+POINT_MASS_LOGIT = 1e4
+
+
+def condition_on_free_latents(logits: Tensor, free: Tensor, values: Tensor) -> Tensor:
+    """Logits of q conditioned on z_j = values_j for every latent j not in ``free``: those latents become point
+    masses (logit +-:data:`POINT_MASS_LOGIT`, no gradient), the free ones keep their logits. Lets the Taylor check
+    enumerate a 200-latent model exactly over its ``free`` latents."""
+    mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    mask[free] = True
+    held = POINT_MASS_LOGIT * (2 * values.to(logits.dtype) - 1)
+    return torch.where(mask, logits, held.detach())
 
 
 def _mean_sampled_grad(estimator, posterior_fn, decoder, x, params, num_samples, chunk, gen) -> Tensor:
@@ -164,7 +190,8 @@ def _alpha_cv(posterior, decoder: nn.Module) -> float:
 
 def taylor_bias_check(encoder: nn.Module, decoder: nn.Module, x: Tensor, *, num_samples: int = 100_000,
                       temperature: float = 0.5, chunk: int = 2_000, seed: int = 0,
-                      reinforce_baseline: Tensor | float | None = None) -> dict[str, float]:
+                      reinforce_baseline: Tensor | float | None = None,
+                      free_latents: int | None = None) -> dict[str, float]:
     """L2 deviation of each estimator's encoder gradient from the exact one (Bernoulli latents).
 
     The objective is the batch mean of -E_q[log p(x|z)] (KL is exact for every method and left out).
@@ -174,6 +201,10 @@ def taylor_bias_check(encoder: nn.Module, decoder: nn.Module, x: Tensor, *, num_
     the settings used. REINFORCE's baseline is constant over the draws (so the estimate stays unbiased):
     ``reinforce_baseline``, e.g. the data-average loss its running average settles at in training
     (:func:`data_average_loss`); by default the batch's exact expected loss, the most favourable constant.
+
+    ``free_latents`` (f): for a model with more latents than enumeration allows, every method sees q conditioned
+    on the other d - f latents (:func:`condition_on_free_latents`, held at one draw from q): the f free ones are
+    the batch's most uncertain (largest mean p(1 - p)), and the exact gradient sums their 2^f states.
     """
     params = [p for p in encoder.parameters() if p.requires_grad]
     gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -182,24 +213,36 @@ def taylor_bias_check(encoder: nn.Module, decoder: nn.Module, x: Tensor, *, num_
     post = encoder(x)
     if post.kind != "bernoulli":
         raise ValueError("taylor_bias_check needs an encoder with Bernoulli latents")
+    d = post.logits.shape[-1]
+    free = held = None
+    if free_latents is not None and free_latents < d:
+        with torch.no_grad():
+            p = post.probs
+            free = (p * (1 - p)).mean(0).topk(free_latents).indices
+            held = post.sample(gen)
+
+    def posterior(c: int = 1):
+        """q(z|x) for the batch repeated c times (conditioned on the held latents)."""
+        logits = encoder(x).logits
+        if free is not None:
+            logits = condition_on_free_latents(logits, free, held)
+        return type(post)(logits.repeat(c, 1))
+
+    post = posterior()
     exact_loss = -exact_expected_loglik_bernoulli(post, decoder, x).mean()
     g_exact = _flat_grad(exact_loss, params, retain_graph=True)
     g_sg = _flat_grad(SilentGradient().loss(post, decoder, x).mean(), params, retain_graph=False)
-
-    def repeated(c: int):
-        p = encoder(x)
-        return type(p)(p.logits.repeat(c, 1))
-
-    g_gumbel = _mean_sampled_grad(GumbelSoftmax(temperature), repeated, decoder, x, params, num_samples, chunk, gen)
+    g_gumbel = _mean_sampled_grad(GumbelSoftmax(temperature), posterior, decoder, x, params, num_samples, chunk, gen)
     reinforce = Reinforce()
     reinforce.baseline = exact_loss.detach() if reinforce_baseline is None else torch.as_tensor(
         reinforce_baseline, device=x.device, dtype=x.dtype)
     reinforce.frozen = True
-    g_reinforce = _mean_sampled_grad(reinforce, repeated, decoder, x, params, num_samples, chunk, gen)
+    g_reinforce = _mean_sampled_grad(reinforce, posterior, decoder, x, params, num_samples, chunk, gen)
     encoder.train(was)
     dist = lambda g: float(torch.linalg.vector_norm((g - g_exact).double()))  # noqa: E731
+    f = d if free is None else free_latents
     return {"sg": dist(g_sg), "gumbel": dist(g_gumbel), "reinforce": dist(g_reinforce),
             "exact_norm": float(torch.linalg.vector_norm(g_exact.double())), "num_samples": num_samples,
             "alpha_cv": _alpha_cv(post, decoder), "reinforce_baseline": float(reinforce.baseline),
-            "temperature": temperature, "latent_dim": int(post.logits.shape[-1]),
-            "sqrt_d_over_S": math.sqrt(post.logits.shape[-1] / num_samples)}
+            "temperature": temperature, "latent_dim": d, "free_latents": f,
+            "sqrt_d_over_S": math.sqrt(f / num_samples)}

@@ -423,7 +423,8 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
                threads: int = 1) -> dict[str, float]:
     """Section 4.1's check: train a Bernoulli-latent encoder with a learnable-precision linear decoder by Silent
     Gradients for ``train_epochs`` ("None + SG"), then compare encoder gradients on one validation batch
-    against the enumerated exact gradient (:func:`silentvae.diagnostics.taylor_bias_check`)."""
+    against the enumerated exact gradient (:func:`silentvae.diagnostics.taylor_bias_check`), over the
+    ``free_latents`` most uncertain latents when ``latent_dim`` is too large to enumerate."""
     import tempfile
 
     import torch
@@ -456,7 +457,8 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
     baseline = data_average_loss(models["encoder"], models["linear"], train_x, gen)
     result = taylor_bias_check(models["encoder"], models["linear"], x, num_samples=settings["num_samples"],
                                temperature=settings.get("temperature", 0.5),
-                               chunk=min(2000, settings["num_samples"]), seed=0, reinforce_baseline=baseline)
+                               chunk=min(2000, settings["num_samples"]), seed=0, reinforce_baseline=baseline,
+                               free_latents=settings.get("free_latents"))
     result = {**result, "dataset": settings["dataset"], "train_epochs": settings.get("train_epochs", 5)}
     if out_json:
         atomic_write_json(out_json, result)

@@ -71,7 +71,9 @@ CAPTIONS: dict[str, str] = {
                "(the first seed). Our MNIST (5k subset) numbers are compared with the paper's MNIST column. "
                "diff = ours - paper."),
     "taylor_bias": ("Taylor-bias check (Sec. 4.1): L2 distance of each estimator's encoder gradient from the exact "
-               "gradient obtained by enumerating all Bernoulli latent states (learnable variance)."),
+               "gradient obtained by enumerating the Bernoulli latent states (learnable variance): all of them, or for "
+               "a model with more latents than enumeration allows, its most uncertain free_latents with the others "
+               "held at one draw from q."),
 }
 CAPTIONS["taylor"] = CAPTIONS["taylor_bias"]
 CAPTIONS["claims"] = ("The paper's claims: this run's evidence, the paper's, and a verdict (silentvae.claims): holds, "

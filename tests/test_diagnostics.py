@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from silentvae.diagnostics import (enumerate_states, exact_expected_loglik_bernoulli, gradient_variance,
+from silentvae.diagnostics import (condition_on_free_latents, enumerate_states, exact_expected_loglik_bernoulli, gradient_variance,
                                    taylor_bias_check)
 from silentvae.estimators import Reinforce, Reparameterization, SilentGradient
 from silentvae.models import LinearDecoder, LinearPrecisionDecoder, MnistEncoder
@@ -193,3 +193,48 @@ def test_batch_variance_is_that_of_the_true_batch_mean_not_of_the_sample_mean():
     assert out["batch_var"] == pytest.approx(true_batch_var, abs=25.0)  # sd of the estimate ~ 7
     assert out["batch_var_raw"] == pytest.approx(true_batch_var + k * sigma ** 2 / S, abs=25.0)
     assert out["est_pct"] == pytest.approx(100 * k * sigma ** 2 / (true_batch_var + k * sigma ** 2), abs=0.5)
+
+
+def test_held_latents_are_point_masses_and_only_free_ones_are_enumerated():
+    """q conditioned on z_j = v_j outside ``free``: the exact expectation sums the free latents' states only, with
+    the held ones at their values, and the encoder gradient reaches the free logits only."""
+    enc, dec = _tiny("bernoulli", d=5, decoder="learnable")
+    x = _batches(1, b=2)[0]
+    logits = enc(x).logits
+    free, values = torch.tensor([1, 3]), torch.tensor([[1.0, 0, 0, 1, 1], [0, 0, 1, 0, 1]], dtype=torch.float64)
+    post = type(enc(x))(condition_on_free_latents(logits, free, values))
+    p = post.probs
+    held = torch.tensor([0, 2, 4])
+    assert torch.equal(p[:, held], values[:, held])  # exactly 0 or 1
+    expected = torch.zeros(2, dtype=torch.float64)
+    for bits in itertools.product((0.0, 1.0), repeat=2):
+        z = values.clone()
+        z[:, free] = torch.tensor(bits, dtype=torch.float64)
+        q = (p[:, free] ** z[:, free] * (1 - p[:, free]) ** (1 - z[:, free])).prod(-1)
+        expected += q * dec.loglik(x, z)
+    value = exact_expected_loglik_bernoulli(post, dec, x)
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-9)
+    (grad,) = torch.autograd.grad(value.sum(), logits)
+    assert torch.count_nonzero(grad[:, held]) == 0 and torch.count_nonzero(grad[:, free]) == 4
+
+
+def test_exact_expectation_refuses_more_than_20_free_latents():
+    post = type(_tiny("bernoulli", d=3)[0](_batches(1)[0]))(torch.zeros(2, 21, dtype=torch.float64))
+    with pytest.raises(ValueError, match="21 latents are stochastic.*condition_on_free_latents"):
+        exact_expected_loglik_bernoulli(post, None, torch.zeros(2, 1, 6, 6))
+
+
+def test_taylor_check_on_free_latents():
+    """All latents free = no conditioning; fewer free: the same check on the conditioned model (constant
+    precision: SG exact there too), and the settings say so."""
+    enc, dec = _tiny("bernoulli", d=6, decoder="learnable")
+    x = _batches(1)[0]
+    full = taylor_bias_check(enc, dec, x, num_samples=200, chunk=100, seed=0)
+    assert taylor_bias_check(enc, dec, x, num_samples=200, chunk=100, seed=0, free_latents=6) == full
+    part = taylor_bias_check(enc, dec, x, num_samples=200, chunk=100, seed=0, free_latents=3)
+    assert (part["latent_dim"], part["free_latents"], full["free_latents"]) == (6, 3, 6)
+    assert 0 < part["exact_norm"] != full["exact_norm"] and 0 < part["sg"] < part["reinforce"]
+    with torch.no_grad():
+        dec.alpha.weight.zero_()
+    const = taylor_bias_check(enc, dec, x, num_samples=200, chunk=100, seed=0, free_latents=3)
+    assert const["sg"] < 1e-9 * const["exact_norm"]

@@ -46,8 +46,8 @@ def shrink(paper: dict, tmp: Path) -> dict:
                       for ds, v in lv["datasets"].items()}
     lv["run"].update(TINY_RUN)
     tb = cfg["taylor_bias"]
-    tb.update(dataset=offline.get(tb["dataset"], tb["dataset"]), latent_dim=3, channels=2, train_epochs=1,
-              batch_size=4, num_samples=200, train_limit=32)
+    tb.update(dataset=offline.get(tb["dataset"], tb["dataset"]), latent_dim=4, free_latents=2, channels=2,
+              train_epochs=1, batch_size=4, num_samples=200, train_limit=32)
     return cfg
 
 
