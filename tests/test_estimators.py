@@ -56,9 +56,8 @@ def make_setup(kind: str, *, d: int = 4, pixels: int = 5, batch: int = 2, n_in: 
     torch.manual_seed(seed)
     dec = LinearPrecisionDecoder(d, (pixels,), init_std=0.5) if precision else LinearDecoder(d, (pixels,), sigma2)
     dec = dec.double()
-    if not precision:  # LinearDecoder starts at W = 0, where latents do not matter yet: a trained-looking W
-        with torch.no_grad():
-            dec.linear.weight.copy_(torch.randn(pixels, d, generator=g, dtype=F64) * 0.3)
+    with torch.no_grad():  # both start at W (W_mu) = 0, where latents do not matter yet: a trained-looking W
+        (dec.mu if precision else dec.linear).weight.copy_(torch.randn(pixels, d, generator=g, dtype=F64) * 0.3)
     x = torch.rand(batch, pixels, generator=g, dtype=F64)
     return feats, enc, dec, x
 
