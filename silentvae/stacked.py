@@ -1,4 +1,5 @@
-r"""Train K runs at once: one process, one vmapped step (``torch.func``).
+r"""The training engine: K runs at once in one process, one vmapped step (``torch.func``); a single run
+(:func:`silentvae.train.train`) is a stack of one.
 
 Why: the paper's protocol is thousands of small-model runs (Table 2 alone is 5 methods x 4 learning rates
 x 500 epochs of 844 steps; Table 3 is 8 methods x up to 20 grid points x 3 seeds). One such model keeps a
@@ -6,48 +7,43 @@ GPU busy for microseconds per kernel, so an eager loop is bound by kernel launch
 arithmetic. Stacking K runs that differ only in their grid values (:data:`STACKABLE_KEYS`: seed, learning
 rates, annealing rate, cut-off epoch) turns K small launches into one K-times larger launch.
 
-What: :class:`StackedRuns` holds the K runs' parameters stacked along a leading axis (one flat
-``(K, P)`` buffer, one view per parameter; buffers such as BatchNorm statistics as (K, ...) tensors),
-steps them with ``vmap(grad(functional_call(...)))`` and a vectorised AdamW (:func:`adamw_update_`), and
-keeps a :class:`silentvae.train.Run` per run whose models / optimizer / estimator / generator / history it
-fills in at every epoch end, so that :func:`train_stacked` writes exactly the files
-:func:`silentvae.train.train` writes (``last.pt``, ``epoch_XXXX.pt``, ``metrics.json``, ``result.json``):
-the pipeline, :func:`~silentvae.train.load_run` and resume (by either trainer) cannot tell the two apart.
+What, each in one place:
 
-Both experiments are covered: ``fixed`` (encoder + linear decoder, one estimator) and ``learnable``
-(Algorithm 1: encoder + conv decoder + optional linear SG decoder), with per-run Eq. 8 weights
-w_lin(epoch) and per-run encoder freezing at the cut-off epoch.
+* the objective (Eq. 8 and Algorithm 1), :class:`_Objective`: encoder + noisy estimator on the decoder, KL,
+  and with ``silent=True`` the linear SG decoder, the encoder's reconstruction gradient mixed as
+  w_lin * grad(silent) + (1 - w_lin) * grad(noisy); a run whose encoder is frozen (from ``cutoff_epoch``),
+  or whose linear decoder is unused (w_lin = 0), gets no KL / linear term;
+* the AdamW step, :func:`adamw_update_`: torch.optim.AdamW's single-tensor arithmetic op by op, with each
+  parameter group's learning rate and step count per run; frozen parameters are not touched (torch.optim.AdamW
+  skips parameters without a gradient: no update, no weight decay, no step count);
+* the epoch, :meth:`StackedRuns.train_epoch`: parameters stacked along a leading axis (one flat ``(K, P)``
+  buffer, one view per parameter; buffers such as BatchNorm statistics as (K, ...) tensors), stepped with
+  ``vmap(grad(functional_call(...)))`` (for K = 1 the same ``grad`` without ``vmap``, which would only cost
+  time); while some runs' encoders are frozen (BatchNorm in eval mode) and others not, in two vmapped calls;
+* the loop, :func:`train_stacked`: resume from ``last.pt``, validation, ``last.pt``, ``epoch_XXXX.pt``,
+  ``metrics.json``, ``result.json``.
 
-Equivalence with K separate ``silentvae.train`` runs (checked in ``tests/test_stacked.py``):
+Each run keeps a :class:`silentvae.train.Run` (models, torch AdamW state, REINFORCE baseline, generator,
+history) which the engine fills in at every epoch end: the files are those of a single run, and a
+checkpoint resumes in a stack of any size.
 
-* initialisation: each run's models come from :func:`~silentvae.train.build_models` (seeded by its seed, the
-  encoder head standardised on the same first :data:`~silentvae.train.HEAD_INIT_IMAGES` training images);
-* random numbers: each run draws from its own ``Run.generator`` (seeded by its seed, on the device) in
-  exactly the order ``Run.train_epoch`` does: ``randperm`` once per epoch, then per step the
-  dequantisation noise (``torch.rand`` of the batch's shape, as in :func:`~silentvae.data.dequantize`)
-  and then the estimator's latent noise (:data:`silentvae.posteriors.NOISE` of the latent kind, shape
-  (B, d); none for ``sg``). The draws happen outside ``vmap`` and enter the step as tensors, which the
-  estimators take as ``noise=``;
-* the loss: the same estimator objects and Eq. 8 mixing (:meth:`Posterior.scale_grad` with a per-run
-  weight); a run whose encoder is frozen, or whose linear decoder is unused (w_lin = 0), gets no KL /
-  linear term, and its frozen parameters are not touched by the optimizer (torch.optim.AdamW skips
-  parameters without a gradient: no update, no weight decay, no step count);
-* the optimizer: :func:`adamw_update_` performs torch.optim.AdamW's single-tensor arithmetic op by op, with
-  each parameter group's learning rate and step count per run;
-* REINFORCE's running baseline is a (K,) tensor with the estimator's update rule;
-* BatchNorm (CIFAR-10 / ImageNet32 models): running statistics are stacked buffers updated in place under
-  vmap; while some runs' encoders are frozen (eval mode) and others not, the step runs in two vmapped calls.
+Random numbers: each run draws from its own ``Run.generator`` (seeded by its seed, on the device), in
+this order: ``randperm`` once per epoch, then per step the dequantisation noise (``torch.rand`` of the
+batch's shape, as in :func:`~silentvae.data.dequantize`) and then the estimator's latent noise
+(:data:`silentvae.posteriors.NOISE` of the latent kind, shape (B, d); none for ``sg``). The draws happen
+outside ``vmap`` and enter the step as tensors, which the estimators take as ``noise=``. REINFORCE's running
+baseline is a (K,) tensor with the estimator's update rule.
 
-Results agree with separate runs to float round-off, not bit for bit: under ``vmap`` a convolution
-with K weight sets runs as one grouped convolution and a linear layer as one batched matmul, whose
-summation order differs from the per-run kernels.
+``tests/reference_trainer.py`` is the same training written as a plain eager loop, one run at a time;
+``tests/test_stacked.py`` checks that the engine agrees with it to float round-off (not bit for bit: under
+``vmap`` a convolution with K weight sets runs as one grouped convolution and a linear layer as one batched
+matmul, whose summation order differs from the per-run kernels).
 
 Inside an epoch nothing waits for the device: losses and the first non-finite step are accumulated on
 the device and read once per epoch; everything that changes between runs within an epoch (w_lin,
 freezing, step counts) is known on the host at the epoch's start and uploaded once. A run whose loss
-becomes non-finite is dropped from the outputs (its files keep the last good epoch, as with
-:func:`~silentvae.train.train`) while the others go on; :func:`train_stacked` raises
-:class:`~silentvae.train.NonFiniteLossError` naming it at the end.
+becomes non-finite is dropped from the outputs (its files keep the last good epoch) while the others go
+on; :func:`train_stacked` raises :class:`~silentvae.train.NonFiniteLossError` naming it at the end.
 """
 
 from __future__ import annotations
@@ -65,10 +61,10 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from .data import DataSplit, dequantize
 from .estimators import Reinforce, SilentGradient, make_estimator
-from .io import atomic_torch_save, load_checkpoint
+from .io import load_checkpoint
 from .posteriors import NOISE
-from .train import (HEAD_INIT_IMAGES, NonFiniteLossError, Run, RunConfig, check_same_config, checkpoint_name,
-                    evaluate, kept_after_failure, load_splits, train, write_metrics)
+from .train import (HEAD_INIT_IMAGES, NonFiniteLossError, Run, RunConfig, evaluate, kept_after_failure, load_splits,
+                    resume_run, save_run, train, write_metrics)
 
 __all__ = ["StackedRuns", "train_stacked", "check_stackable", "adamw_update_", "bias_corrections",
            "pick_stack_size", "measure_peak_bytes", "auto_stack_size", "STACKABLE_KEYS"]
@@ -140,13 +136,14 @@ def adamw_update_(param: Tensor, grad_: Tensor, exp_avg: Tensor, exp_avg_sq: Ten
 
 
 class _Objective(nn.Module):
-    """One run's training objective of ``Run.train_epoch``, with its random draws and per-run weights as input.
+    """One run's training objective (Eq. 8), with its random draws and per-run weights as input.
 
     ``forward(x, noise, baseline, w_lin, use_kl, use_lin)`` returns ``(objective, (objective, reported,
-    linear, f_mean))``: ``objective = mean(nl) + [use_kl] mean(kl) + [use_lin] linear`` is what is
-    differentiated, ``reported = mean(nl + kl)`` the value ``Run.train_epoch`` logs, ``linear`` the linear SG
-    decoder's loss and ``f_mean`` the batch mean of -log p(x|z) (REINFORCE's baseline update; 0 otherwise).
-    ``w_lin`` (Eq. 8) is None for runs without a linear decoder; ``use_kl`` / ``use_lin`` None mean True.
+    linear, f_mean))``: ``objective = mean(neg_loglik) + [use_kl] mean(kl) + [use_lin] linear`` is what is
+    differentiated, where the noisy estimator's ``neg_loglik`` reaches the encoder with weight 1 - w_lin and the
+    linear SG decoder's loss ``linear`` with weight w_lin; ``reported = mean(neg_loglik + kl)`` is the logged
+    training loss and ``f_mean`` the batch mean of -log p(x|z) (REINFORCE's baseline update; 0 otherwise).
+    ``w_lin`` is None for runs without a linear decoder; ``use_kl`` / ``use_lin`` None mean True.
     ``compute_linear = False`` skips the linear decoder (no run uses it this epoch).
     """
 
@@ -156,7 +153,7 @@ class _Objective(nn.Module):
         self.linear = models["linear"] if "linear" in models else None  # names as in the ModuleDict
         self.estimator = make_estimator(cfg.estimator, temperature=cfg.temperature,
                                         reinforce_momentum=cfg.reinforce_momentum)
-        self.silent = SilentGradient()
+        self.silent_gradient = SilentGradient()
         self.compute_linear = self.linear is not None
 
     def forward(self, x: Tensor, noise: Tensor | None, baseline: Tensor | None, w_lin: Tensor | None,
@@ -166,16 +163,16 @@ class _Objective(nn.Module):
         noisy = post if w_lin is None else post.scale_grad(1.0 - w_lin)
         f_mean = torch.zeros((), dtype=x.dtype, device=x.device)
         if isinstance(self.estimator, Reinforce):
-            nl, f_mean = Reinforce.surrogate(noisy, self.decoder, x, baseline, noise=noise)
+            neg_loglik, f_mean = Reinforce.surrogate(noisy, self.decoder, x, baseline, noise=noise)
         else:
-            nl = self.estimator.loss(noisy, self.decoder, x, noise=noise)
+            neg_loglik = self.estimator.loss(noisy, self.decoder, x, noise=noise)
         kl_term = kl.mean() if use_kl is None else torch.where(use_kl, kl.mean(), 0.0)
-        objective = nl.mean() + kl_term
+        objective = neg_loglik.mean() + kl_term
         linear = torch.zeros((), dtype=x.dtype, device=x.device)
         if self.compute_linear:
-            linear = self.silent.loss(post.scale_grad(w_lin), self.linear, x).mean()
+            linear = self.silent_gradient.loss(post.scale_grad(w_lin), self.linear, x).mean()
             objective = objective + (linear if use_lin is None else torch.where(use_lin, linear, 0.0))
-        reported = (nl.detach() + kl.detach()).mean()
+        reported = (neg_loglik.detach() + kl.detach()).mean()
         return objective, (objective.detach(), reported, linear.detach(), f_mean)
 
 
@@ -195,7 +192,8 @@ class _Segment:
     steps: list[int]      # per run: optimizer steps taken so far
 
     def active(self, cfg: RunConfig, epoch: int) -> bool:
-        """Whether this segment gets gradients in ``epoch`` (as ``Run.train_epoch``)."""
+        """Whether this segment gets gradients in ``epoch``: the encoder until its cut-off, the linear SG
+        decoder while w_lin > 0 (:meth:`RunConfig.linear_active`)."""
         if self.name == "encoder":
             return not cfg.encoder_frozen(epoch)
         if self.name == "decoder":
@@ -316,10 +314,12 @@ class StackedRuns:
         return functional_call(self.objective, (params, buffers), args)
 
     def _vmapped_grad(self, in_dims: tuple) -> Callable:
-        """``vmap(grad(objective))`` over the runs; ``in_dims`` marks the absent (None) inputs."""
+        """``vmap(grad(objective))`` over the runs; ``in_dims`` marks the absent (None) inputs. For a stack of
+        one: ``grad(objective)`` on the run's slices (:func:`_without_vmap`)."""
         key = in_dims + (self.objective.compute_linear, self.objective.encoder.training)
         if key not in self._steps:
-            fn = vmap(grad(self._loss, has_aux=True), in_dims=in_dims)
+            fn = grad(self._loss, has_aux=True)
+            fn = _without_vmap(fn) if self.K == 1 else vmap(fn, in_dims=in_dims)
             if self.compile:
                 fn = torch.compile(fn, mode=self.compile if isinstance(self.compile, str) else None)
             self._steps[key] = fn
@@ -328,7 +328,7 @@ class StackedRuns:
     def _draw(self, images: Tensor, idx: Tensor) -> tuple[Tensor, Tensor | None]:
         """Dequantised batches (K, b, C, H, W) and latent noise (K, b, d), each run from its own generator.
 
-        Per run and in this order, as ``Run.train_epoch``: ``dequantize``'s ``torch.rand``, then the
+        Per run and in this order: ``dequantize``'s ``torch.rand``, then the
         estimator's draw (:data:`NOISE` of the latent kind). Same shapes, dtype and device, hence the same numbers.
         """
         x = images[idx]
@@ -347,7 +347,7 @@ class StackedRuns:
         ``args`` = (x, noise, baseline, w_lin, use_kl, use_lin), each batched over runs or None;
         ``partitions`` = [(rows or None for all, encoder in training mode)]: one vmapped call per partition.
         """
-        in_dims = (0, 0) + tuple(None if a is None else 0 for a in args)
+        in_dims = (0, 0) + tuple(0 if isinstance(a, Tensor) else None for a in args)
         if len(partitions) == 1:
             self.objective.encoder.train(partitions[0][1])
             grads, aux = self._vmapped_grad(in_dims)(self.params, self.buffers, *args)
@@ -358,7 +358,7 @@ class StackedRuns:
             self.objective.encoder.train(training)
             params = {n: p[rows] for n, p in self.params.items()}
             buffers = {n: b[rows] for n, b in self.buffers.items()}
-            sub = tuple(None if a is None else a[rows] for a in args)
+            sub = tuple(a[rows] if isinstance(a, Tensor) else a for a in args)
             grads, aux = self._vmapped_grad(in_dims)(params, buffers, *sub)
             flat_grad[rows] = torch.cat([grads[n].reshape(len(rows), -1) for n in self.names], dim=1)
             for n, b in buffers.items():  # BatchNorm statistics updated in place on the gathered copies
@@ -410,8 +410,8 @@ class StackedRuns:
     def train_epoch(self, images: Tensor) -> list[dict[str, Any] | None]:
         """One epoch of every run over ``images`` (N, C, H, W) on the device; one host sync at the end.
 
-        Returns one row per run like ``Run.train_epoch`` (``train_loss`` etc.); a run whose loss became
-        non-finite this epoch gets ``None`` and an entry in ``self.failed``.
+        Returns one history row per run (``train_loss``, ``train_linear_loss``, ``w_lin``, ``encoder_frozen``); a run
+        whose loss became non-finite this epoch gets ``None`` and an entry in ``self.failed``.
         """
         cfg, K, configs = self.cfg, self.K, self.configs
         epoch = self.epoch + 1
@@ -425,7 +425,9 @@ class StackedRuns:
             return None if all(values) else torch.tensor(values, device=dev)
 
         has_linear = self.objective.linear is not None
-        w_lin_t = torch.tensor(w_lin, dtype=self.dtype, device=dev) if has_linear else None
+        w_lin_t: Tensor | float | None = None  # a stack of one passes its float, as an eager loop would
+        if has_linear:
+            w_lin_t = w_lin[0] if K == 1 else torch.tensor(w_lin, dtype=self.dtype, device=dev)
         use_kl_t = flags([not f for f in frozen])
         use_lin_t = flags(use_lin) if has_linear else None
         self.objective.compute_linear = any(use_lin)
@@ -462,13 +464,28 @@ class StackedRuns:
         rows = []
         for k in range(K):
             if bad[k] >= 0 and k not in self.failed:
-                c = configs[k]
-                self.failed[k] = (f"non-finite training loss at epoch {epoch}, step {bad[k]} (0-based) of "
-                                  f"stacked run {k} ({_describe(c)}); {kept_after_failure(epoch)}")
+                run = f"stacked run {k} ({_describe(configs[k])})" if K > 1 else f"run {_describe(configs[k])}"
+                self.failed[k] = (f"non-finite training loss at epoch {epoch}, step {bad[k]} (0-based) of {run}; "
+                                  f"{kept_after_failure(epoch)}. Lower the learning rate or check the data.")
             rows.append(None if k in self.failed else
                         {"train_loss": loss[k] / count, "train_linear_loss": lin_loss[k] / count if use_lin[k] else None,
                          "w_lin": w_lin[k], "encoder_frozen": frozen[k]})
         return rows
+
+
+def _without_vmap(step: Callable) -> Callable:
+    """``step`` (``grad(objective)``) for a stack of one: called on run 0's slices of the stacked inputs, its
+    outputs given back their leading run axis. Same result as ``vmap(step)`` over one run, at an eager loop's speed."""
+
+    def first(a):
+        return a[0] if isinstance(a, Tensor) else a
+
+    def call(params: dict[str, Tensor], buffers: dict[str, Tensor], *args):
+        grads, aux = step({n: p[0] for n, p in params.items()}, {n: b[0] for n, b in buffers.items()},
+                          *(first(a) for a in args))
+        return {n: g.unsqueeze(0) for n, g in grads.items()}, tuple(a.unsqueeze(0) for a in aux)
+
+    return call
 
 
 def _describe(c: RunConfig) -> str:
@@ -480,13 +497,16 @@ def _describe(c: RunConfig) -> str:
 
 def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, DataSplit] | None = None,
                   epochs: int | None = None, *, out_dirs: list[str | Path] | None = None,
-                  log: Callable[[str], None] = print, compile: bool | str = False) -> list[list[dict[str, Any]]]:
+                  log: Callable[[str], None] = print, compile: bool | str = False,
+                  stop_after: int | None = None) -> list[list[dict[str, Any]]]:
     """Train K runs (fixed or learnable) together up to epoch ``epochs`` (default ``cfg.epochs``); their histories.
 
-    Equivalent to ``[train(cfg, out, splits=splits) for cfg, out in zip(configs, out_dirs)]`` to float
-    round-off: same history rows (``train_time`` is the stack's epoch time, shared by its runs) and,
-    with ``out_dirs``, the same files, including resume from existing ``last.pt`` files (all at one
-    epoch). Validation (``evaluate``) runs per run on its own models after each epoch.
+    The trainer of every run: :func:`silentvae.train.train` is ``train_stacked([cfg], out_dirs=[out])``. With
+    ``out_dirs``, each run resumes from its ``last.pt`` (all at one epoch; a run left behind is caught up
+    first) and writes after each epoch ``last.pt``, ``epoch_XXXX.pt`` (``checkpoint_epochs``) and ``metrics.json``,
+    and ``result.json`` once finished. History rows: the epoch's training losses, ``w_lin``, ``encoder_frozen``,
+    ``train_time`` (the stack's epoch time, shared by its runs), the validation metrics of :func:`evaluate` on
+    the run's own models, and ``wall_time``. ``stop_after`` ends the call after that many epochs of this call.
 
     Raises ValueError if the configs differ in more than :data:`STACKABLE_KEYS`, and NonFiniteLossError at the end
     (after finishing and writing the other runs) if some run's loss became non-finite.
@@ -505,16 +525,15 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
     if outs is not None:
         for run, out in zip(stack.runs, outs):
             out.mkdir(parents=True, exist_ok=True)
-            if (out / "last.pt").exists():
-                state = load_checkpoint(out / "last.pt", cfg.device)
-                check_same_config(state["config"], run.cfg, out / "last.pt", len(state["history"]))
-                run.load_state_dict(state)
+            resume_run(run, out)
         _catch_up(stack, outs, (train_split, val_split), log)
         if any(run.epoch for run in stack.runs):
             stack.load_from_runs()
-            log(f"resuming {len(outs)} stacked runs after epoch {stack.epoch}")
+            log(f"resuming {outs[0]} after epoch {stack.epoch}" if stack.K == 1 else
+                f"resuming {len(outs)} stacked runs after epoch {stack.epoch}")
     target = cfg.epochs if epochs is None else int(epochs)
-    while stack.epoch < target and len(stack.failed) < stack.K:
+    done_now = 0
+    while stack.epoch < target and len(stack.failed) < stack.K and (stop_after is None or done_now < stop_after):
         t0 = time.perf_counter()
         rows = stack.train_epoch(train_images)
         if stack.device.type == "cuda":
@@ -529,15 +548,9 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
             row["wall_time"] = time.perf_counter() - t0
             run.history.append(row)
             if outs is not None:
-                state = run.state_dict()
-                atomic_torch_save(state, outs[k] / "last.pt")
-                if row["epoch"] in run.cfg.checkpoint_epochs:
-                    atomic_torch_save(state, outs[k] / checkpoint_name(row["epoch"]))
-                write_metrics(outs[k], run.cfg, run.history)
-        done = [r for r in rows if r is not None]
-        losses = " ".join(f"{r['train_loss']:.3f}" for r in done)
-        log(f"stack of {stack.K} epoch {stack.epoch:4d}/{target}  losses {losses}  "
-            f"failed {len(stack.failed)}  {time.perf_counter() - t0:.1f}s")
+                save_run(run, outs[k])
+        done_now += 1
+        log(_epoch_line(stack, rows, target, time.perf_counter() - t0))
     if outs is not None:
         for k, (run, out) in enumerate(zip(stack.runs, outs)):
             finished = run.epoch >= run.cfg.epochs and not (out / "result.json").exists()
@@ -546,6 +559,16 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
     if stack.failed:
         raise NonFiniteLossError("; ".join(stack.failed.values()))
     return [run.history for run in stack.runs]
+
+
+def _epoch_line(stack: StackedRuns, rows: list[dict[str, Any] | None], target: int, seconds: float) -> str:
+    """The log line of one epoch: a single run's metrics, or a stack's losses."""
+    if stack.K == 1 and rows[0] is not None:
+        row = stack.runs[0].history[-1]
+        return (f"epoch {row['epoch']:4d}/{target}  loss {row['train_loss']:.3f}  val bpd {row['val_bpd']:.4f}  "
+                f"mse {row['val_mse']:.3f}  kld {row['val_kld']:.2f}  w_lin {row['w_lin']:.3f}  {seconds:.1f}s")
+    losses = " ".join(f"{r['train_loss']:.3f}" for r in rows if r is not None)
+    return f"stack of {stack.K} epoch {stack.epoch:4d}/{target}  losses {losses}  failed {len(stack.failed)}  {seconds:.1f}s"
 
 
 def _catch_up(stack: StackedRuns, outs: list[Path], splits: tuple[DataSplit, DataSplit], log) -> None:

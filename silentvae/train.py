@@ -1,4 +1,8 @@
-r"""Trainers for the paper's experiments, fixed by (config, seed), resumable after a kill.
+r"""Runs of the paper's experiments, fixed by (config, seed), resumable after a kill: what one run is
+(:class:`RunConfig`, its models, optimizer, random numbers and history) and :func:`train`, which trains it as a
+stack of one of the training engine :mod:`silentvae.stacked` (the objective, AdamW step and epoch loop live
+there). ``tests/reference_trainer.py`` keeps the same training as a plain eager loop, which the tests compare
+the engine against.
 
 * ``experiment="fixed"`` (Section 3.2): encoder + :class:`LinearDecoder` (sigma2 fixed), trained by one
   estimator: ``sg`` (Silent Gradients), ``reparam`` (Gaussian), ``gumbel`` / ``reinforce`` (Bernoulli).
@@ -26,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
-import time
 import types
 import typing
 from dataclasses import dataclass, field
@@ -38,14 +41,14 @@ from torch import Tensor, nn
 
 from .analytic import expected_sq_error_fixed
 from .data import DataSplit, dequantize, load_dataset
-from .estimators import SilentGradient, make_estimator
+from .estimators import make_estimator
 from .io import atomic_torch_save, atomic_write_json, load_checkpoint
 from .metrics import bits_per_dim, sum_squared_error
 from .models import (CifarConvDecoder, CifarEncoder, LinearDecoder, LinearPrecisionDecoder, MnistConvDecoder,
                      MnistEncoder)
 
 __all__ = ["RunConfig", "NonFiniteLossError", "Run", "train", "evaluate", "load_run", "checkpoint_name",
-           "check_same_config"]
+           "check_same_config", "resume_run", "save_run"]
 
 EXPERIMENTS = ("fixed", "learnable")
 _MNIST_LIKE = ("mnist", "mnist5k", "fashion_mnist")
@@ -232,7 +235,8 @@ def load_splits(cfg: RunConfig) -> tuple[DataSplit, DataSplit]:
 
 
 class Run:
-    """One training run's state: models, optimizer, estimator, RNG, history."""
+    """One training run's state, as ``last.pt`` holds it: models, optimizer (torch's AdamW state format),
+    estimator (REINFORCE's baseline), random-number generator, history. :mod:`silentvae.stacked` trains it."""
 
     def __init__(self, cfg: RunConfig, in_shape: tuple[int, ...], init_images: Tensor | None = None):
         self.cfg = cfg
@@ -240,7 +244,6 @@ class Run:
         self.optimizer = build_optimizer(cfg, self.models)
         self.estimator = make_estimator(cfg.estimator, temperature=cfg.temperature,
                                         reinforce_momentum=cfg.reinforce_momentum)
-        self.silent = SilentGradient()
         self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
         self.history: list[dict[str, Any]] = []
 
@@ -261,48 +264,6 @@ class Run:
             self.estimator.load_state_dict(state["estimator"], device=self.cfg.device)
         self.generator.set_state(state["generator"].cpu())  # RNG states are CPU ByteTensors, even for a CUDA generator
         self.history = list(state["history"])
-
-    def train_epoch(self, images: Tensor) -> dict[str, float]:
-        """One pass over ``images`` (shuffled, dequantised on the device) with Algorithm 1's weights."""
-        cfg, m = self.cfg, self.models
-        epoch = self.epoch + 1
-        w_lin = cfg.silent_weight(epoch)
-        frozen = cfg.encoder_frozen(epoch)
-        use_linear = cfg.linear_active(epoch)
-        m.train()
-        if frozen:
-            m["encoder"].eval()
-        n = images.shape[0]
-        totals = torch.zeros(3, device=images.device, dtype=torch.float64)  # loss, linear loss, count
-        first_bad = torch.tensor(-1, device=images.device)
-        perm = torch.randperm(n, generator=self.generator, device=images.device)
-        for step, idx in enumerate(perm.split(cfg.batch_size)):
-            x = dequantize(images[idx], self.generator)
-            with torch.set_grad_enabled(not frozen):
-                posterior = m["encoder"](x)
-            kl = posterior.kl()
-            nl = self.estimator.loss(posterior.scale_grad(1.0 - w_lin), m["decoder"], x, self.generator)
-            objective = nl.mean() + (kl.mean() if not frozen else 0.0)
-            lin = torch.zeros((), device=x.device, dtype=x.dtype)
-            if use_linear:
-                lin = self.silent.loss(posterior.scale_grad(w_lin), m["linear"], x).mean()
-                objective = objective + lin
-            self.optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            self.optimizer.step()
-            reported = (nl.detach() + kl.detach()).mean()
-            first_bad = torch.where((~torch.isfinite(objective.detach())) & (first_bad < 0),
-                                    torch.tensor(step, device=x.device), first_bad)
-            totals += torch.stack([reported.double() * len(idx), lin.detach().double() * len(idx),
-                                   torch.tensor(float(len(idx)), device=x.device, dtype=torch.float64)])
-        bad = int(first_bad)
-        if bad >= 0:
-            raise NonFiniteLossError(f"non-finite training loss at epoch {epoch}, step {bad} (0-based) of run "
-                                     f"{cfg.experiment}/{cfg.estimator}/seed{cfg.seed}; {kept_after_failure(epoch)}. "
-                                     "Lower the learning rate or check the data.")
-        loss, lin_loss, count = totals.tolist()
-        return {"train_loss": loss / count, "train_linear_loss": lin_loss / count if use_linear else None,
-                "w_lin": w_lin, "encoder_frozen": frozen}
 
 
 @torch.no_grad()
@@ -357,43 +318,33 @@ def train(cfg: RunConfig | dict, out_dir: str | Path, *, splits: tuple[DataSplit
           log=print, stop_after: int | None = None) -> list[dict[str, Any]]:
     """Train (or resume, or skip if finished) the run ``cfg`` in ``out_dir``; return its history.
 
-    ``stop_after`` ends the call after that many epochs of this call (the run stays resumable).
+    ``stop_after`` ends the call after that many epochs of this call (the run stays resumable). The run is a
+    stack of one of :func:`silentvae.stacked.train_stacked`; raises :class:`NonFiniteLossError` if its loss
+    becomes non-finite.
     """
-    cfg = RunConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    train_split, val_split = splits if splits is not None else load_splits(cfg)
-    dtype, device = cfg.torch_dtype, cfg.device
-    train_images = train_split.images.to(device=device, dtype=dtype)
-    val_images = val_split.images.to(device=device, dtype=dtype)
-    run = Run(cfg, tuple(train_images.shape[1:]), train_images[:HEAD_INIT_IMAGES])
+    from .stacked import train_stacked  # the engine builds on this module
+    (history,) = train_stacked([cfg], splits, out_dirs=[out_dir], log=log, stop_after=stop_after)
+    return history
+
+
+def resume_run(run: Run, out: Path) -> bool:
+    """Load ``out/last.pt`` into ``run`` if it exists (refusing a different config, :func:`check_same_config`)."""
     last = out / "last.pt"
-    if last.exists():
-        state = load_checkpoint(last, device)
-        check_same_config(state["config"], cfg, last, len(state["history"]))
-        run.load_state_dict(state)
-        log(f"resuming {out} after epoch {run.epoch}")
-    done_now = 0
-    while run.epoch < cfg.epochs and (stop_after is None or done_now < stop_after):
-        t0 = time.perf_counter()
-        row = {"epoch": run.epoch + 1, **run.train_epoch(train_images)}
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        row["train_time"] = time.perf_counter() - t0
-        row.update(evaluate(run.models, cfg, val_images))
-        row["wall_time"] = time.perf_counter() - t0
-        run.history.append(row)
-        done_now += 1
-        state = run.state_dict()
-        atomic_torch_save(state, last)
-        if row["epoch"] in cfg.checkpoint_epochs:
-            atomic_torch_save(state, out / checkpoint_name(row["epoch"]))
-        write_metrics(out, cfg, run.history)
-        log(f"epoch {row['epoch']:4d}/{cfg.epochs}  loss {row['train_loss']:.3f}  val bpd {row['val_bpd']:.4f}  "
-            f"mse {row['val_mse']:.3f}  kld {row['val_kld']:.2f}  w_lin {row['w_lin']:.3f}  {row['wall_time']:.1f}s")
-    if not (out / "metrics.json").exists() or (run.epoch >= cfg.epochs and not (out / "result.json").exists()):
-        write_metrics(out, cfg, run.history)
-    return run.history
+    if not last.exists():
+        return False
+    state = load_checkpoint(last, run.cfg.device)
+    check_same_config(state["config"], run.cfg, last, len(state["history"]))
+    run.load_state_dict(state)
+    return True
+
+
+def save_run(run: Run, out: Path) -> None:
+    """After an epoch: ``last.pt``, ``epoch_XXXX.pt`` if that epoch is in ``checkpoint_epochs``, ``metrics.json``."""
+    state = run.state_dict()
+    atomic_torch_save(state, out / "last.pt")
+    if run.epoch in run.cfg.checkpoint_epochs:
+        atomic_torch_save(state, out / checkpoint_name(run.epoch))
+    write_metrics(out, run.cfg, run.history)
 
 
 def write_metrics(out: Path, cfg: RunConfig, history: list[dict[str, Any]]) -> None:

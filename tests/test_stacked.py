@@ -1,9 +1,11 @@
-"""Stacked training (silentvae.stacked): K runs in one vmapped step equal K separate silentvae.train runs.
+"""The training engine (silentvae.stacked): K runs in one vmapped step, and a single run
+(silentvae.train.train, a stack of one), equal the reference trainer (tests/reference_trainer.py: the plain
+eager loop, one run at a time).
 
 Tiny models on CPU and synthetic 28x28 data (100 training images at batch 32: three full batches and a
-partial one; 32x32 RGB for the BatchNorm models). "Equal" means: the same per-epoch history, the same final parameters, AdamW state and
-REINFORCE baseline to float round-off, and bit-identical generator states (every random number was
-drawn in the same order).
+partial one; 32x32 RGB for the BatchNorm models). "Equal" means: the same per-epoch history, the same final
+parameters, AdamW state and REINFORCE baseline to float round-off, and bit-identical generator states (every
+random number was drawn in the same order).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from silentvae.io import load_checkpoint
 from silentvae.stacked import (adamw_update_, auto_stack_size, check_stackable, measure_peak_bytes, pick_stack_size,
                                train_stacked)
 from silentvae.train import NonFiniteLossError, RunConfig, load_splits, train
+
+from reference_trainer import reference_train
 
 TINY = dict(dataset="mnist5k", channels=4, latent_dim=8, batch_size=32, epochs=2)
 GRID = [(0, 1e-3), (1, 1e-3), (0, 5e-3)]  # (seed, lr): two seeds, two learning rates
@@ -111,12 +115,14 @@ def assert_same_run(sep_dir, st_dir, sep_hist, st_hist, dtype, skip=(), tol=None
 def test_stacked_equals_separate_runs(tmp_path, splits, estimator, latent, dtype):
     torch.set_num_threads(1)
     configs = [RunConfig(**TINY, estimator=estimator, latent=latent, dtype=dtype, seed=s, lr=lr) for s, lr in GRID]
-    separate = [train(c, tmp_path / f"sep{i}", splits=splits, log=quiet) for i, c in enumerate(configs)]
+    separate = [reference_train(c, tmp_path / f"sep{i}", splits) for i, c in enumerate(configs)]
     stacked = train_stacked(configs, splits, out_dirs=[tmp_path / f"st{i}" for i in range(3)], log=quiet)
+    single = [train(c, tmp_path / f"one{i}", splits=splits, log=quiet) for i, c in enumerate(configs)]
     assert len(stacked) == 3
     for i in range(3):
         assert_same_run(tmp_path / f"sep{i}", tmp_path / f"st{i}", separate[i], stacked[i], dtype)
-        assert (tmp_path / f"st{i}" / "result.json").exists()
+        assert_same_run(tmp_path / f"sep{i}", tmp_path / f"one{i}", separate[i], single[i], dtype)  # a stack of one
+        assert (tmp_path / f"st{i}" / "result.json").exists() and (tmp_path / f"one{i}" / "result.json").exists()
     if estimator == "sg":  # without out_dirs: the same histories (timings aside)
         plain = train_stacked(configs, splits, log=quiet)
         drop = ("train_time", "wall_time")
@@ -127,11 +133,17 @@ def test_stacked_equals_separate_runs(tmp_path, splits, estimator, latent, dtype
 
 
 def test_stacked_output_resumes_with_train(tmp_path, splits):
-    """A stack stopped after epoch 1 is continued by silentvae.train (and vice versa) as if never stacked."""
+    """A stack stopped after epoch 1 is continued by silentvae.train (and vice versa) as if never stacked; a run
+    the reference trainer (torch.optim.AdamW, the checkpoint format of the eager trainer before the engine)
+    stopped after epoch 1 is continued by silentvae.train the same way."""
     torch.set_num_threads(1)
     configs = [RunConfig(**TINY, estimator="reinforce", latent="bernoulli", reinforce_momentum=0.5, seed=s, lr=lr)
                for s, lr in GRID[:2]]
-    full = [train(c, tmp_path / f"full{i}", splits=splits, log=quiet) for i, c in enumerate(configs)]
+    full = [reference_train(c, tmp_path / f"full{i}", splits) for i, c in enumerate(configs)]
+    for i, c in enumerate(configs):
+        reference_train(RunConfig(**{**c.to_dict(), "epochs": 1}), tmp_path / f"old{i}", splits)
+        resumed_old = train(c, tmp_path / f"old{i}", splits=splits, log=quiet)
+        assert_same_run(tmp_path / f"full{i}", tmp_path / f"old{i}", full[i], resumed_old, "float32")
     outs = [tmp_path / f"mix{i}" for i in range(2)]
     train_stacked(configs, splits, epochs=1, out_dirs=outs, log=quiet)
     assert all(len(load(o / "last.pt")["history"]) == 1 and not (o / "result.json").exists() for o in outs)
@@ -144,6 +156,9 @@ def test_stacked_output_resumes_with_train(tmp_path, splits):
                          log=logs.append)
     assert any("resuming 2 stacked runs after epoch 2" in m for m in logs)
     assert [len(h) for h in more] == [3, 3] and more[0][:2] == resumed[0]
+    for i, c in enumerate(configs):
+        reference = reference_train(RunConfig(**{**c.to_dict(), "epochs": 3}), tmp_path / f"full{i}", splits)
+        assert_same_run(tmp_path / f"full{i}", outs[i], reference, more[i], "float32")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -214,10 +229,12 @@ def learnable_configs(estimator, latent, silent, dtype="float32", **extra):
 def test_stacked_learnable_equals_separate_runs(tmp_path, splits, estimator, latent, silent, dtype):
     torch.set_num_threads(1)
     configs = learnable_configs(estimator, latent, silent, dtype)
-    separate = [train(c, tmp_path / f"sep{i}", splits=splits, log=quiet) for i, c in enumerate(configs)]
+    separate = [reference_train(c, tmp_path / f"sep{i}", splits) for i, c in enumerate(configs)]
     stacked = train_stacked(configs, splits, out_dirs=[tmp_path / f"st{i}" for i in range(3)], log=quiet)
+    single = [train(c, tmp_path / f"one{i}", splits=splits, log=quiet) for i, c in enumerate(configs)]
     for i in range(3):
         assert_same_run(tmp_path / f"sep{i}", tmp_path / f"st{i}", separate[i], stacked[i], dtype)
+        assert_same_run(tmp_path / f"sep{i}", tmp_path / f"one{i}", separate[i], single[i], dtype)  # a stack of one
     assert len({h[-1]["train_loss"] for h in stacked}) == 3
     if silent and estimator != "none":  # the schedule really varied inside the stack
         assert [r["w_lin"] for r in stacked[0]] == [0.5, 0.0, 0.0]
@@ -227,13 +244,14 @@ def test_stacked_learnable_equals_separate_runs(tmp_path, splits, estimator, lat
 
 def test_stacked_batchnorm_models_with_mixed_freezing(tmp_path):
     """CIFAR-10 models (BatchNorm): stacked running statistics, and a step split in two while one run's
-    encoder is frozen (eval mode) and the others' are not."""
+    encoder is frozen (eval mode) and the others' are not; each run alone (a stack of one) too."""
     torch.set_num_threads(1)
     splits = blob_splits(40, 16, channels=3, size=32)
     configs = learnable_configs("reparam", "gaussian", True, dataset="cifar10", channels=2, latent_dim=4,
                                 batch_size=16)
-    separate = [train(c, tmp_path / f"sep{i}", splits=splits, log=quiet) for i, c in enumerate(configs)]
+    separate = [reference_train(c, tmp_path / f"sep{i}", splits) for i, c in enumerate(configs)]
     stacked = train_stacked(configs, splits, out_dirs=[tmp_path / f"st{i}" for i in range(3)], log=quiet)
+    single = [train(c, tmp_path / f"one{i}", splits=splits, log=quiet) for i, c in enumerate(configs)]
     state = load(tmp_path / "st1" / "last.pt")["models"]
     # conv biases feeding a BatchNorm, and the running means those biases shift
     before_bn = {f"{net}.{i}.bias" for net, layers in (("encoder.features", (0, 3, 6, 9)), ("decoder.net", (2, 5, 8)))
@@ -245,6 +263,8 @@ def test_stacked_batchnorm_models_with_mixed_freezing(tmp_path):
         # Those undetermined biases feed every later layer: downstream weights agree to ~1e-3 relative after
         # 3 epochs (measured: 6e-4 on decoder.net.2.weight, 3e-3 on Adam averages), not to float32 round-off.
         assert_same_run(tmp_path / f"sep{i}", tmp_path / f"st{i}", separate[i], stacked[i], "float32", skip,
+                        tol=dict(rtol=1e-2, atol=1e-3))
+        assert_same_run(tmp_path / f"sep{i}", tmp_path / f"one{i}", separate[i], single[i], "float32", skip,
                         tol=dict(rtol=1e-2, atol=1e-3))
     assert any(k.endswith("running_mean") for k in state)
     assert int(state["encoder.features.2.num_batches_tracked"]) == 3  # 3 batches in epoch 1, then frozen
@@ -290,7 +310,7 @@ def test_train_runs_splits_a_grid_into_stacks_of_stack_size(tmp_path):
     splits = load_splits(RunConfig(**base))
     for i, r in enumerate(runs):
         cfg, _, history = trained[r["id"]]
-        separate = train(cfg, tmp_path / f"sep{i}", splits=splits, log=quiet)
+        separate = reference_train(cfg, tmp_path / f"sep{i}", splits)
         assert_same_run(tmp_path / f"sep{i}", tmp_path / f"st{i}", separate, history, "float32")
     assert auto_stack_size([RunConfig(**base)] * 3, (1, 28, 28)) == 3  # CPU: one stack of all runs
 
@@ -307,7 +327,7 @@ def test_stacked_resume_catches_up_a_run_left_behind(tmp_path, splits):
     stacked = train_stacked(configs, splits, out_dirs=outs, log=logs.append)
     assert any("stacked run 1 is at epoch 1, the others at 2" in m for m in logs)
     for i, c in enumerate(configs):
-        separate = train(c, tmp_path / f"sep{i}", splits=splits, log=quiet)
+        separate = reference_train(c, tmp_path / f"sep{i}", splits)
         assert_same_run(tmp_path / f"sep{i}", outs[i], separate, stacked[i], "float32")
 
 
@@ -322,5 +342,5 @@ def test_learnable_stack_resumes_after_freezing(tmp_path, splits):
     assert steps == {4.0, 8.0}  # 4 steps per epoch: encoder (frozen at 2) and linear decoder 4, conv decoder 8
     stacked = train_stacked(configs, splits, out_dirs=outs, log=quiet)
     for i, c in enumerate(configs):
-        separate = train(c, tmp_path / f"sep{i}", splits=splits, log=quiet)
+        separate = reference_train(c, tmp_path / f"sep{i}", splits)
         assert_same_run(tmp_path / f"sep{i}", outs[i], separate, stacked[i], "float64")

