@@ -97,9 +97,10 @@ def bias_corrections(steps: list[list[int]], betas: tuple[float, float], device=
 
 
 def adamw_update_(param: Tensor, grad_: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *,
-                  step: int | tuple[Tensor, Tensor], lr: Tensor | list[float], betas: tuple[float, float],
+                  step: int | tuple[Tensor, Tensor], lr: float | Tensor | list[float], betas: tuple[float, float],
                   weight_decay: float, eps: float = 1e-8) -> None:
-    """One AdamW step, in place, for K stacked runs with per-run learning rates ``lr`` (K floats or (K,) tensor).
+    """One AdamW step, in place, for K stacked runs with learning rates ``lr``: one float shared by the runs, or
+    per run (K floats or a (K,) tensor).
 
     ``param``, ``grad_``, ``exp_avg``, ``exp_avg_sq`` are (K, ...). ``step`` is the 1-based step count
     shared by the runs, or per-run bias corrections ``(1 - b1^t_k, sqrt(1 - b2^t_k))`` as two (K,)
@@ -112,27 +113,37 @@ def adamw_update_(param: Tensor, grad_: Tensor, exp_avg: Tensor, exp_avg_sq: Ten
     The per-run scalars torch computes in double and rounds to the parameter dtype are computed here
     the same way (``lr`` is taken in float64, then cast), so on CPU the update with a shared ``step``
     matches torch.optim.AdamW to the last bit for equal inputs (pass ``lr`` as floats or a float64 tensor:
-    a float32 ``lr`` is already rounded); with per-run corrections it matches to round-off.
+    a float32 ``lr`` is already rounded); with per-run corrections it matches to round-off. With a shared
+    float ``lr`` and ``step`` the scalars are Python floats, as in torch, and no temporary is needed.
     """
-    if not isinstance(lr, Tensor):
+    if isinstance(lr, (list, tuple)):
         lr = torch.tensor(list(lr), dtype=torch.float64)
     beta1, beta2 = betas
     shape = (-1,) + (1,) * (param.dim() - 1)
-    lr64 = lr.to(device=param.device, dtype=torch.float64).view(shape)
-    if weight_decay != 0:
-        param.mul_((1 - lr64 * weight_decay).to(param.dtype))
-    exp_avg.lerp_(grad_, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad_, grad_, value=1 - beta2)
+    if isinstance(lr, Tensor):
+        lr = lr.to(device=param.device, dtype=torch.float64).view(shape)
     if isinstance(step, tuple):
-        bias_correction1 = step[0].view(shape)
+        bias_correction1: float | Tensor = step[0].view(shape)
         bias_correction2_sqrt: float | Tensor = step[1].view(shape).to(param.dtype)
     else:
         bias_correction1 = 1 - beta1 ** float(step)
         bias_correction2_sqrt = (1 - beta2 ** float(step)) ** 0.5
-    neg_step_size = (-(lr64 / bias_correction1)).to(param.dtype)
+    if weight_decay != 0:
+        param.mul_(_rounded(1 - lr * weight_decay, param.dtype))
+    exp_avg.lerp_(grad_, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad_, grad_, value=1 - beta2)
+    neg_step_size = -(lr / bias_correction1)
     denom = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(eps)
     # torch: param.addcdiv_(exp_avg, denom, value=-step_size), i.e. param + (value * exp_avg) / denom
-    param.addcdiv_(exp_avg * neg_step_size, denom)
+    if isinstance(neg_step_size, Tensor):
+        param.addcdiv_(exp_avg * neg_step_size.to(param.dtype), denom)
+    else:
+        param.addcdiv_(exp_avg, denom, value=neg_step_size)
+
+
+def _rounded(x: float | Tensor, dtype: torch.dtype) -> float | Tensor:
+    """A per-run float64 scalar tensor rounded to ``dtype``, as torch rounds a Python float scalar in a kernel."""
+    return x.to(dtype) if isinstance(x, Tensor) else x
 
 
 class _Objective(nn.Module):
@@ -236,6 +247,10 @@ class StackedRuns:
         """(Re)build the stacked parameters, buffers, AdamW state, baseline and epoch from ``self.runs``."""
         stacked, buffers = stack_module_state([run.models for run in self.runs])
         shapes = {n: stacked[n].shape[1:] for n in self.names}
+        self.columns, offset = {}, 0  # each parameter's columns of the flat buffer
+        for n in self.names:
+            self.columns[n] = slice(offset, offset + math.prod(shapes[n]))
+            offset += math.prod(shapes[n])
         self.flat = torch.cat([stacked[n].detach().reshape(self.K, -1) for n in self.names], dim=1)
         self.params = self._views(self.flat, shapes)
         self.buffers = {n: buffers[n].detach().clone() for n in self.buffer_names}
@@ -280,12 +295,7 @@ class StackedRuns:
         return segments
 
     def _views(self, flat: Tensor, shapes: dict[str, torch.Size]) -> dict[str, Tensor]:
-        out, offset = {}, 0
-        for n in self.names:
-            size = math.prod(shapes[n])
-            out[n] = flat[:, offset:offset + size].view(self.K, *shapes[n])
-            offset += size
-        return out
+        return {n: flat[:, cols].view(self.K, *shapes[n]) for n, cols in self.columns.items()}
 
     @torch.no_grad()
     def sync_runs(self, optimizer_state: bool = True) -> None:
@@ -341,8 +351,10 @@ class StackedRuns:
                 draw(noise.shape[1:], generator=run.generator, out=noise[k])
         return dequantize(x, noise=u), noise
 
-    def _grads(self, args: tuple, partitions: list[tuple[Tensor | None, bool]]) -> tuple[Tensor, tuple]:
-        """Flat gradients (K, P) and the objective's aux outputs (each (K,)) for all runs.
+    def _grads(self, args: tuple, partitions: list[tuple[Tensor | None, bool]]) -> tuple[Tensor | dict, tuple]:
+        """Flat gradients (K, P) and the objective's aux outputs (each (K,)) for all runs; for a stack of one the
+        gradients by parameter name, each (1, ...) (copying them into one flat tensor would cost as much time as
+        the AdamW step).
 
         ``args`` = (x, noise, baseline, w_lin, use_kl, use_lin), each batched over runs or None;
         ``partitions`` = [(rows or None for all, encoder in training mode)]: one vmapped call per partition.
@@ -351,6 +363,8 @@ class StackedRuns:
         if len(partitions) == 1:
             self.objective.encoder.train(partitions[0][1])
             grads, aux = self._vmapped_grad(in_dims)(self.params, self.buffers, *args)
+            if self.K == 1:
+                return grads, aux
             return torch.cat([grads[n].reshape(self.K, -1) for n in self.names], dim=1), aux
         flat_grad = torch.empty_like(self.flat)
         aux_all = None
@@ -370,8 +384,8 @@ class StackedRuns:
         return flat_grad, aux_all
 
     def _update_plan(self, epoch: int, num_steps: int) -> list[tuple]:
-        """Per epoch: AdamW calls as (cols, rows or None, lr (k,) tensor, shared base step or per-step
-        corrections). Neighbouring segments with the same runs, learning rates and step counts share a call."""
+        """Per epoch: AdamW calls as (cols, rows or None, lr (shared float or (k,) tensor), shared base step or
+        per-step corrections). Neighbouring segments with the same runs, learning rates and step counts share a call."""
         groups: list[list] = []
         for seg in self.segments:
             rows = [k for k, c in enumerate(self.configs) if seg.active(c, epoch) and k not in self.failed]
@@ -385,7 +399,7 @@ class StackedRuns:
         plan = []
         for (rows, lrs, steps), cols in groups:
             idx = None if len(rows) == self.K else torch.tensor(rows, device=self.device)
-            lr = torch.tensor(lrs, dtype=torch.float64, device=self.device)
+            lr = lrs[0] if len(set(lrs)) == 1 else torch.tensor(lrs, dtype=torch.float64, device=self.device)
             if len(set(steps)) == 1:
                 step: int | tuple[Tensor, Tensor] = steps[0]
             else:
@@ -394,11 +408,17 @@ class StackedRuns:
             plan.append((cols, idx, lr, step))
         return plan
 
-    def _adamw(self, plan: list[tuple], flat_grad: Tensor, s: int) -> None:
+    def _adamw(self, plan: list[tuple], grads: Tensor | dict[str, Tensor], s: int) -> None:
+        """Step ``s`` of the epoch's ``plan`` with ``grads`` of :meth:`_grads`."""
         cfg = self.cfg
         for cols, idx, lr, step in plan:
             step_s = step + s + 1 if isinstance(step, int) else (step[0][s], step[1][s])
             opts = dict(step=step_s, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+            if isinstance(grads, dict):  # a stack of one: parameter by parameter, as torch.optim.AdamW
+                for n, (p, m, v) in self._in_columns(cols):
+                    adamw_update_(p, grads[n], m, v, **opts)
+                continue
+            flat_grad = grads
             if idx is None:
                 adamw_update_(self.flat[:, cols], flat_grad[:, cols], self.exp_avg[:, cols],
                               self.exp_avg_sq[:, cols], **opts)
@@ -406,6 +426,11 @@ class StackedRuns:
                 p, m, v = self.flat[idx, cols], self.exp_avg[idx, cols], self.exp_avg_sq[idx, cols]
                 adamw_update_(p, flat_grad[idx, cols], m, v, **opts)
                 self.flat[idx, cols], self.exp_avg[idx, cols], self.exp_avg_sq[idx, cols] = p, m, v
+
+    def _in_columns(self, cols: slice) -> list[tuple[str, tuple[Tensor, Tensor, Tensor]]]:
+        """(name, (parameter, exp_avg, exp_avg_sq)) of the parameters inside columns ``cols`` of the flat buffer."""
+        return [(n, (self.params[n], self.m_views[n], self.v_views[n])) for n, c in self.columns.items()
+                if cols.start <= c.start and c.stop <= cols.stop]
 
     def train_epoch(self, images: Tensor) -> list[dict[str, Any] | None]:
         """One epoch of every run over ``images`` (N, C, H, W) on the device; one host sync at the end.
@@ -446,9 +471,9 @@ class StackedRuns:
             idx = perms[:, start:start + cfg.batch_size]
             x, noise = self._draw(images, idx)
             baseline = self.baseline
-            flat_grad, (obj, reported, linear, f_mean) = self._grads(
+            grads, (obj, reported, linear, f_mean) = self._grads(
                 (x, noise, baseline, w_lin_t, use_kl_t, use_lin_t), partitions)
-            self._adamw(plan, flat_grad, step)
+            self._adamw(plan, grads, step)
             if isinstance(self.objective.estimator, Reinforce):
                 self.baseline = self.objective.estimator.next_baseline(baseline, f_mean)
             first_bad = torch.where((~torch.isfinite(obj)) & (first_bad < 0), step, first_bad)

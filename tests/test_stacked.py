@@ -183,6 +183,11 @@ def test_functional_adamw_equals_torch(dtype):
     assert torch.equal(p, torch.stack(ref))
     assert torch.equal(m, torch.stack([s["exp_avg"] for s in state]))
     assert torch.equal(v, torch.stack([s["exp_avg_sq"] for s in state]))
+    for k, lr in enumerate(lrs):  # one learning rate shared by the runs (a float): the same bits
+        p, m, v = p0[k:k + 1].clone(), torch.zeros_like(p0[:1]), torch.zeros_like(p0[:1])
+        for step, gr in enumerate(grads, start=1):
+            adamw_update_(p, gr[k:k + 1], m, v, step=step, lr=lr, betas=betas, weight_decay=wd)
+        assert torch.equal(p[0], ref[k]) and torch.equal(v[0], state[k]["exp_avg_sq"])
 
 
 def test_config_validation():

@@ -266,21 +266,18 @@ def test_encoder_gradient_mixing_one_step(latent, estimator, anneal):
     if estimator != "none":  # both reconstruction gradients are nonzero and differ, so the mix is tested
         assert any(g.abs().max() > 0 for g in g_noisy) and any(g.abs().max() > 0 for g in g_sg)
         assert not all(torch.allclose(a, b) for a, b in zip(g_sg, g_noisy))
-    recorded = []  # the flat (1, P) gradient of each step
+    recorded = []  # the gradients of each step, by parameter name (each (1, ...): one run)
     real_grads = stack._grads
 
     def recording_grads(*args, **kwargs):
-        flat_grad, aux = real_grads(*args, **kwargs)
-        recorded.append(flat_grad[0].clone())
-        return flat_grad, aux
+        grads, aux = real_grads(*args, **kwargs)
+        recorded.append({n: g[0].clone() for n, g in grads.items()})
+        return grads, aux
 
     stack._grads = recording_grads
     (row,) = stack.train_epoch(images)
     assert len(recorded) == 1
-    shapes = [stack.params[n].shape[1:] for n in stack.names]
-    pieces = recorded[0].split([math.prod(shape) for shape in shapes])
-    by_name = {n: g.view(shape) for n, g, shape in zip(stack.names, pieces, shapes)}
-    recorded = {net: [by_name[f"{net}.{n}"] for n, _ in run.models[net].named_parameters()]
+    recorded = {net: [recorded[0][f"{net}.{n}"] for n, _ in run.models[net].named_parameters()]
                 for net in ("encoder", "decoder", "linear")}
     assert row["w_lin"] == w_lin
     for got, want in zip(recorded["encoder"], expected_enc):
