@@ -7,8 +7,8 @@ Table 2 (sg_gaussian, reparam, sg_bernoulli, gumbel, reinforce) it times
 
   (a) baseline: what a user would write: a torchvision-style Dataset (per-item uint8 -> float tensor and
       dequantisation), torch.utils.data.DataLoader(shuffle=True), an eager loop with loss.item() per step;
-  (b) engine:   silentvae.train's Run.train_epoch, as the pipeline runs it (data on the device, shuffling
-      and dequantisation on the device, one host sync per epoch);
+  (b) engine:   silentvae.stacked's engine with one run, as silentvae.train.train runs it (data on the
+      device, shuffling and dequantisation on the device, one host sync per epoch);
   (c) stacked:  silentvae.stacked.StackedRuns with K runs (--stack), reported as run-steps/s = K * steps/s,
       with its peak GPU memory.
 
@@ -21,9 +21,15 @@ expensive phase (Algorithm 1's linear decoder active, encoder not yet frozen), s
 upper bound. Last, the whole protocol (Tables 1-4, 9 on MNIST, CIFAR-10 and ImageNet 32x32) with the
 stacked engine, timing the 32x32 RGB learnable models too. On CUDA it also prints the stack size the pipeline's stack_size: auto would pick.
 
+--stack-of-one times only a single run, before and after the engine became the one trainer: the plain eager
+loop (tests/reference_trainer.py, formerly silentvae.train's Run.train_epoch) against the engine with K = 1,
+alternating the two --repeats times for every fixed and learnable MNIST method, and prints each round's
+engine / eager ratio and their range (on a shared machine single rounds are noisy; the range is the result).
+
     python benchmarks/bench_steps.py                  # CUDA if available, and CPU
     python benchmarks/bench_steps.py --device cuda --steps 200 --stack 4
     python benchmarks/bench_steps.py --quick          # tiny sizes: a smoke run in seconds
+    python benchmarks/bench_steps.py --device cpu --stack-of-one --steps 10 --repeats 3
 """
 
 from __future__ import annotations
@@ -49,9 +55,13 @@ from silentvae.pipeline import FIXED_METHODS, LEARNABLE_METHODS, load_config, ma
 from silentvae.stacked import StackedRuns, auto_stack_size  # noqa: E402
 from silentvae.train import Run, RunConfig  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests"))
+from reference_trainer import train_epoch as eager_train_epoch  # noqa: E402
+
 MNIST_TRAIN = 54_000  # 60,000 MNIST training images minus the 10% validation split
 LRS = (1e-4, 5e-4, 1e-5, 5e-5)  # the learning-rate grid (stack members cycle through it)
 ANNEAL = (1e-2, 5e-2, 1e-3, 5e-3)  # Table 3's annealing grid (w_lin > 0 throughout the timed steps)
+clock = time.perf_counter  # --cpu-time: time.process_time
 
 
 def sync(device: str) -> None:
@@ -104,7 +114,7 @@ def time_baseline(cfg: RunConfig, images: np.ndarray, steps: int, warmup: int, w
     for i, (x, _) in enumerate(loader):
         if i == warmup:
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
         if i == warmup + steps:
             break
         x = x.to(device, non_blocking=True)
@@ -114,15 +124,22 @@ def time_baseline(cfg: RunConfig, images: np.ndarray, steps: int, warmup: int, w
         loss.backward()
         opt.step()
         running += loss.item()
-    return steps / (time.perf_counter() - t0)
+    return steps / (clock() - t0)
 
 
 # --- (b) the silentvae engine and (c) the stacked engine ------------------------------------------
 
 def time_engine(cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int) -> float:
-    """Steps/s of Run.train_epoch (one epoch of exactly ``steps`` steps, after a warm-up epoch)."""
+    """Steps/s of the engine with one run, as silentvae.train.train runs it (one epoch of exactly ``steps``
+    steps, after a warm-up epoch)."""
+    stack = StackedRuns([cfg], tuple(images.shape[1:]))
+    return _epoch_steps_per_second(stack.train_epoch, cfg, images, steps, warmup)
+
+
+def time_eager(cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int) -> float:
+    """Steps/s of the plain eager loop (tests/reference_trainer.py; silentvae.train's trainer before the engine)."""
     run = Run(cfg, tuple(images.shape[1:]))
-    return _epoch_steps_per_second(run.train_epoch, cfg, images, steps, warmup)
+    return _epoch_steps_per_second(lambda batch: eager_train_epoch(run, batch), cfg, images, steps, warmup)
 
 
 def _epoch_steps_per_second(train_epoch, cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int) -> float:
@@ -130,10 +147,10 @@ def _epoch_steps_per_second(train_epoch, cfg: RunConfig, images: torch.Tensor, s
     b = cfg.batch_size
     train_epoch(images[:warmup * b])
     sync(cfg.device)
-    t0 = time.perf_counter()
+    t0 = clock()
     train_epoch(images[:steps * b])
     sync(cfg.device)
-    return steps / (time.perf_counter() - t0)
+    return steps / (clock() - t0)
 
 
 def stack_configs(cfg: RunConfig, stack: int) -> list[RunConfig]:
@@ -214,7 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                     help="torch.compile the stacked step; optional MODE, e.g. reduce-overhead (CUDA graphs)")
     ap.add_argument("--quick", action="store_true", help="tiny model/batch and 3 steps: a smoke run")
+    ap.add_argument("--stack-of-one", action="store_true", help="only time one run: eager loop vs the engine "
+                    "with K = 1, alternating, --repeats rounds (fixed and learnable MNIST methods)")
+    ap.add_argument("--cpu-time", action="store_true", help="time the engines by this process's CPU time "
+                    "(time.process_time) instead of wall time: on a shared CPU it leaves out the other jobs' time")
     args = ap.parse_args(argv)
+    global clock
+    clock = time.process_time if args.cpu_time else time.perf_counter
 
     if args.device == "auto":
         devices = (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]
@@ -247,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         images_u8, source = mnist_uint8(n)
         images = torch.from_numpy(images_u8).unsqueeze(1).to(device=device, dtype=torch.float32) / 256
         name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu"
+        if args.stack_of_one:
+            print(f"\n## device {device} ({name}); data: {source}; {steps} timed steps after {args.warmup} warm-up")
+            print_stack_of_one(device, size, images, steps, args.warmup, args.repeats)
+            continue
         print(f"\n## device {device} ({name}); data: {source}; {steps} timed steps after {args.warmup} warm-up; "
               f"stack K={args.stack}; best of {args.repeats}")
         print(f"{'method':13s} {'(a) steps/s':>11s} {'(b) steps/s':>11s} {'(c) run-steps/s':>15s} "
@@ -298,6 +325,33 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_table3 and not args.no_protocol:
             print_whole_protocol(device, size, args, best_stacked, rate["c"], t3_stacked)
     return 0
+
+
+def print_stack_of_one(device: str, size: dict, images: torch.Tensor, steps: int, warmup: int,
+                       repeats: int) -> None:
+    """Steps/s of one run: the eager loop (before) and the engine with K = 1 (after), alternating ``repeats``
+    times per method; each round's ratio after / before, and the range and median of the ratios."""
+    print(f"One run, steps/s: eager loop (tests/reference_trainer.py, the trainer before the engine) vs the engine "
+          f"with K = 1 (silentvae.train.train now); {repeats} alternating rounds")
+    print(f"  {'experiment':10s} {'method':13s} {'eager':>16s} {'engine':>16s}  engine/eager per round")
+    all_ratios = []
+    methods = [("fixed", m, spec) for m, spec in FIXED_METHODS.items()]
+    methods += [("learnable", m, spec) for m, spec in LEARNABLE_METHODS.items()]
+    for experiment, method, spec in methods:
+        extra = {"anneal_rate": 0.01} if experiment == "learnable" and spec["silent"] and spec["estimator"] != "none" \
+            else {}
+        cfg = RunConfig(**size, **spec, **extra, experiment=experiment, device=device, lr=1e-4)
+        eager, engine = [], []
+        for _ in range(repeats):
+            eager.append(time_eager(cfg, images, steps, warmup))
+            engine.append(time_engine(cfg, images, steps, warmup))
+        ratios = [b / a for a, b in zip(eager, engine)]
+        all_ratios += ratios
+        print(f"  {experiment:10s} {method:13s} {min(eager):7.2f}-{max(eager):<7.2f} {min(engine):7.2f}-"
+              f"{max(engine):<7.2f}  {' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+    all_ratios.sort()
+    print(f"engine/eager over all rounds: min {all_ratios[0]:.2f}  median {all_ratios[len(all_ratios) // 2]:.2f}  "
+          f"max {all_ratios[-1]:.2f}")
 
 
 def print_whole_protocol(device: str, size: dict, args, best_stacked, fixed_rate: dict[str, float],

@@ -593,7 +593,8 @@ def _epoch_line(stack: StackedRuns, rows: list[dict[str, Any] | None], target: i
         return (f"epoch {row['epoch']:4d}/{target}  loss {row['train_loss']:.3f}  val bpd {row['val_bpd']:.4f}  "
                 f"mse {row['val_mse']:.3f}  kld {row['val_kld']:.2f}  w_lin {row['w_lin']:.3f}  {seconds:.1f}s")
     losses = " ".join(f"{r['train_loss']:.3f}" for r in rows if r is not None)
-    return f"stack of {stack.K} epoch {stack.epoch:4d}/{target}  losses {losses}  failed {len(stack.failed)}  {seconds:.1f}s"
+    return (f"stack of {stack.K} epoch {stack.epoch:4d}/{target}  losses {losses}  failed {len(stack.failed)}  "
+            f"{seconds:.1f}s")
 
 
 def _catch_up(stack: StackedRuns, outs: list[Path], splits: tuple[DataSplit, DataSplit], log) -> None:

