@@ -175,8 +175,9 @@ def claim_zero_variance(variance: dict[str, dict[int, dict[str, Any]]], runs: di
     parts, nonzero = [], []
     for m, per in present.items():
         vals = {int(e): float(r["est_var"]) for e, r in per.items()}
-        parts.append(f"{FIXED_METHODS[m].label}: Est Var " + ", ".join(f"{v:g} (ep {e})" for e, v in sorted(vals.items())))
-        nonzero += [f"{FIXED_METHODS[m].label} epoch {e}" for e, r in per.items() if variance_row_verdict(m, r) != HOLDS]
+        label = FIXED_METHODS[m].label
+        parts.append(f"{label}: Est Var " + ", ".join(f"{v:g} (ep {e})" for e, v in sorted(vals.items())))
+        nonzero += [f"{label} epoch {e}" for e, r in per.items() if variance_row_verdict(m, r) != HOLDS]
     verdict = CONTRADICTED if nonzero else HOLDS
     why = ("nonzero at " + ", ".join(nonzero)) if nonzero else "structural: no latent sampling in the gradient"
     return _row(claim, source, "; ".join(parts), paper, verdict, why, run_ids)
@@ -197,7 +198,8 @@ def claim_variance_dominates(variance: dict[str, dict[int, dict[str, Any]]], run
     parts, low = [], []
     for m, per in present.items():
         pcts = {int(e): float(r["est_pct"]) for e, r in per.items()}
-        parts.append(f"{FIXED_METHODS[m].label}: Est % " + ", ".join(f"{p:.1f} (ep {e})" for e, p in sorted(pcts.items())))
+        label = FIXED_METHODS[m].label
+        parts.append(f"{label}: Est % " + ", ".join(f"{p:.1f} (ep {e})" for e, p in sorted(pcts.items())))
         low += [f"{FIXED_METHODS[m].label} epoch {e} ({float(r['est_pct']):.1f}%)" for e, r in per.items()
                 if variance_row_verdict(m, r) != HOLDS]
     missing = [FIXED_METHODS[m].label for m in ESTIMATORS if m not in present]
@@ -378,8 +380,9 @@ def claim_taylor(taylor: dict[str, Any] | None, job: str = ""):
 # ------------------------------------------------------------------------------------------------------
 
 def _paper_epochs(dataset: str, method: str) -> int:
-    pds = pv.paper_dataset(dataset) or dataset
-    epochs, reinforce_epochs = PAPER_LEARNABLE_EPOCHS.get(pds, (max(e for e, _ in PAPER_LEARNABLE_EPOCHS.values()),) * 2)
+    paper_column = pv.paper_dataset(dataset) or dataset
+    longest = max(e for e, _ in PAPER_LEARNABLE_EPOCHS.values())
+    epochs, reinforce_epochs = PAPER_LEARNABLE_EPOCHS.get(paper_column, (longest, longest))
     return reinforce_epochs if LEARNABLE_METHODS[method].estimator == "reinforce" else epochs
 
 
@@ -387,8 +390,8 @@ _PAPER_TABLE = {"val_bpd": pv.TABLE3, "val_kld": pv.TABLE4, "val_mse": pv.TABLE9
 
 
 def _paper_value(key: str, dataset: str, method: str) -> float | None:
-    pds = pv.paper_dataset(dataset)
-    v = _PAPER_TABLE[key].get(pds or "", {}).get(method)
+    paper_column = pv.paper_dataset(dataset)
+    v = _PAPER_TABLE[key].get(paper_column or "", {}).get(method)
     return None if v is None else float(v[0] if isinstance(v, tuple) else v)
 
 
@@ -408,7 +411,8 @@ def pair_outcomes(learnable: dict[str, list[dict[str, Any]]], dataset: str, key:
         scaled = all(at_scale(r, _paper_epochs(dataset, m)) for m, rs in ((est, base), (with_sg(est), sg)) for r in rs)
         outcome = _outcome(d, wanted, scaled)
         rel = {-1: "<", 1: ">", 0: "≈"}[d]
-        text = f"{LEARNABLE_METHODS[est].label} {_fmt_vals(_final(base, key))} → + SG {_fmt_vals(_final(sg, key))} ({rel})"
+        text = (f"{LEARNABLE_METHODS[est].label} {_fmt_vals(_final(base, key))} → + SG "
+                f"{_fmt_vals(_final(sg, key))} ({rel})")
         if outcome == UNSHOWN:
             if d == 0:
                 text += " inside the seed spread" if max(len(base), len(sg)) > 1 else " within tolerance"
@@ -500,12 +504,12 @@ def claims_table(gathered: dict[str, Any], cfg: dict[str, Any]) -> pd.DataFrame:
     fixed_runs = {m: s["best_run"] for m, s in gathered["fixed_selections"].items()}
     fixed = {m: gathered["fixed_results"][r] for m, r in fixed_runs.items() if r in gathered["fixed_results"]}
     not_run = gathered["not_run"]
-    fx_reason = None
-    fds = cfg["fixed_variance"]["dataset"]
+    fixed_reason = None
+    fixed_dataset = cfg["fixed_variance"]["dataset"]
     if not cfg["fixed_variance"]["enabled"]:
-        fx_reason = "fixed_variance disabled in the config"
-    elif fds in not_run:
-        fx_reason = not_run[fds]
+        fixed_reason = "fixed_variance disabled in the config"
+    elif fixed_dataset in not_run:
+        fixed_reason = not_run[fixed_dataset]
     rows = [claim_zero_variance(gathered["variance"], fixed_runs),
             claim_variance_dominates(gathered["variance"], fixed_runs),
             claim_continuous_sg(fixed, fixed_runs),
@@ -513,25 +517,25 @@ def claims_table(gathered: dict[str, Any], cfg: dict[str, Any]) -> pd.DataFrame:
             claim_convergence(fixed, float(cfg["fixed_variance"].get("target_bpd", pv.CONVERGENCE["target_bpd"])),
                               fixed_runs),
             claim_taylor(gathered["taylor"], f"taylor/{cfg['taylor_bias']['dataset']}")]
-    if fx_reason:
-        rows = [{**r, "Verdict": NOT_RUN, "Why / what it would take": fx_reason} if i < 5 else r
+    if fixed_reason:
+        rows = [{**r, "Verdict": NOT_RUN, "Why / what it would take": fixed_reason} if i < 5 else r
                 for i, r in enumerate(rows)]
-    lv = cfg["learnable_variance"]
-    ours_for = {pv.paper_dataset(ds): ds for ds in (lv["datasets"] if lv["enabled"] else {})}
-    for pds in pv.PAPER_DATASETS:
-        ds = ours_for.get(pds, pds)
+    learnable_cfg = cfg["learnable_variance"]
+    ours_for = {pv.paper_dataset(ds): ds for ds in (learnable_cfg["datasets"] if learnable_cfg["enabled"] else {})}
+    for paper_column in pv.PAPER_DATASETS:
+        ds = ours_for.get(paper_column, paper_column)
         reason = None
-        if not lv["enabled"]:
+        if not learnable_cfg["enabled"]:
             reason = "learnable_variance disabled in the config"
-        elif pds not in ours_for:
-            reason = f"{pv.DATASET_LABELS[pds]} not in learnable_variance.datasets"
+        elif paper_column not in ours_for:
+            reason = f"{pv.DATASET_LABELS[paper_column]} not in learnable_variance.datasets"
         elif ds in not_run:
             reason = not_run[ds]
         data = gathered["learnable"].get(ds)
         run_ids = gathered.get("learnable_runs", {}).get(ds, {})
         for key in ("val_bpd", "val_kld", "val_mse"):
             rows.append(claim_learnable_pairs(key, ds, data, reason, run_ids))
-        if pds in ("mnist", "imagenet32"):
+        if paper_column in ("mnist", "imagenet32"):
             rows.append(claim_sg_beats_reinforce(ds, data, reason, run_ids))
     order = {"Table 3": 0, "Table 4": 1, "Table 9": 2}
     head, tail = rows[:6], rows[6:]

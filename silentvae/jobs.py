@@ -78,7 +78,8 @@ def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str
     splits = load_splits(configs[0])
     if stack_size == "auto":
         images = splits[0].images
-        data_bytes = (len(splits[0]) + len(splits[1])) * images[0].numel() * torch.finfo(configs[0].torch_dtype).bits // 8
+        image_bytes = images[0].numel() * torch.finfo(configs[0].torch_dtype).bits // 8
+        data_bytes = (len(splits[0]) + len(splits[1])) * image_bytes
         per_stack = auto_stack_size(configs, tuple(images.shape[1:]), reserved_bytes=data_bytes, log=log,
                                     jobs_per_gpu=jobs_per_gpu)
     else:
@@ -184,9 +185,10 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
     from .train import RunConfig, build_models, load_splits, train
 
     dev = _job_setup(device, threads)
-    run = {"experiment": "learnable", "dataset": settings["dataset"], **LEARNABLE_METHODS["none_sg_bernoulli"].run_fields(),
-           "latent_dim": settings["latent_dim"], "channels": settings.get("channels", 32),
-           "lr": settings.get("lr", 1e-4), "batch_size": settings.get("batch_size", 32),
+    none_sg = LEARNABLE_METHODS["none_sg_bernoulli"].run_fields()  # Bernoulli latents, the silent gradient alone
+    run = {"experiment": "learnable", "dataset": settings["dataset"], **none_sg, "latent_dim": settings["latent_dim"],
+           "channels": settings.get("channels", 32), "lr": settings.get("lr", 1e-4),
+           "batch_size": settings.get("batch_size", 32),
            "epochs": max(1, settings.get("train_epochs", 5)), "train_limit": settings.get("train_limit"),
            "val_limit": max(settings.get("batch_size", 32), 64), "device": dev}
     cfg = RunConfig.from_dict(run)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["OWNER_FILE", "runs_dir", "run_dir", "result_in", "last_checkpoint_in", "result_json", "last_checkpoint", "selections_dir", "selection_json",
-           "selection_in", "diagnostic_json", "diagnostic_work_dir", "training_json", "training_notebook",
+__all__ = ["OWNER_FILE", "runs_dir", "run_dir", "result_in", "last_checkpoint_in", "result_json", "last_checkpoint",
+           "selections_dir", "selection_json", "selection_in", "diagnostic_json", "diagnostic_work_dir", "training_json", "training_notebook",
            "training_log", "job_notebook", "job_log", "report_notebook", "report_html", "tables_dir",
            "figures_dir", "check_results_dir"]
 

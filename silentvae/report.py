@@ -281,13 +281,13 @@ def _cell(kind: str, dataset: str, method: str | None, learnable: dict[str, dict
     """(our cell, paper cell, diff, number of runs) for one table cell."""
     if method is None:
         return NO_PAPER, NO_PAPER, NO_PAPER, 0
-    pds = pv.paper_dataset(dataset)
+    paper_column = pv.paper_dataset(dataset)
     if kind == "table3":
-        p = pv.TABLE3.get(pds, {}).get(method) if pds else None
+        p = pv.TABLE3.get(paper_column, {}).get(method) if paper_column else None
         paper, paper_num = (f"{p[0]:.2f} ± {p[1]:.2f}", p[0]) if p else (NO_PAPER, NO_PAPER)
     else:
         table = pv.TABLE4 if kind == "table4" else pv.TABLE9
-        paper_num = table.get(pds, {}).get(method, NO_PAPER) if pds else NO_PAPER
+        paper_num = table.get(paper_column, {}).get(method, NO_PAPER) if paper_column else NO_PAPER
         paper = paper_num
     if dataset in not_run:
         return not_run[dataset], paper, not_run[dataset], 0
@@ -526,10 +526,10 @@ def provenance(entries: Iterable[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
     keys = ("experiment", "dataset", "latent", "estimator", "silent", "lr", "anneal_rate", "cutoff_epoch", "seed",
             "latent_dim", "channels", "batch_size")
     rows = []
-    for rid, result in entries:
+    for run_id, result in entries:
         cfg = result.get("config", {})
         final = final_metrics(result)
-        rows.append({"Run": rid, **{k: cfg.get(k, NO_PAPER) if cfg.get(k) is not None else NO_PAPER for k in keys},
+        rows.append({"Run": run_id, **{k: cfg.get(k, NO_PAPER) if cfg.get(k) is not None else NO_PAPER for k in keys},
                      "Epochs": int(final["epoch"]), "val BPD": float(final["val_bpd"]),
                      "val MSE": float(final["val_mse"]), "val KLD": float(final["val_kld"])})
     return pd.DataFrame(rows)

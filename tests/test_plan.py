@@ -110,7 +110,8 @@ def test_learning_rate_tags_are_exact_and_duplicates_are_refused(tmp_path):
     cfg["learnable_variance"]["lr_grid"] = [1e-4, 1.000001e-4]
     plan = make_plan(cfg)
     assert len([r for r in plan.runs if r.startswith("fixed/mnist/reparam/")]) == 2
-    assert len(plan.training_jobs["learnable/mnist/none_sg_gaussian/grid"]) == 2 * len(cfg["learnable_variance"]["cutoff_grid"])
+    none_sg_grid = plan.training_jobs["learnable/mnist/none_sg_gaussian/grid"]
+    assert len(none_sg_grid) == 2 * len(cfg["learnable_variance"]["cutoff_grid"])
     for section, key, value in [("fixed_variance", "lr_grid", [1e-4, 1.0e-4]),
                                 ("learnable_variance", "anneal_grid", [0.01, 0.01]),
                                 ("learnable_variance", "cutoff_grid", [50, 50]),
