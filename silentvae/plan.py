@@ -110,6 +110,10 @@ def _planned_datasets(cfg: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(ds for section, names in sections if section["enabled"] for ds in names))
 
 
+def _download(cfg: dict[str, Any], dataset: str) -> bool:
+    return cfg["datasets"].get(dataset, {}).get("download", False)
+
+
 def missing_datasets(cfg: dict[str, Any]) -> dict[str, str]:
     """{dataset: "not run: <dataset> not found at <path>"} for each dataset the config uses that is neither on
     disk under ``data_root`` nor allowed to download."""
@@ -117,7 +121,7 @@ def missing_datasets(cfg: dict[str, Any]) -> dict[str, str]:
     missing = {}
     for name in _planned_datasets(cfg):
         present, path = locate_dataset(name, cfg["data_root"])
-        if not (present or cfg["datasets"].get(name, {}).get("download", False)):
+        if not (present or _download(cfg, name)):
             missing[name] = f"not run: {name} not found at {path}"
     return missing
 
@@ -159,10 +163,6 @@ def _check_variance_epochs(cfg: dict[str, Any]) -> None:
         raise ValueError(f"variance_decomposition.epochs {variance['epochs']} go beyond fixed_variance.run.epochs "
                          f"({fixed_epochs}): the variance study reads the checkpoints of those epochs of the "
                          f"trained runs; lower the one or raise the other")
-
-
-def _download(cfg: dict[str, Any], dataset: str) -> bool:
-    return cfg["datasets"].get(dataset, {}).get("download", False)
 
 
 def _plan_fixed(cfg: dict[str, Any], builder: _PlanBuilder, variance: dict[str, dict[str, Any]]) -> None:
