@@ -43,14 +43,14 @@ class Method:
         return fields
 
 
-def _fixed(id: str, latent: str, estimator: str, label: str) -> Method:
-    return Method(id, "fixed", latent, estimator, False, None, "lr", label)
+def _fixed(method_id: str, latent: str, estimator: str, label: str) -> Method:
+    return Method(method_id, "fixed", latent, estimator, False, None, "lr", label)
 
 
-def _learnable(id: str, latent: str, estimator: str, label: str, baseline: str | None = None) -> Method:
+def _learnable(method_id: str, latent: str, estimator: str, label: str, baseline: str | None = None) -> Method:
     silent_decoder = estimator == "none" or baseline is not None
     grid = "lr_cutoff" if estimator == "none" else "anneal_cutoff" if baseline else "lr"
-    return Method(id, "learnable", latent, estimator, silent_decoder, baseline, grid, label)
+    return Method(method_id, "learnable", latent, estimator, silent_decoder, baseline, grid, label)
 
 
 FIXED_METHODS: dict[str, Method] = {m.id: m for m in (
