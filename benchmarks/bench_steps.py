@@ -15,7 +15,7 @@ Table 2 (sg_gaussian, reparam, sg_bernoulli, gumbel, reinforce) it times
 It prints steps/s, the ratios to (a), SG's step time over reparam's, and the projected device-hours of
 the protocol: Table 2 (config/paper.yaml's fixed-variance runs: 5 methods x 4 learning rates x 500 epochs
 x ceil(54000 / 64) = 844 steps) and Table 3 on MNIST (its learnable-variance runs, counted with
-silentvae.pipeline.make_plan; timed with engines (b) and (c) on the learnable model). Projections count
+silentvae.plan.make_plan; timed with engines (b) and (c) on the learnable model). Projections count
 optimizer steps only (no validation, checkpoints or job start-up) and time every step at its most
 expensive phase (Algorithm 1's linear decoder active, encoder not yet frozen), so Table 3's figure is an
 upper bound. Last, the whole protocol (Tables 1-4, 9 on MNIST, CIFAR-10 and ImageNet 32x32) with the
@@ -51,7 +51,8 @@ sys.path.insert(0, str(ROOT))
 from silentvae.data import DatasetNotFoundError, load_dataset  # noqa: E402
 from silentvae.estimators import make_estimator  # noqa: E402
 from silentvae.models import LinearDecoder, MnistEncoder  # noqa: E402
-from silentvae.pipeline import FIXED_METHODS, LEARNABLE_METHODS, load_config, make_plan  # noqa: E402
+from silentvae.methods import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
+from silentvae.plan import load_config, make_plan  # noqa: E402
 from silentvae.stacked import StackedRuns, auto_stack_size  # noqa: E402
 from silentvae.train import Run, RunConfig  # noqa: E402
 
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'b/a':>6s} {'c/a':>6s} {'c/b':>6s} {'(c) peak MiB':>12s}")
         rate: dict[str, dict[str, float]] = {"a": {}, "b": {}, "c": {}}
         for method in methods:
-            cfg = RunConfig(**size, **FIXED_METHODS[method], experiment="fixed", device=device, lr=1e-4)
+            cfg = RunConfig(**size, **FIXED_METHODS[method].run_fields(), experiment="fixed", device=device, lr=1e-4)
             a = best(time_baseline, cfg, images_u8, steps, args.warmup, args.workers)
             b = best(time_engine, cfg, images, steps, args.warmup)
             c, peak = best_stacked(cfg, images, steps)
@@ -298,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'method':13s} {'(b)':>9s} {'(c)':>9s} {'c/b':>6s} {'(c) peak MiB':>12s}")
             for method in t3_steps:
                 spec = LEARNABLE_METHODS[method]
-                extra = {"anneal_rate": 0.01} if spec["silent"] and spec["estimator"] != "none" else {}
-                cfg = RunConfig(**size, **spec, **extra, experiment="learnable", device=device, lr=1e-4)
+                extra = {"anneal_rate": 0.01} if spec.baseline is not None else {}
+                cfg = RunConfig(**size, **spec.run_fields(), **extra, experiment="learnable", device=device, lr=1e-4)
                 t3_rate[method] = best(time_engine, cfg, images, steps, args.warmup)
                 t3_stacked[method], peak = best_stacked(cfg, images, steps)
                 print(f"  {method:13s} {t3_rate[method]:9.2f} {t3_stacked[method]:9.2f} "
@@ -338,9 +339,8 @@ def print_stack_of_one(device: str, size: dict, images: torch.Tensor, steps: int
     methods = [("fixed", m, spec) for m, spec in FIXED_METHODS.items()]
     methods += [("learnable", m, spec) for m, spec in LEARNABLE_METHODS.items()]
     for experiment, method, spec in methods:
-        extra = {"anneal_rate": 0.01} if experiment == "learnable" and spec["silent"] and spec["estimator"] != "none" \
-            else {}
-        cfg = RunConfig(**size, **spec, **extra, experiment=experiment, device=device, lr=1e-4)
+        extra = {"anneal_rate": 0.01} if experiment == "learnable" and spec.baseline is not None else {}
+        cfg = RunConfig(**size, **spec.run_fields(), **extra, experiment=experiment, device=device, lr=1e-4)
         eager, engine = [], []
         for _ in range(repeats):
             eager.append(time_eager(cfg, images, steps, warmup))
@@ -378,8 +378,8 @@ def print_whole_protocol(device: str, size: dict, args, best_stacked, fixed_rate
             rate = {}
             for method in by_method:
                 spec = LEARNABLE_METHODS[method]
-                extra = {"anneal_rate": 0.01} if spec["silent"] and spec["estimator"] != "none" else {}
-                run_cfg = RunConfig(**{**size, "batch_size": batch}, **spec, **extra, experiment="learnable",
+                extra = {"anneal_rate": 0.01} if spec.baseline is not None else {}
+                run_cfg = RunConfig(**{**size, "batch_size": batch}, **spec.run_fields(), **extra, experiment="learnable",
                                     dataset=ds, device=device, lr=1e-4)
                 rate[method] = best_stacked(run_cfg, images, args.steps or 3)[0]
         h = hours(by_method, rate)

@@ -19,7 +19,7 @@ scale (the data show it).
 
 Each ``claim_*`` function takes plain result dicts (see :mod:`silentvae.report`) and returns a row dict
 with the keys of :data:`COLUMNS`; :func:`claims_table` assembles every row from
-:func:`silentvae.pipeline.gather_results`' output.
+:func:`silentvae.report.gather_results`' output.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import paper_values as pv
+from .methods import FIXED_METHODS, LEARNABLE_METHODS, with_sg
 
 __all__ = ["HOLDS", "CONTRADICTED", "NOT_SHOWN", "NOT_RUN", "VERDICTS", "COLUMNS", "REL_TOL", "PLATEAU_REL_TOL",
            "PAPER_FIXED_EPOCHS", "EXACT_NORM_FLOOR", "PAPER_LEARNABLE_EPOCHS", "PAPER_TAYLOR_SAMPLES", "FAR_BELOW", "HALF_RATIO",
@@ -55,7 +56,8 @@ PAPER_TAYLOR_SAMPLES = 100_000
 FAR_BELOW = 2.0      # "far below": the other estimator's deviation is at least this many times SG's
 HALF_RATIO = 0.7     # "about half the epochs": SG's epochs / reparameterization's at most this
 EXACT_NORM_FLOOR = 1e-6   # Taylor check: an exact gradient below this norm (collapsed posterior) decides nothing
-ESTIMATORS = ("reparam", "gumbel", "reinforce")
+#: the sampling estimators, each with a learnable "+ SG" variant
+ESTIMATORS = tuple(m.baseline for m in LEARNABLE_METHODS.values() if m.baseline is not None)
 
 # outcomes of one comparison item
 SUPPORTS, AGAINST, UNSHOWN = "supports", "against", "unshown"
@@ -155,7 +157,7 @@ def _outcome(direction: int, wanted: int, scaled: bool, allow_equal: bool = Fals
 def variance_row_verdict(method: str, result: dict[str, Any]) -> str:
     """Table 1, one method at one epoch: SG methods hold when est_var == 0 exactly; sampling estimators
     when est_pct > 50 (the estimator variance dominates)."""
-    if method.startswith("sg_"):
+    if FIXED_METHODS[method].estimator == "sg":
         return HOLDS if float(result["est_var"]) == 0.0 else CONTRADICTED
     return HOLDS if float(result["est_pct"]) > 50.0 else CONTRADICTED
 
@@ -173,8 +175,9 @@ def claim_zero_variance(variance: dict[str, dict[int, dict[str, Any]]], runs: di
     parts, nonzero = [], []
     for m, per in present.items():
         vals = {int(e): float(r["est_var"]) for e, r in per.items()}
-        parts.append(f"{pv.FIXED_LABELS[m]}: Est Var " + ", ".join(f"{v:g} (ep {e})" for e, v in sorted(vals.items())))
-        nonzero += [f"{pv.FIXED_LABELS[m]} epoch {e}" for e, r in per.items() if variance_row_verdict(m, r) != HOLDS]
+        label = FIXED_METHODS[m].label
+        parts.append(f"{label}: Est Var " + ", ".join(f"{v:g} (ep {e})" for e, v in sorted(vals.items())))
+        nonzero += [f"{label} epoch {e}" for e, r in per.items() if variance_row_verdict(m, r) != HOLDS]
     verdict = CONTRADICTED if nonzero else HOLDS
     why = ("nonzero at " + ", ".join(nonzero)) if nonzero else "structural: no latent sampling in the gradient"
     return _row(claim, source, "; ".join(parts), paper, verdict, why, run_ids)
@@ -185,7 +188,7 @@ def claim_variance_dominates(variance: dict[str, dict[int, dict[str, Any]]], run
     part (Est % > 50) of the gradient variance. Holds when Est % > 50 at every measured epoch of every
     method run, contradicted when any Est % <= 50; not run when none of the three was measured."""
     claim, source = "Estimator variance dominates for reparameterization, Gumbel-Softmax, REINFORCE", "Table 1"
-    paper = "Est % " + ", ".join(f"{pv.FIXED_LABELS[m]} {min(r['est_pct'] for r in pv.TABLE1[m].values()):.0f}-"
+    paper = "Est % " + ", ".join(f"{FIXED_METHODS[m].label} {min(r['est_pct'] for r in pv.TABLE1[m].values()):.0f}-"
                                  f"{max(r['est_pct'] for r in pv.TABLE1[m].values()):.0f}" for m in ESTIMATORS)
     present = {m: variance[m] for m in ESTIMATORS if variance.get(m)}
     run_ids = [runs[m] for m in present if runs and m in runs]
@@ -195,10 +198,11 @@ def claim_variance_dominates(variance: dict[str, dict[int, dict[str, Any]]], run
     parts, low = [], []
     for m, per in present.items():
         pcts = {int(e): float(r["est_pct"]) for e, r in per.items()}
-        parts.append(f"{pv.FIXED_LABELS[m]}: Est % " + ", ".join(f"{p:.1f} (ep {e})" for e, p in sorted(pcts.items())))
-        low += [f"{pv.FIXED_LABELS[m]} epoch {e} ({float(r['est_pct']):.1f}%)" for e, r in per.items()
+        label = FIXED_METHODS[m].label
+        parts.append(f"{label}: Est % " + ", ".join(f"{p:.1f} (ep {e})" for e, p in sorted(pcts.items())))
+        low += [f"{FIXED_METHODS[m].label} epoch {e} ({float(r['est_pct']):.1f}%)" for e, r in per.items()
                 if variance_row_verdict(m, r) != HOLDS]
-    missing = [pv.FIXED_LABELS[m] for m in ESTIMATORS if m not in present]
+    missing = [FIXED_METHODS[m].label for m in ESTIMATORS if m not in present]
     verdict = CONTRADICTED if low else HOLDS
     why = ("Est % <= 50 at " + ", ".join(low)) if low else "Est % > 50 at every measured epoch"
     epochs = sorted({int(e) for per in present.values() for e in per})
@@ -219,7 +223,7 @@ def _fixed_evidence(fixed: dict[str, dict[str, Any]], methods: Iterable[str]) ->
     out = []
     for m in methods:
         f = fixed[m]["history"][-1]
-        out.append(f"{pv.FIXED_LABELS[m]} BPD {float(f['val_bpd']):.3f}, MSE {float(f['val_mse']):.3f} "
+        out.append(f"{FIXED_METHODS[m].label} BPD {float(f['val_bpd']):.3f}, MSE {float(f['val_mse']):.3f} "
                    f"(lr {fixed[m]['config'].get('lr', float('nan')):g}, {_run_desc(fixed[m])})")
     return "; ".join(out)
 
@@ -243,7 +247,7 @@ def claim_continuous_sg(fixed: dict[str, dict[str, Any]], runs: dict[str, str] |
     need = ("sg_gaussian", "reparam")
     run_ids = [runs[m] for m in need if runs and m in runs]
     if any(m not in fixed for m in need):
-        return _row(claim, source, "missing: " + ", ".join(pv.FIXED_LABELS[m] for m in need if m not in fixed),
+        return _row(claim, source, "missing: " + ", ".join(FIXED_METHODS[m].label for m in need if m not in fixed),
                     paper, NOT_RUN, "needs sg_gaussian and reparam in fixed_variance.methods", run_ids)
     scaled = all(at_scale(fixed[m], paper_epochs) for m in need)
     outcomes, why = [], []
@@ -266,7 +270,7 @@ def claim_discrete_order(fixed: dict[str, dict[str, Any]], runs: dict[str, str] 
     need = ("sg_bernoulli", "gumbel", "reinforce")
     run_ids = [runs[m] for m in need if runs and m in runs]
     if any(m not in fixed for m in need):
-        return _row(claim, source, "missing: " + ", ".join(pv.FIXED_LABELS[m] for m in need if m not in fixed),
+        return _row(claim, source, "missing: " + ", ".join(FIXED_METHODS[m].label for m in need if m not in fixed),
                     paper, NOT_RUN, "needs sg_bernoulli, gumbel and reinforce in fixed_variance.methods", run_ids)
     outcomes, why = [], []
     for a, b in (("sg_bernoulli", "gumbel"), ("gumbel", "reinforce")):
@@ -274,7 +278,7 @@ def claim_discrete_order(fixed: dict[str, dict[str, Any]], runs: dict[str, str] 
         scaled = at_scale(fixed[a], paper_epochs) and at_scale(fixed[b], paper_epochs)
         outcomes.append(_outcome(d, -1, scaled))
         rel = "<" if d < 0 else ">" if d > 0 else "≈"
-        why.append(f"{pv.FIXED_LABELS[a]} {rel} {pv.FIXED_LABELS[b]}")
+        why.append(f"{FIXED_METHODS[a].label} {rel} {FIXED_METHODS[b].label}")
     verdict = aggregate(outcomes)
     note = _short_note([fixed[m] for m in need], paper_epochs) if verdict == NOT_SHOWN else ""
     return _row(claim, source, _fixed_evidence(fixed, need), paper, verdict, "; ".join(why + ([note] if note else [])),
@@ -298,7 +302,7 @@ def claim_convergence(fixed: dict[str, dict[str, Any]], target: float, runs: dic
     need = ("sg_gaussian", "reparam")
     run_ids = [runs[m] for m in need if runs and m in runs]
     if any(m not in fixed for m in need):
-        return _row(claim, source, "missing: " + ", ".join(pv.FIXED_LABELS[m] for m in need if m not in fixed),
+        return _row(claim, source, "missing: " + ", ".join(FIXED_METHODS[m].label for m in need if m not in fixed),
                     paper, NOT_RUN, "needs sg_gaussian and reparam in fixed_variance.methods", run_ids)
     e_sg, e_rep = (_first_reach(fixed[m]["history"], target) for m in need)
     n_sg, n_rep = (int(fixed[m]["history"][-1]["epoch"]) for m in need)
@@ -376,17 +380,18 @@ def claim_taylor(taylor: dict[str, Any] | None, job: str = ""):
 # ------------------------------------------------------------------------------------------------------
 
 def _paper_epochs(dataset: str, method: str) -> int:
-    pds = pv.paper_dataset(dataset) or dataset
-    epochs, reinforce_epochs = PAPER_LEARNABLE_EPOCHS.get(pds, (max(e for e, _ in PAPER_LEARNABLE_EPOCHS.values()),) * 2)
-    return reinforce_epochs if method.startswith("reinforce") else epochs
+    paper_column = pv.paper_dataset(dataset) or dataset
+    longest = max(e for e, _ in PAPER_LEARNABLE_EPOCHS.values())
+    epochs, reinforce_epochs = PAPER_LEARNABLE_EPOCHS.get(paper_column, (longest, longest))
+    return reinforce_epochs if LEARNABLE_METHODS[method].estimator == "reinforce" else epochs
 
 
 _PAPER_TABLE = {"val_bpd": pv.TABLE3, "val_kld": pv.TABLE4, "val_mse": pv.TABLE9}
 
 
 def _paper_value(key: str, dataset: str, method: str) -> float | None:
-    pds = pv.paper_dataset(dataset)
-    v = _PAPER_TABLE[key].get(pds or "", {}).get(method)
+    paper_column = pv.paper_dataset(dataset)
+    v = _PAPER_TABLE[key].get(paper_column or "", {}).get(method)
     return None if v is None else float(v[0] if isinstance(v, tuple) else v)
 
 
@@ -397,21 +402,22 @@ def pair_outcomes(learnable: dict[str, list[dict[str, Any]]], dataset: str, key:
     agreement supports, the opposite is against when both methods' runs are at scale, else unshown."""
     out = {}
     for est in ESTIMATORS:
-        base, sg = learnable.get(est), learnable.get(f"{est}_sg")
+        base, sg = learnable.get(est), learnable.get(with_sg(est))
         if not base or not sg:
             continue
-        p_base, p_sg = _paper_value(key, dataset, est), _paper_value(key, dataset, f"{est}_sg")
+        p_base, p_sg = _paper_value(key, dataset, est), _paper_value(key, dataset, with_sg(est))
         wanted = -1 if key == "val_bpd" or p_base is None else (-1 if p_sg < p_base else 1)
         d = compare(_final(sg, key), _final(base, key), REL_TOL[key])
-        scaled = all(at_scale(r, _paper_epochs(dataset, m)) for m, rs in ((est, base), (f"{est}_sg", sg)) for r in rs)
+        scaled = all(at_scale(r, _paper_epochs(dataset, m)) for m, rs in ((est, base), (with_sg(est), sg)) for r in rs)
         outcome = _outcome(d, wanted, scaled)
         rel = {-1: "<", 1: ">", 0: "≈"}[d]
-        text = f"{pv.LEARNABLE_LABELS[est]} {_fmt_vals(_final(base, key))} → + SG {_fmt_vals(_final(sg, key))} ({rel})"
+        text = (f"{LEARNABLE_METHODS[est].label} {_fmt_vals(_final(base, key))} → + SG "
+                f"{_fmt_vals(_final(sg, key))} ({rel})")
         if outcome == UNSHOWN:
             if d == 0:
                 text += " inside the seed spread" if max(len(base), len(sg)) > 1 else " within tolerance"
             else:
-                longest = max(_paper_epochs(dataset, m) for m in (est, f"{est}_sg"))
+                longest = max(_paper_epochs(dataset, m) for m in (est, with_sg(est)))
                 ran = max(int(r["history"][-1]["epoch"]) for r in base + sg)
                 done = all(annealing_done(r) for r in sg)
                 text += (f" [{ran} epochs, not plateaued; paper {longest}]" if done else
@@ -431,9 +437,9 @@ _LEARNABLE_CLAIMS = {
 def _paper_pairs(key: str, dataset: str) -> str:
     parts = []
     for est in ESTIMATORS:
-        a, b = _paper_value(key, dataset, est), _paper_value(key, dataset, f"{est}_sg")
+        a, b = _paper_value(key, dataset, est), _paper_value(key, dataset, with_sg(est))
         if a is not None and b is not None:
-            parts.append(f"{pv.LEARNABLE_LABELS[est]} {a:g} → {b:g}")
+            parts.append(f"{LEARNABLE_METHODS[est].label} {a:g} → {b:g}")
     return "; ".join(parts) or "no paper value"
 
 
@@ -448,12 +454,12 @@ def claim_learnable_pairs(key: str, dataset: str, learnable: dict[str, list[dict
     if reason is not None:
         return _row(claim, source, "—", paper, NOT_RUN, reason)
     pairs = pair_outcomes(learnable or {}, dataset, key)
-    runs = [r for est in pairs for m in (est, f"{est}_sg") for r in (runs or {}).get(m, [])]
+    runs = [r for est in pairs for m in (est, with_sg(est)) for r in (runs or {}).get(m, [])]
     if not pairs:
         return _row(claim, source, "no pair of X and X + SG runs", paper, NOT_RUN,
                     "needs an estimator and its + SG variant in learnable_variance.methods")
     verdict = aggregate([o for o, _ in pairs.values()])
-    missing = [pv.LEARNABLE_LABELS[e] for e in ESTIMATORS if e not in pairs]
+    missing = [LEARNABLE_METHODS[e].label for e in ESTIMATORS if e not in pairs]
     why = {HOLDS: "every pair goes the paper's way", CONTRADICTED: "a pair at scale goes the other way",
            NOT_SHOWN: "some pair not decided at this scale"}[verdict]
     if missing:
@@ -467,17 +473,17 @@ def claim_sg_beats_reinforce(dataset: str, learnable: dict[str, list[dict[str, A
                              reason: str | None = None, runs: dict[str, list[str]] | None = None):
     """Table 3: standalone discrete SG ("Discrete None + SG") has lower BPD than REINFORCE (MNIST, ImageNet)."""
     claim, source = "Standalone discrete SG beats REINFORCE (BPD)", f"Table 3, {pv.DATASET_LABELS.get(dataset, dataset)}"
-    a, b = _paper_value("val_bpd", dataset, "sg_bernoulli"), _paper_value("val_bpd", dataset, "reinforce")
+    a, b = _paper_value("val_bpd", dataset, "none_sg_bernoulli"), _paper_value("val_bpd", dataset, "reinforce")
     paper = f"{a:g} vs {b:g}" if a is not None and b is not None else "no paper value"
     if reason is not None:
         return _row(claim, source, "—", paper, NOT_RUN, reason)
-    runs = [r for m in ("sg_bernoulli", "reinforce") for r in (runs or {}).get(m, [])]
-    sg, rf = (learnable or {}).get("sg_bernoulli"), (learnable or {}).get("reinforce")
+    runs = [r for m in ("none_sg_bernoulli", "reinforce") for r in (runs or {}).get(m, [])]
+    sg, rf = (learnable or {}).get("none_sg_bernoulli"), (learnable or {}).get("reinforce")
     if not sg or not rf:
-        return _row(claim, source, "missing sg_bernoulli or reinforce runs", paper, NOT_RUN,
-                    "needs sg_bernoulli and reinforce in learnable_variance.methods", runs)
+        return _row(claim, source, "missing none_sg_bernoulli or reinforce runs", paper, NOT_RUN,
+                    "needs none_sg_bernoulli and reinforce in learnable_variance.methods", runs)
     d = compare(_final(sg, "val_bpd"), _final(rf, "val_bpd"), REL_TOL["val_bpd"])
-    scaled = all(at_scale(r, _paper_epochs(dataset, m)) for m, rs in (("sg_bernoulli", sg), ("reinforce", rf))
+    scaled = all(at_scale(r, _paper_epochs(dataset, m)) for m, rs in (("none_sg_bernoulli", sg), ("reinforce", rf))
                  for r in rs)
     verdict = aggregate([_outcome(d, -1, scaled)])
     ours = f"{_fmt_vals(_final(sg, 'val_bpd'))} vs {_fmt_vals(_final(rf, 'val_bpd'))}"
@@ -492,18 +498,18 @@ def claim_sg_beats_reinforce(dataset: str, learnable: dict[str, list[dict[str, A
 # ------------------------------------------------------------------------------------------------------
 
 def claims_table(gathered: dict[str, Any], cfg: dict[str, Any]) -> pd.DataFrame:
-    """Every claim row from :func:`silentvae.pipeline.gather_results` output and the config (in the paper's
+    """Every claim row from :func:`silentvae.report.gather_results` output and the config (in the paper's
     order). Learnable claims get one row per paper dataset (a dataset not in the config, or missing on
     disk, is one "not run" row per claim)."""
     fixed_runs = {m: s["best_run"] for m, s in gathered["fixed_selections"].items()}
     fixed = {m: gathered["fixed_results"][r] for m, r in fixed_runs.items() if r in gathered["fixed_results"]}
     not_run = gathered["not_run"]
-    fx_reason = None
-    fds = cfg["fixed_variance"]["dataset"]
+    fixed_reason = None
+    fixed_dataset = cfg["fixed_variance"]["dataset"]
     if not cfg["fixed_variance"]["enabled"]:
-        fx_reason = "fixed_variance disabled in the config"
-    elif fds in not_run:
-        fx_reason = not_run[fds]
+        fixed_reason = "fixed_variance disabled in the config"
+    elif fixed_dataset in not_run:
+        fixed_reason = not_run[fixed_dataset]
     rows = [claim_zero_variance(gathered["variance"], fixed_runs),
             claim_variance_dominates(gathered["variance"], fixed_runs),
             claim_continuous_sg(fixed, fixed_runs),
@@ -511,25 +517,25 @@ def claims_table(gathered: dict[str, Any], cfg: dict[str, Any]) -> pd.DataFrame:
             claim_convergence(fixed, float(cfg["fixed_variance"].get("target_bpd", pv.CONVERGENCE["target_bpd"])),
                               fixed_runs),
             claim_taylor(gathered["taylor"], f"taylor/{cfg['taylor_bias']['dataset']}")]
-    if fx_reason:
-        rows = [{**r, "Verdict": NOT_RUN, "Why / what it would take": fx_reason} if i < 5 else r
+    if fixed_reason:
+        rows = [{**r, "Verdict": NOT_RUN, "Why / what it would take": fixed_reason} if i < 5 else r
                 for i, r in enumerate(rows)]
-    lv = cfg["learnable_variance"]
-    ours_for = {pv.paper_dataset(ds): ds for ds in (lv["datasets"] if lv["enabled"] else {})}
-    for pds in pv.PAPER_DATASETS:
-        ds = ours_for.get(pds, pds)
+    learnable_cfg = cfg["learnable_variance"]
+    ours_for = {pv.paper_dataset(ds): ds for ds in (learnable_cfg["datasets"] if learnable_cfg["enabled"] else {})}
+    for paper_column in pv.PAPER_DATASETS:
+        ds = ours_for.get(paper_column, paper_column)
         reason = None
-        if not lv["enabled"]:
+        if not learnable_cfg["enabled"]:
             reason = "learnable_variance disabled in the config"
-        elif pds not in ours_for:
-            reason = f"{pv.DATASET_LABELS[pds]} not in learnable_variance.datasets"
+        elif paper_column not in ours_for:
+            reason = f"{pv.DATASET_LABELS[paper_column]} not in learnable_variance.datasets"
         elif ds in not_run:
             reason = not_run[ds]
         data = gathered["learnable"].get(ds)
         run_ids = gathered.get("learnable_runs", {}).get(ds, {})
         for key in ("val_bpd", "val_kld", "val_mse"):
             rows.append(claim_learnable_pairs(key, ds, data, reason, run_ids))
-        if pds in ("mnist", "imagenet32"):
+        if paper_column in ("mnist", "imagenet32"):
             rows.append(claim_sg_beats_reinforce(ds, data, reason, run_ids))
     order = {"Table 3": 0, "Table 4": 1, "Table 9": 2}
     head, tail = rows[:6], rows[6:]

@@ -7,8 +7,8 @@ Every value was copied from the paper text and checked against it:
 * ``CONVERGENCE``: Sec. 3.2 text: epochs needed to reach 6.73 validation BPD.
 * ``TABLE3`` / ``TABLE4`` / ``TABLE9``: learnable variance, BPD mean +- std over 3 seeds / KLD / MSE of a
   single run, for MNIST, ImageNet 32x32 and CIFAR-10. The paper's "Continuous None" / "Discrete None" rows
-  (Table 9: "Silent Gradients (SG)") are the standalone "None + SG" methods ``sg_gaussian`` /
-  ``sg_bernoulli`` and appear only in the "With SG" column.
+  (Table 9: "Silent Gradients (SG)") are the standalone "None + SG" methods ``none_sg_gaussian`` /
+  ``none_sg_bernoulli`` and appear only in the "With SG" column. Method labels: :mod:`silentvae.methods`.
 * ``TAYLOR_BIAS``: Sec. 4.1, L2 deviation from the exact (enumerated) encoder gradient, learnable variance
   (REINFORCE: 100,000 samples; Gumbel-Softmax given as "6.1k").
 
@@ -20,8 +20,7 @@ numbers; ``fashion_mnist`` has no paper counterpart.
 from __future__ import annotations
 
 __all__ = ["TABLE1", "TABLE1_EPOCHS", "TABLE2", "TABLE3", "TABLE4", "TABLE9", "TAYLOR_BIAS", "CONVERGENCE",
-           "FIXED_LABELS", "LEARNABLE_LABELS", "METHOD_LABELS", "DATASET_LABELS", "PAPER_DATASET",
-           "PAPER_DATASETS", "LEARNABLE_ROWS", "paper_dataset"]
+           "DATASET_LABELS", "PAPER_DATASET", "PAPER_DATASETS", "LEARNABLE_ROWS", "paper_dataset"]
 
 TABLE1_EPOCHS: tuple[int, ...] = (1, 50, 250)
 
@@ -50,88 +49,66 @@ CONVERGENCE: dict[str, float] = {"target_bpd": 6.73, "sg_gaussian": 45, "reparam
 
 TABLE3: dict[str, dict[str, tuple[float, float]]] = {
     "mnist": {
-        "sg_gaussian": (2.36, 0.07), "reparam": (1.95, 0.04), "reparam_sg": (1.83, 0.03),
-        "sg_bernoulli": (2.74, 0.06), "gumbel": (2.50, 0.02), "gumbel_sg": (2.37, 0.04),
+        "none_sg_gaussian": (2.36, 0.07), "reparam": (1.95, 0.04), "reparam_sg": (1.83, 0.03),
+        "none_sg_bernoulli": (2.74, 0.06), "gumbel": (2.50, 0.02), "gumbel_sg": (2.37, 0.04),
         "reinforce": (2.99, 0.08), "reinforce_sg": (2.93, 0.02),
     },
     "imagenet32": {
-        "sg_gaussian": (5.99, 0.01), "reparam": (5.81, 0.02), "reparam_sg": (5.70, 0.01),
-        "sg_bernoulli": (6.46, 0.01), "gumbel": (6.31, 0.01), "gumbel_sg": (6.20, 0.01),
+        "none_sg_gaussian": (5.99, 0.01), "reparam": (5.81, 0.02), "reparam_sg": (5.70, 0.01),
+        "none_sg_bernoulli": (6.46, 0.01), "gumbel": (6.31, 0.01), "gumbel_sg": (6.20, 0.01),
         "reinforce": (6.88, 0.01), "reinforce_sg": (6.78, 0.01),
     },
     "cifar10": {
-        "sg_gaussian": (5.78, 0.03), "reparam": (5.71, 0.01), "reparam_sg": (5.53, 0.01),
-        "sg_bernoulli": (6.72, 0.01), "gumbel": (6.21, 0.01), "gumbel_sg": (6.20, 0.02),
+        "none_sg_gaussian": (5.78, 0.03), "reparam": (5.71, 0.01), "reparam_sg": (5.53, 0.01),
+        "none_sg_bernoulli": (6.72, 0.01), "gumbel": (6.21, 0.01), "gumbel_sg": (6.20, 0.02),
         "reinforce": (6.74, 0.01), "reinforce_sg": (6.67, 0.01),
     },
 }
 
 TABLE4: dict[str, dict[str, float]] = {
     "mnist": {
-        "sg_gaussian": 330.77, "reparam": 155.15, "reparam_sg": 165.76,
-        "sg_bernoulli": 91.82, "gumbel": 94.64, "gumbel_sg": 96.24,
+        "none_sg_gaussian": 330.77, "reparam": 155.15, "reparam_sg": 165.76,
+        "none_sg_bernoulli": 91.82, "gumbel": 94.64, "gumbel_sg": 96.24,
         "reinforce": 109.67, "reinforce_sg": 128.55,
     },
     "imagenet32": {
-        "sg_gaussian": 478.43, "reparam": 382.87, "reparam_sg": 533.20,
-        "sg_bernoulli": 534.29, "gumbel": 368.02, "gumbel_sg": 404.57,
+        "none_sg_gaussian": 478.43, "reparam": 382.87, "reparam_sg": 533.20,
+        "none_sg_bernoulli": 534.29, "gumbel": 368.02, "gumbel_sg": 404.57,
         "reinforce": 294.88, "reinforce_sg": 381.27,
     },
     "cifar10": {
-        "sg_gaussian": 550.70, "reparam": 427.79, "reparam_sg": 577.25,
-        "sg_bernoulli": 243.69, "gumbel": 446.75, "gumbel_sg": 442.58,
+        "none_sg_gaussian": 550.70, "reparam": 427.79, "reparam_sg": 577.25,
+        "none_sg_bernoulli": 243.69, "gumbel": 446.75, "gumbel_sg": 442.58,
         "reinforce": 303.33, "reinforce_sg": 367.10,
     },
 }
 
 TABLE9: dict[str, dict[str, float]] = {
     "mnist": {
-        "sg_gaussian": 1.79, "reparam": 1.36, "reparam_sg": 1.60,
-        "sg_bernoulli": 10.66, "gumbel": 5.63, "gumbel_sg": 6.02,
+        "none_sg_gaussian": 1.79, "reparam": 1.36, "reparam_sg": 1.60,
+        "none_sg_bernoulli": 10.66, "gumbel": 5.63, "gumbel_sg": 6.02,
         "reinforce": 11.59, "reinforce_sg": 8.20,
     },
     "imagenet32": {
-        "sg_gaussian": 17.30, "reparam": 14.56, "reparam_sg": 12.69,
-        "sg_bernoulli": 28.15, "gumbel": 29.34, "gumbel_sg": 23.04,
+        "none_sg_gaussian": 17.30, "reparam": 14.56, "reparam_sg": 12.69,
+        "none_sg_bernoulli": 28.15, "gumbel": 29.34, "gumbel_sg": 23.04,
         "reinforce": 50.56, "reinforce_sg": 43.25,
     },
     "cifar10": {
-        "sg_gaussian": 10.28, "reparam": 12.54, "reparam_sg": 8.18,
-        "sg_bernoulli": 39.56, "gumbel": 21.12, "gumbel_sg": 20.36,
+        "none_sg_gaussian": 10.28, "reparam": 12.54, "reparam_sg": 8.18,
+        "none_sg_bernoulli": 39.56, "gumbel": 21.12, "gumbel_sg": 20.36,
         "reinforce": 41.50, "reinforce_sg": 36.26,
     },
 }
 
 TAYLOR_BIAS: dict[str, float] = {"sg": 212.9, "gumbel": 6100.0, "reinforce": 593.1}
 
-FIXED_LABELS: dict[str, str] = {
-    "sg_gaussian": "Continuous Silent Gradients",
-    "reparam": "Reparameterization",
-    "sg_bernoulli": "Discrete Silent Gradients",
-    "gumbel": "Gumbel-Softmax",
-    "reinforce": "REINFORCE",
-}
-
-LEARNABLE_LABELS: dict[str, str] = {
-    "sg_gaussian": "Continuous None + SG",
-    "reparam": "Reparameterization",
-    "reparam_sg": "Reparameterization + SG",
-    "sg_bernoulli": "Discrete None + SG",
-    "gumbel": "Gumbel-Softmax",
-    "gumbel_sg": "Gumbel-Softmax + SG",
-    "reinforce": "REINFORCE",
-    "reinforce_sg": "REINFORCE + SG",
-}
-
-#: experiment ("fixed" / "learnable") -> method id -> label
-METHOD_LABELS: dict[str, dict[str, str]] = {"fixed": FIXED_LABELS, "learnable": LEARNABLE_LABELS}
-
 #: Rows of Tables 3, 4 and 9 as the paper lays them out: (row label, "Without SG" method, "With SG" method).
 #: The "None" rows have no "Without SG" entry.
 LEARNABLE_ROWS: tuple[tuple[str, str | None, str], ...] = (
-    ("Continuous None", None, "sg_gaussian"),
+    ("Continuous None", None, "none_sg_gaussian"),
     ("Reparameterization", "reparam", "reparam_sg"),
-    ("Discrete None", None, "sg_bernoulli"),
+    ("Discrete None", None, "none_sg_bernoulli"),
     ("Gumbel-Softmax", "gumbel", "gumbel_sg"),
     ("REINFORCE", "reinforce", "reinforce_sg"),
 )

@@ -15,7 +15,7 @@ a string that says why:
 Differences are always ``ours - paper``. Our ``mnist5k`` (5,000-image MNIST subset) numbers are compared
 with the paper's full-MNIST column; the ``Note`` column and the captions say so.
 
-Input formats (see :mod:`silentvae.train`, :mod:`silentvae.pipeline`, :mod:`silentvae.diagnostics`):
+Input formats (see :mod:`silentvae.train`, :mod:`silentvae.plan`, :mod:`silentvae.diagnostics`):
 
 * result dict: ``{"config": RunConfig dict, "history": [{"epoch", "val_bpd", "val_mse", "val_kld", ...}],
   "finished": bool}``; its final numbers are those of the last history entry.
@@ -38,7 +38,9 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import paper_values as pv
+from . import paths
 from .io import atomic_write_text
+from .methods import FIXED_METHODS, label as method_label
 
 __all__ = ["NOT_CONFIGURED", "NO_RESULT", "NO_DATASET", "NO_PAPER", "NA", "CAPTIONS", "load_json",
            "final_metrics", "table1", "table1_epoch_map", "table2", "convergence", "table3", "table4", "table9",
@@ -78,7 +80,8 @@ CAPTIONS: dict[str, str] = {
 CAPTIONS["taylor"] = CAPTIONS["taylor_bias"]
 CAPTIONS["claims"] = ("The paper's claims: this run's evidence, the paper's, and a verdict (silentvae.claims): holds, "
                       "contradicted, not shown at this scale (with what it would take), or not run.")
-CAPTIONS["provenance"] = "Every run whose numbers the report shows: its folder under results/runs/, config and seed."
+CAPTIONS["provenance"] = (f"Every run whose numbers the report shows: its folder under {paths.runs_dir('results')}/, "
+                          "config and seed.")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -161,10 +164,10 @@ def table1(variance_results: dict[str, dict[int, dict[str, Any]]], *,
     """
     all_epochs = {int(e) for per in variance_results.values() for e in per}
     emap = table1_epoch_map(all_epochs) if epoch_map is None else {int(k): v for k, v in epoch_map.items()}
-    methods = _ordered(variance_results if methods is None else methods, pv.FIXED_LABELS)
+    methods = _ordered(variance_results if methods is None else methods, FIXED_METHODS)
     rows = []
     for m in methods:
-        label = pv.FIXED_LABELS.get(m, m)
+        label = method_label("fixed", m)
         per = variance_results.get(m)
         if not per:
             row = {"Method": label, "Epoch": NOT_CONFIGURED, "Paper epoch": NO_PAPER}
@@ -208,12 +211,12 @@ def table2(selections: dict[str, dict[str, Any]], results: dict[str, dict[str, A
     not_run = not_run or {}
     if dataset is None:
         dataset = next((s["best_config"].get("dataset") for s in selections.values()), None)
-    methods = _ordered(selections if methods is None else methods, pv.FIXED_LABELS)
+    methods = _ordered(selections if methods is None else methods, FIXED_METHODS)
     skipped = not_run.get(dataset) if dataset is not None else None
     rows = []
     for m in methods:
         paper = pv.TABLE2.get(m, {})
-        row: dict[str, Any] = {"Method": pv.FIXED_LABELS.get(m, m),
+        row: dict[str, Any] = {"Method": method_label("fixed", m),
                                "Dataset": pv.DATASET_LABELS.get(dataset, dataset) if dataset else NO_PAPER}
         sel = selections.get(m)
         if skipped:
@@ -245,11 +248,11 @@ def convergence(results: dict[str, dict[str, Any]], target: float = pv.CONVERGEN
 
     ``results``: method -> result dict. Not reached: "not reached (best X.XXX)".
     """
-    methods = _ordered(results if methods is None else methods, pv.FIXED_LABELS)
+    methods = _ordered(results if methods is None else methods, FIXED_METHODS)
     rows = []
     for m in methods:
         paper = pv.CONVERGENCE.get(m, NO_PAPER) if target == pv.CONVERGENCE["target_bpd"] else NO_PAPER
-        row: dict[str, Any] = {"Method": pv.FIXED_LABELS.get(m, m), "Target BPD": float(target)}
+        row: dict[str, Any] = {"Method": method_label("fixed", m), "Target BPD": float(target)}
         res = results.get(m)
         if res is None:
             row.update({"Epoch reached": NOT_CONFIGURED, "Paper epoch": paper, "diff": NOT_CONFIGURED,
@@ -278,13 +281,13 @@ def _cell(kind: str, dataset: str, method: str | None, learnable: dict[str, dict
     """(our cell, paper cell, diff, number of runs) for one table cell."""
     if method is None:
         return NO_PAPER, NO_PAPER, NO_PAPER, 0
-    pds = pv.paper_dataset(dataset)
+    paper_column = pv.paper_dataset(dataset)
     if kind == "table3":
-        p = pv.TABLE3.get(pds, {}).get(method) if pds else None
+        p = pv.TABLE3.get(paper_column, {}).get(method) if paper_column else None
         paper, paper_num = (f"{p[0]:.2f} ± {p[1]:.2f}", p[0]) if p else (NO_PAPER, NO_PAPER)
     else:
         table = pv.TABLE4 if kind == "table4" else pv.TABLE9
-        paper_num = table.get(pds, {}).get(method, NO_PAPER) if pds else NO_PAPER
+        paper_num = table.get(paper_column, {}).get(method, NO_PAPER) if paper_column else NO_PAPER
         paper = paper_num
     if dataset in not_run:
         return not_run[dataset], paper, not_run[dataset], 0
@@ -459,7 +462,7 @@ def summary_table1(variance: dict[str, dict[int, dict[str, Any]]]) -> pd.DataFra
     full = table1(variance)
     rows = []
     for _, r in full[pd.to_numeric(full["Epoch"], errors="coerce").notna()].iterrows():
-        m = next(k for k, v in pv.FIXED_LABELS.items() if v == r["Method"])
+        m = next(k for k, v in FIXED_METHODS.items() if v.label == r["Method"])
         measured = next(res for e, res in variance[m].items() if int(e) == int(r["Epoch"]))
         rows.append({"Method": r["Method"], "Epoch (paper)": f"{r['Epoch']} ({r['Paper epoch']})",
                      "Est %": r["Est %"], "Est % (paper)": r["Est % (paper)"], "Est Var": r["Est Var"],
@@ -472,9 +475,9 @@ def summary_table2(full: pd.DataFrame, verdicts: dict[str, str], runs: dict[str,
     claim (``verdicts``: {"continuous": v, "discrete": v}) and the run each row comes from (``runs``:
     {method: run id})."""
     out = full[["Method", "lr", "Epochs", "BPD", "BPD (paper)", "MSE", "MSE (paper)"]].copy()
-    discrete = {pv.FIXED_LABELS[m] for m in ("sg_bernoulli", "gumbel", "reinforce")}
+    discrete = {m.label for m in FIXED_METHODS.values() if m.latent == "bernoulli"}
     out["Verdict"] = [verdicts["discrete" if m in discrete else "continuous"] for m in out["Method"]]
-    by_label = {pv.FIXED_LABELS.get(m, m): r for m, r in (runs or {}).items()}
+    by_label = {method_label("fixed", m): r for m, r in (runs or {}).items()}
     out["Run"] = [by_label.get(m, NO_PAPER) for m in out["Method"]]
     return out
 
@@ -523,10 +526,10 @@ def provenance(entries: Iterable[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
     keys = ("experiment", "dataset", "latent", "estimator", "silent", "lr", "anneal_rate", "cutoff_epoch", "seed",
             "latent_dim", "channels", "batch_size")
     rows = []
-    for rid, result in entries:
+    for run_id, result in entries:
         cfg = result.get("config", {})
         final = final_metrics(result)
-        rows.append({"Run": rid, **{k: cfg.get(k, NO_PAPER) if cfg.get(k) is not None else NO_PAPER for k in keys},
+        rows.append({"Run": run_id, **{k: cfg.get(k, NO_PAPER) if cfg.get(k) is not None else NO_PAPER for k in keys},
                      "Epochs": int(final["epoch"]), "val BPD": float(final["val_bpd"]),
                      "val MSE": float(final["val_mse"]), "val KLD": float(final["val_kld"])})
     return pd.DataFrame(rows)
@@ -550,3 +553,156 @@ def html_table(df: pd.DataFrame) -> str:
         styler = styler.map(color, subset=verdict_cols)
     return styler.set_table_styles([{"selector": "td, th", "props": "text-align: left; vertical-align: top; "
                                                                      "padding: 2px 6px; font-size: 12px"}]).to_html()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Assembly: a results folder's finished outputs -> every claim, table and figure
+# ------------------------------------------------------------------------------------------------------
+
+def _load_if_present(path: str) -> dict[str, Any] | None:
+    return load_json(path) if Path(path).exists() else None
+
+
+def gather_results(results_dir: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Collect every finished output of the plan of ``cfg`` under ``results_dir`` for the report.
+
+    Returns a dict with ``fixed_dataset``, ``fixed_selections`` {method: selection}, ``fixed_results``
+    {run id: result}, ``variance`` {method: {epoch: result}}, ``learnable`` {dataset: {method: [results over
+    seeds, the selected grid run first]}}, ``learnable_runs`` (the same with run ids), ``learnable_selections``
+    {dataset: {method: selection}}, ``taylor`` (result or None) and ``not_run`` {dataset: reason}. Outputs
+    that do not exist are left out.
+    """
+    from .plan import make_plan
+    results = str(results_dir)
+    plan = make_plan(cfg)
+    out: dict[str, Any] = {"fixed_dataset": cfg["fixed_variance"]["dataset"], "fixed_selections": {},
+                           "fixed_results": {}, "variance": {}, "learnable": {}, "learnable_runs": {},
+                           "learnable_selections": {}, "taylor": None, "not_run": dict(plan.not_run)}
+    for selection_id, run_ids in plan.selections.items():
+        selection = _load_if_present(paths.selection_json(results, selection_id))
+        experiment, dataset, method = selection_id.split("/")
+        if experiment == "fixed":
+            for run_id in run_ids:
+                result = _load_if_present(paths.result_json(results, run_id))
+                if result is not None:
+                    out["fixed_results"][run_id] = result
+            if selection is not None:
+                out["fixed_selections"][method] = selection
+        elif selection is not None:
+            out["learnable_selections"].setdefault(dataset, {})[method] = selection
+            found = [(run_id, _load_if_present(paths.result_json(results, run_id)))
+                     for run_id in [selection["best_run"]] + plan.final_runs.get(selection_id, [])]
+            found = [(run_id, r) for run_id, r in found if r is not None]
+            out["learnable"].setdefault(dataset, {})[method] = [r for _, r in found]
+            out["learnable_runs"].setdefault(dataset, {})[method] = [run_id for run_id, _ in found]
+    for job, settings in plan.variance.items():
+        result = _load_if_present(paths.diagnostic_json(results, job))
+        if result is not None:
+            out["variance"][settings["method"]] = {int(e): r for e, r in result["results"].items()}
+    for job in plan.taylor:
+        out["taylor"] = _load_if_present(paths.diagnostic_json(results, job))
+    return out
+
+
+PAPER_FIGURE = {"mnist": "figure3", "mnist5k": "figure3", "imagenet32": "figure4", "cifar10": "figure5"}
+LEARNABLE_TITLES = {"table3": "Table 3: learnable variance, BPD", "table4": "Table 4: KLD", "table9": "Table 9: MSE"}
+
+
+def write_report(results_dir: str | Path, cfg: dict[str, Any], *, out_dir: str | Path | None = None,
+                 num_images: int = 8, device: str = "cpu") -> dict[str, Any]:
+    """Every claim, table and figure of the paper from the finished outputs under ``results_dir``.
+
+    Writes ``tables/<name>.{csv,md,tex}`` (``claims`` first: :func:`silentvae.claims.claims_table`; the long
+    comparisons ``table1`` ... ``taylor_bias``; ``provenance``: every run shown) and
+    ``figures/<name>.{png,pdf}`` under ``out_dir`` (default ``results_dir``). Returns {"claims": DataFrame,
+    "sections": [{"title", "caption", "table": compact DataFrame, "figures": [names]}], "tables": {name:
+    DataFrame}, "figures": {name: Figure}, "notes": [one line per missing dataset], "provenance": DataFrame}.
+    """
+    from . import claims, plots
+    from .train import RunConfig, load_splits
+
+    results = str(results_dir)
+    gathered = gather_results(results, cfg)
+    not_run = gathered["not_run"]
+    claims_df = claims.claims_table(gathered, cfg)
+    verdict = list(claims_df["Verdict"])   # rows 0-5: zero var, dominates, continuous, discrete, convergence, Taylor
+    tables: dict[str, Any] = {"claims": claims_df}
+    figures: dict[str, Any] = {}
+    sections: list[dict[str, Any]] = []
+    fixed_dataset = gathered["fixed_dataset"]
+    fixed_selections = gathered["fixed_selections"]
+    selected_fixed = {m: gathered["fixed_results"][s["best_run"]] for m, s in fixed_selections.items()
+                      if s["best_run"] in gathered["fixed_results"]}
+    shown_runs = [(fixed_selections[m]["best_run"], r) for m, r in selected_fixed.items()]
+
+    def val_images(result: dict[str, Any]):
+        run_cfg = RunConfig.from_dict({**result["config"], "device": device})
+        return load_splits(run_cfg)[1].images[:num_images]
+
+    def reconstructions(run_id: str, images):
+        return plots.reconstructions_from_checkpoint(paths.last_checkpoint(results, run_id), images, device)
+
+    if gathered["variance"]:
+        tables["table1"] = table1(gathered["variance"])
+        figures["variance"] = plots.variance_figure(tables["table1"])
+        sections.append({"title": "Table 1: gradient variance", "caption": CAPTIONS["table1"],
+                         "table": summary_table1(gathered["variance"]), "figures": ["variance"]})
+    tables["table2"] = table2(fixed_selections, gathered["fixed_results"], not_run=not_run, dataset=fixed_dataset)
+    if selected_fixed:
+        target = cfg["fixed_variance"].get("target_bpd", pv.CONVERGENCE["target_bpd"])
+        tables["convergence"] = convergence(selected_fixed, target)
+        figures["fixed_curves"] = plots.curves_panels({FIXED_METHODS[m].label: r["history"]
+                                                       for m, r in selected_fixed.items()}, target=target,
+                                                      title=f"Learning curves of the Table 2 runs ({fixed_dataset})")
+        images = val_images(next(iter(selected_fixed.values())))
+        rows = {"original": images}
+        for m, selection in fixed_selections.items():
+            rows[FIXED_METHODS[m].label] = reconstructions(selection["best_run"], images)[0]
+        figures["figure2_fixed_reconstructions"] = plots.reconstruction_figure(rows, f"Figure 2 ({fixed_dataset})")
+        sections.append({"title": "Table 2: fixed variance", "caption": CAPTIONS["table2"],
+                         "table": summary_table2(tables["table2"], {"continuous": verdict[2], "discrete": verdict[3]},
+                                                 {m: s["best_run"] for m, s in fixed_selections.items()}),
+                         "figures": ["fixed_curves", "figure2_fixed_reconstructions"]})
+        sections.append({"title": "Convergence (Sec. 3.2)", "caption": CAPTIONS["convergence"],
+                         "table": summary_convergence(tables["convergence"], verdict[4]), "figures": []})
+    datasets = list(cfg["learnable_variance"]["datasets"]) if cfg["learnable_variance"]["enabled"] else []
+    for name, table in (("table3", table3), ("table4", table4), ("table9", table9)):
+        tables[name] = table(gathered["learnable"], not_run, datasets)
+        summary = summary_learnable(name, gathered["learnable"], datasets, not_run)
+        if not summary.empty:
+            sections.append({"title": LEARNABLE_TITLES[name], "caption": CAPTIONS[name], "table": summary,
+                             "figures": []})
+    for dataset in datasets:
+        selections = gathered["learnable_selections"].get(dataset, {})
+        if not selections:
+            continue
+        learnable = gathered["learnable"][dataset]
+        shown_runs += [(run_id, r) for m in selections
+                       for run_id, r in zip(gathered["learnable_runs"][dataset][m], learnable[m])]
+        curves = f"learnable_curves_{dataset}"
+        figures[curves] = plots.curves_panels(
+            {method_label("learnable", m): runs[0]["history"] for m, runs in learnable.items() if runs},
+            keys=("val_bpd", "val_kld"), title=f"Learnable variance, {dataset}: first seed of each method")
+        images = val_images(learnable[next(iter(selections))][0])
+        by_method = {method_label("learnable", m): reconstructions(s["best_run"], images)
+                     for m, s in selections.items()}
+        name = f"{PAPER_FIGURE.get(dataset, 'figure')}_{dataset}_reconstructions"
+        figures[name] = plots.reconstruction_with_std_figure(images, by_method,
+                                                             title=f"{dataset}: means and learned std")
+        sections.append({"title": f"Learnable variance on {dataset}: curves and Figure {name[6]}-style "
+                                  f"reconstructions", "caption": "", "table": None, "figures": [curves, name]})
+    if gathered["taylor"] is not None:
+        tables["taylor_bias"] = taylor_table(gathered["taylor"])
+        figures["taylor_bias"] = plots.taylor_figure(gathered["taylor"])
+        sections.append({"title": "Taylor bias (Sec. 4.1)", "caption": CAPTIONS["taylor_bias"],
+                         "table": summary_taylor(tables["taylor_bias"], verdict[5]), "figures": ["taylor_bias"]})
+    tables["provenance"] = provenance(shown_runs)
+    dest = out_dir if out_dir is not None else results
+    for name, df in tables.items():
+        write_table(df, paths.tables_dir(dest), name)
+    for name, fig in figures.items():
+        plots.save_figure(fig, Path(paths.figures_dir(dest)) / name)
+    notes = [f"{reason}: every claim and table cell of {pv.DATASET_LABELS.get(ds, ds)} is \"not run\"."
+             for ds, reason in not_run.items()]
+    return {"claims": claims_df, "sections": sections, "tables": tables, "figures": figures, "notes": notes,
+            "provenance": tables["provenance"]}

@@ -43,6 +43,7 @@ from .analytic import expected_sq_error_fixed
 from .data import DataSplit, dequantize, load_dataset
 from .estimators import make_estimator
 from .io import atomic_torch_save, atomic_write_json, load_checkpoint
+from .methods import METHODS
 from .metrics import bits_per_dim, sum_squared_error
 from .models import (CifarConvDecoder, CifarEncoder, LinearDecoder, LinearPrecisionDecoder, MnistConvDecoder,
                      MnistEncoder)
@@ -107,8 +108,7 @@ class RunConfig:
         self.checkpoint_epochs = sorted(self.checkpoint_epochs)
         if self.experiment not in EXPERIMENTS:
             raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {self.experiment!r}")
-        allowed = {"fixed": ("sg", "reparam", "gumbel", "reinforce"),
-                   "learnable": ("none", "reparam", "gumbel", "reinforce")}[self.experiment]
+        allowed = tuple(dict.fromkeys(m.estimator for m in METHODS[self.experiment].values()))
         if self.estimator not in allowed:
             raise ValueError(f"estimator for experiment={self.experiment!r} must be one of {allowed}, "
                              f"got {self.estimator!r}")

@@ -216,7 +216,7 @@ def test_kld_and_mse_patterns_follow_the_papers_own_signs():
 
 def test_sg_beats_reinforce_verdicts():
     def data(delta, curve=FLAT):
-        return {"sg_bernoulli": [res([v + delta for v in curve], seed=s, silent=True) for s in (0, 1)],
+        return {"none_sg_bernoulli": [res([v + delta for v in curve], seed=s, silent=True) for s in (0, 1)],
                 "reinforce": [res(curve, seed=s) for s in (0, 1)]}
     assert C.claim_sg_beats_reinforce("mnist5k", data(-0.2))["Verdict"] == C.HOLDS
     assert C.claim_sg_beats_reinforce("mnist5k", data(0.2))["Verdict"] == C.CONTRADICTED
@@ -261,7 +261,7 @@ def test_embedded_config_is_built_for_the_claims():
     convergence), measures variance at its first, middle and last epoch, and runs the paper's Taylor check."""
     from pathlib import Path
 
-    from silentvae.pipeline import load_config
+    from silentvae.plan import load_config
     cfg = load_config(Path(__file__).resolve().parent.parent / "config" / "embedded.yaml")
     run = cfg["fixed_variance"]["run"]
     assert (run["latent_dim"], run["channels"], run["sigma2"]) == (200, 32, 0.01)

@@ -36,7 +36,7 @@ def test_compiled_stacked_step_equals_eager(tmp_path):
 def test_pipeline_compile_trains_a_single_run_with_the_compiled_stacked_step(tmp_path):
     """`compile` in the config: train_runs sends even a one-run job through the stacked engine's compiled step,
     and the run equals the uncompiled single-run trainer's (a stack of one without vmap)."""
-    from silentvae.pipeline import train_runs
+    from silentvae.jobs import train_runs
     from silentvae.train import train
 
     cfg = {"experiment": "fixed", "latent": "gaussian", "estimator": "reparam", "epochs": 1, "latent_dim": 4,

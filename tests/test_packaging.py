@@ -43,8 +43,8 @@ def test_ci_runs_the_readme_test_command():
 
 # Import names of the pipeline extra's distributions (where they differ from the distribution name).
 _IMPORT_NAME = {"pyyaml": "yaml", "jupyter": None, "snakemake-executor-plugin-slurm": None}
-CORE_MODULES = ["moments", "analytic", "metrics", "posteriors", "estimators", "models", "io", "data", "train",
-                "stacked", "diagnostics"]
+CORE_MODULES = ["moments", "analytic", "metrics", "posteriors", "estimators", "models", "io", "data", "methods",
+                "train", "stacked", "diagnostics", "paths"]
 
 
 def test_core_library_imports_and_runs_without_the_pipeline_extra():

@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from silentvae import paths
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -58,11 +60,14 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     table3 = pd.read_csv(results / "tables" / "table3.csv")
     assert (table3.astype(str) == reason).any().any()
     # tiny.yaml stacks the learnable grids: one job (notebook, done file) per grid and per grid's other seeds
-    stacks = results / "notebooks" / "stacks" / "learnable" / "mnist5k" / "reparam_sg"
-    assert (stacks / "grid.ipynb").exists() and (stacks / "final.ipynb").exists()
-    done = json.loads((results / "stacks" / "learnable" / "mnist5k" / "reparam_sg" / "final.json").read_text())
+    for job in ("learnable/mnist5k/reparam_sg/grid", "learnable/mnist5k/reparam_sg/final"):
+        assert Path(paths.training_notebook(str(results), job)).exists()
+    done = json.loads(Path(paths.training_json(str(results), "learnable/mnist5k/reparam_sg/final")).read_text())
     assert list(done["runs"]) == ["learnable/mnist5k/reparam_sg/final_s1"]
     assert all(Path(p).exists() for p in done["runs"].values())
+    # fixed_variance runs one job per run: a stack of one, with its own done file
+    single = json.loads(Path(paths.training_json(str(results), sel["best_run"])).read_text())
+    assert list(single["runs"]) == [sel["best_run"]] and single["stack_size"] >= 1
 
     # A rerun has nothing to do.
     dry = _snakemake(config_path, "-n")
@@ -75,12 +80,13 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, re.M))
     fixed = cfg["fixed_variance"]
-    assert int(counts["train_fixed"]) == len(fixed["methods"]) * len(fixed["lr_grid"])
-    assert not any(rule.startswith("train_stack_") or rule == "train_learnable" for rule in counts)
+    assert sum(int(n) for rule, n in counts.items() if rule.startswith("train_fixed_")) == \
+        len(fixed["methods"]) * len(fixed["lr_grid"])
+    assert not any(rule.startswith("train_learnable_") for rule in counts)
 
     # A job killed after epoch 1 of 2 (its last.pt is the epoch-1 checkpoint, nothing downstream exists yet)
     # resumes from that checkpoint and finishes with the same history as the uninterrupted run.
-    run_dir = results / "runs" / sel["best_run"]
+    run_dir = Path(paths.run_dir(str(results), sel["best_run"]))
     before = json.loads((run_dir / "result.json").read_text())
     shutil.copy2(run_dir / "epoch_0001.pt", run_dir / "last.pt")
     for path in (run_dir / "result.json", run_dir / "metrics.json",
@@ -88,7 +94,7 @@ def test_tiny_pipeline_end_to_end(tmp_path):
         path.unlink()
     redo = _snakemake(config_path)
     assert redo.returncode == 0, redo.stdout[-3000:] + redo.stderr[-3000:]
-    log = (results / "logs" / "fixed" / f"{sel['best_run'].removeprefix('fixed/')}.log").read_text()
+    log = Path(paths.training_log(str(results), sel["best_run"])).read_text()
     assert "resuming" in log and "after epoch 1" in log
     after = json.loads((run_dir / "result.json").read_text())
     drop = lambda h: [{k: v for k, v in row.items() if not k.endswith("time")} for row in h]  # noqa: E731

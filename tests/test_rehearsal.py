@@ -22,7 +22,9 @@ import pytest
 import yaml
 from test_data import _write_cifar, write_cifar_md5sums
 
-from silentvae.pipeline import OWNER_FILE, make_plan
+from silentvae import paths
+from silentvae.paths import OWNER_FILE
+from silentvae.plan import make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_RUN = {"latent_dim": 2, "channels": 2}
@@ -89,7 +91,7 @@ def test_paper_protocol_rehearsal(tmp_path):
     # every planned run finished, with exactly the planned config (values and types) after RunConfig
     configs = {}
     for rid, spec in plan.runs.items():
-        result = json.loads((results / "runs" / rid / "result.json").read_text())
+        result = json.loads(Path(paths.result_json(str(results), rid)).read_text())
         assert result["finished"] and len(result["history"]) == spec.config["epochs"], rid
         inherited = {k for _, keys in spec.inherit for k in keys}
         for key, value in spec.config.items():
@@ -110,7 +112,7 @@ def test_paper_protocol_rehearsal(tmp_path):
     fx, lv = paper["fixed_variance"], paper["learnable_variance"]
     assert seen("fixed/", "lr") == set(fx["lr_grid"])
     for ds in ("mnist5k", "cifar10"):
-        assert seen(f"learnable/{ds}/sg_gaussian/", "lr") == set(lv["lr_grid"])
+        assert seen(f"learnable/{ds}/none_sg_gaussian/", "lr") == set(lv["lr_grid"])
         assert seen(f"learnable/{ds}/reparam_sg/", "anneal_rate") == set(lv["anneal_grid"])
         assert seen(f"learnable/{ds}/gumbel_sg/", "cutoff_epoch") == set(lv["cutoff_grid"])
         assert {configs[r]["seed"] for r in configs if r.startswith(f"learnable/{ds}/")} == set(lv["seeds"])
@@ -120,14 +122,14 @@ def test_paper_protocol_rehearsal(tmp_path):
     # a stacked run's lost result.json is a declared output: rebuilt from its finished checkpoint (no retraining)
     # when the report that reads it is redone (Snakemake rebuilds a lost intermediate file when it is needed)
     stack = "learnable/cifar10/reinforce_sg/final"
-    lost = results / "runs" / plan.stacks[stack][0] / "result.json"
+    lost = Path(paths.result_json(str(results), plan.training_jobs[stack][0]))
     before = json.loads(lost.read_text())
     lost.unlink()
     (results / "report.html").unlink()
     redo = _snakemake(config_path)
     assert redo.returncode == 0, redo.stdout[-3000:] + redo.stderr[-3000:]
     assert json.loads(lost.read_text()) == before
-    assert "resuming 2 stacked runs after epoch 1" in (results / "logs" / "stacks" / f"{stack}.log").read_text()
+    assert "resuming 2 stacked runs after epoch 1" in Path(paths.training_log(str(results), stack)).read_text()
     assert (results / "report.html").exists()
 
     # a changed run config reruns exactly the jobs it fixes (and what depends on them)
@@ -141,6 +143,6 @@ def test_paper_protocol_rehearsal(tmp_path):
     assert "params have changed since last execution" in out.lower()
     for sel in plan.selections:
         if sel.startswith("fixed/"):
-            assert f"train_stack_{sel.replace('/', '_')}" in out
-    assert "train_stack_learnable" not in out
+            assert f"train_{sel.replace('/', '_')}" in out
+    assert "train_learnable" not in out
     changed.unlink()

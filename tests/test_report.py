@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 from silentvae import paper_values as pv  # noqa: E402
 from silentvae import plots, report  # noqa: E402
-from silentvae.pipeline import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
+from silentvae.methods import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
 
 
 
@@ -56,8 +56,7 @@ def row(df, **match):
 # ---------------------------------------------------------------------------------------------------
 
 def test_paper_values_keys_and_spot_checks():
-    assert set(pv.TABLE1) == set(FIXED_METHODS) == set(pv.TABLE2) == set(pv.FIXED_LABELS)
-    assert set(pv.LEARNABLE_LABELS) == set(LEARNABLE_METHODS)
+    assert set(pv.TABLE1) == set(FIXED_METHODS) == set(pv.TABLE2)
     for t in (pv.TABLE3, pv.TABLE4, pv.TABLE9):
         assert set(t) == {"mnist", "imagenet32", "cifar10"}
         for per in t.values():
@@ -72,8 +71,8 @@ def test_paper_values_keys_and_spot_checks():
     assert pv.TABLE1["reinforce"][50] == {"batch_var": 4.86e5, "est_var": 8.30e7, "est_pct": 99.42}
     assert pv.TABLE2["reinforce"] == {"bpd": 7.208, "mse": 9.289}
     assert pv.TABLE3["cifar10"]["reparam_sg"] == (5.53, 0.01)
-    assert pv.TABLE3["mnist"]["sg_gaussian"] == (2.36, 0.07)
-    assert pv.TABLE4["imagenet32"]["sg_bernoulli"] == 534.29
+    assert pv.TABLE3["mnist"]["none_sg_gaussian"] == (2.36, 0.07)
+    assert pv.TABLE4["imagenet32"]["none_sg_bernoulli"] == 534.29
     assert pv.TABLE9["mnist"]["reinforce_sg"] == 8.20
     assert pv.TAYLOR_BIAS == {"sg": 212.9, "gumbel": 6100.0, "reinforce": 593.1}
     assert pv.CONVERGENCE == {"target_bpd": 6.73, "sg_gaussian": 45, "reparam": 90}
@@ -88,7 +87,7 @@ def test_paper_values_match_paper_text():
         pytest.skip("paper text not available")
     text = paper.read_text()
     for m, v in pv.TABLE2.items():
-        assert f"{pv.FIXED_LABELS[m]} {v['bpd']:.3f} {v['mse']:.3f}" in text
+        assert f"{FIXED_METHODS[m].label} {v['bpd']:.3f} {v['mse']:.3f}" in text
     for ds in ("mnist", "imagenet32", "cifar10"):
         for m in LEARNABLE_METHODS:
             mean, std = pv.TABLE3[ds][m]
@@ -156,7 +155,7 @@ def fixed_results():
 def test_table2_selected_run_final_epoch_paper_and_diff():
     sels, runs = fixed_results()
     df = report.table2(sels, runs, methods=list(FIXED_METHODS))
-    assert list(df["Method"]) == [pv.FIXED_LABELS[m] for m in FIXED_METHODS]
+    assert list(df["Method"]) == [m.label for m in FIXED_METHODS.values()]
     sg = row(df, Method="Continuous Silent Gradients")
     assert sg["BPD"] == 6.70 and sg["BPD (paper)"] == 6.718 and sg["BPD diff"] == pytest.approx(6.70 - 6.718)
     assert sg["MSE"] == 3.2 and sg["MSE (paper)"] == 3.011 and sg["MSE diff"] == pytest.approx(3.2 - 3.011)
@@ -200,9 +199,9 @@ def learnable_results():
     lr = dict(experiment="learnable")
     return {
         "mnist5k": {
-            "sg_gaussian": [result([3.0, 2.40], kld=[300.0, 320.0], mse=1.9, seed=0, **lr),
-                            result([3.0, 2.50], kld=340.0, mse=2.5, seed=1, **lr),
-                            result([3.0, 2.45], kld=330.0, mse=2.7, seed=2, **lr)],
+            "none_sg_gaussian": [result([3.0, 2.40], kld=[300.0, 320.0], mse=1.9, seed=0, **lr),
+                                 result([3.0, 2.50], kld=340.0, mse=2.5, seed=1, **lr),
+                                 result([3.0, 2.45], kld=330.0, mse=2.7, seed=2, **lr)],
             "reparam": [result([2.0], kld=150.0, mse=1.4, **lr)],
             "reparam_sg": [result([1.9], kld=170.0, mse=1.5, seed=0, **lr),
                            result([1.8], kld=160.0, mse=1.7, seed=1, **lr)],

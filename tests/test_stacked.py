@@ -302,7 +302,7 @@ def test_train_runs_splits_a_grid_into_stacks_of_stack_size(tmp_path):
     """The pipeline's train_runs: 3 runs with stack_size=2 train as a stack of 2 and a single run, with the same
     results as separate runs, and list the finished runs in done_json."""
     torch.set_num_threads(1)
-    from silentvae.pipeline import train_runs
+    from silentvae.jobs import train_runs
     base = {**TINY, "dataset": "mnist5k", "train_limit": 96, "val_limit": 32}
     runs = [{"id": f"grid/lr{lr:g}_s{seed}", "config": {**base, "seed": seed, "lr": lr}, "inherit": [],
              "out_dir": str(tmp_path / f"st{i}")} for i, (seed, lr) in enumerate(GRID)]

@@ -35,7 +35,7 @@ compile = False       # torch.compile the stacked step (a mode string such as "r
 
 TRAIN_CELLS = [
     '''import pandas as pd
-from silentvae.pipeline import train_runs
+from silentvae.jobs import train_runs
 from silentvae.plots import curves_figure, save_figure, show
 from silentvae.train import load_splits
 
@@ -116,7 +116,7 @@ threads = 1'''),
         '''import json
 from pathlib import Path
 import pandas as pd
-from silentvae.pipeline import variance_job
+from silentvae.jobs import variance_job
 
 results = variance_job(settings, selection_path, runs_dir, out_json, device=device, threads=threads)
 # 2 significant digits: variances over a few batches and samples (Monte Carlo) are not more precise than that
@@ -139,7 +139,7 @@ work_dir = ""
 device = "cpu"
 threads = 1'''),
         '''import pandas as pd
-from silentvae.pipeline import taylor_job
+from silentvae.jobs import taylor_job
 from silentvae.plots import show, taylor_figure
 
 result = taylor_job(settings, out_json, work_dir, device=device, threads=threads)
@@ -158,12 +158,11 @@ pd.Series({"gumbel": f"{result['gumbel']:.2g}", "reinforce": f"{result['reinforc
         "`results/tables/*.csv`, the figures in `results/figures/`.",
         params_cell('''results_dir = "fixtures/report_results"   # the pipeline passes its results folder
 config = "fixtures/report_results/config.yaml"   # the pipeline passes its (validated) config as a dict
-output_dir = ""                                 # tables/ and figures/ go here; empty: a temporary folder
-not_run = {}'''),
+output_dir = ""                                 # tables/ and figures/ go here; empty: a temporary folder'''),
         '''import tempfile
 from IPython.display import HTML, Markdown, display
-from silentvae.pipeline import load_config, write_report
-from silentvae.report import CAPTIONS, html_table
+from silentvae.plan import load_config
+from silentvae.report import CAPTIONS, html_table, write_report
 
 cfg = load_config(config) if isinstance(config, str) else config
 out = write_report(results_dir, cfg, out_dir=output_dir or tempfile.mkdtemp(prefix="silentvae-report-"))

@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 
 from silentvae.metrics import code_diversity
-from silentvae.pipeline import FIXED_METHODS, load_config, lr_tag
+from silentvae.methods import FIXED_METHODS
+from silentvae.paths import last_checkpoint_in
+from silentvae.plan import load_config, lr_tag
 from silentvae.train import RunConfig, load_run, load_splits, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,10 +36,10 @@ COLUMNS = ["method", "lr", "epochs", "val_bpd", "val_mse", "val_kld", "kl_vs_max
 
 def run_config(method: str, lr: float, epochs: int, dataset: str) -> RunConfig:
     """The paper config's fixed-variance run for ``method`` at ``lr``, with ``epochs`` and ``dataset`` replaced."""
-    fx = load_config(ROOT / "config" / "paper.yaml")["fixed_variance"]
-    run = {k: v for k, v in fx["run"].items() if k != "checkpoint_epochs"}
-    return RunConfig.from_dict({**run, **FIXED_METHODS[method], "experiment": "fixed", "dataset": dataset,
-                                "epochs": epochs, "lr": lr, "seed": fx["seed"],
+    fixed = load_config(ROOT / "config" / "paper.yaml")["fixed_variance"]
+    run = {k: v for k, v in fixed["run"].items() if k != "checkpoint_epochs"}
+    return RunConfig.from_dict({**run, **FIXED_METHODS[method].run_fields(), "experiment": "fixed", "dataset": dataset,
+                                "epochs": epochs, "lr": lr, "seed": fixed["seed"],
                                 "data_root": str(ROOT / "data")})
 
 
@@ -46,7 +48,7 @@ def train_and_measure(method: str, lr: float, epochs: int, dataset: str, runs: P
     cfg = run_config(method, lr, epochs, dataset)
     out = runs / method / lr_tag(lr)
     history = train(cfg, out, log=lambda line: print(f"[{method} {lr:g}] {line}", flush=True))
-    _, models, _ = load_run(out / "last.pt")
+    _, models, _ = load_run(last_checkpoint_in(out))
     _, val = load_splits(cfg)
     with torch.no_grad():
         post = models["encoder"].eval()(val.images.to(cfg.torch_dtype))

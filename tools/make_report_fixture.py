@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from silentvae import paths
 from silentvae.io import load_checkpoint
+from silentvae.plan import make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "notebooks" / "fixtures" / "report_results"
@@ -38,16 +40,19 @@ def main() -> int:
         if FIXTURE.exists():
             shutil.rmtree(FIXTURE)
         FIXTURE.mkdir(parents=True)
-        for path in list(results.glob("selected/**/*.json")) + list(results.glob("variance/**/*.json")) + \
-                list(results.glob("taylor/*.json")) + list(results.glob("runs/**/result.json")):
+        plan = make_plan(run_cfg)
+        wanted = ([paths.selection_json(str(results), s) for s in plan.selections]
+                  + [paths.diagnostic_json(str(results), job) for job in [*plan.variance, *plan.taylor]]
+                  + [paths.result_json(str(results), r) for r in plan.runs])
+        for path in map(Path, wanted):
             dest = FIXTURE / path.relative_to(results)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
-        for sel in results.glob("selected/**/*.json"):
-            best = json.loads(sel.read_text())["best_run"]
-            state = load_checkpoint(results / "runs" / best / "last.pt")
+        for selection in plan.selections:
+            best = json.loads(Path(paths.selection_json(str(results), selection)).read_text())["best_run"]
+            state = load_checkpoint(paths.last_checkpoint(str(results), best))
             slim = {k: state[k] for k in ("config", "models", "history")}
-            torch.save(slim, FIXTURE / "runs" / best / "last.pt")
+            torch.save(slim, paths.last_checkpoint(str(FIXTURE), best))
     fixture_cfg = {**cfg, "results": "fixtures/report_results", "data_root": "fixtures/no-data"}
     (FIXTURE / "config.yaml").write_text("# written by tools/make_report_fixture.py\n" + yaml.safe_dump(fixture_cfg))
     size = sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file())

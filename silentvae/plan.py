@@ -1,0 +1,299 @@
+r"""The experiment plan behind the Snakefile: which runs, selections, training jobs and diagnostics a config
+asks for (testable without Snakemake). Protocol (Appendix B.3):
+
+* Fixed variance (Table 2): every method x learning rate (one seed); the best learning rate per method is
+  selected on final validation BPD. Table 1 uses the selected runs' checkpoints.
+* Learnable variance (Tables 3, 4, 9): each method searches its grid (:data:`GRIDS`, named by
+  :attr:`silentvae.methods.Method.grid`) at the first seed: baselines the learning rate; "X + SG" annealing
+  rate x cut-off at X's selected learning rate; "None + SG" learning rate x cut-off. The selected setting is
+  then trained for the remaining seeds; the grid's own run is the first seed.
+* Training jobs (``Plan.training_jobs``): ``engine: single`` trains each run in its own job; ``engine:
+  stacked`` a method's grid in one job (fixed: its learning rates; learnable: the grid at the first seed, then
+  the selected setting's other seeds).
+* Every grid value is planned as written. A cut-off epoch c freezes the encoder from epoch c on; c beyond the
+  run's epochs never freezes it (the same training as no cut-off; such runs are kept, not merged, so that the
+  grid the config names is the grid that runs).
+* Datasets that are neither on disk nor downloadable (:func:`missing_datasets`) are left out of the plan and
+  reported as "not run: <dataset> not found at <path>".
+
+``python -m silentvae.plan select OUT.json '{"run id": "result.json", ...}'`` is the Snakefile's ``select``
+rule; ``python -m silentvae.plan plan CONFIG.yaml`` prints a config's job counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .methods import FIXED_METHODS, LEARNABLE_METHODS, Method
+
+__all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "load_config", "validate_config", "missing_datasets",
+           "make_plan", "lr_tag", "select_best"]
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One searched value: the RunConfig key, the config list it takes values from, its folder-name tag."""
+
+    key: str
+    values: str
+    tag: str
+    real: bool  # a real number: named by Python's shortest round-trip repr (distinct values, distinct names)
+
+    def folder(self, value: Any) -> str:
+        return f"{self.tag}{repr(float(value)) if self.real else value}"
+
+
+LR = Axis("lr", "lr_grid", "lr", real=True)
+ANNEAL = Axis("anneal_rate", "anneal_grid", "ar", real=True)
+CUTOFF = Axis("cutoff_epoch", "cutoff_grid", "co", real=False)
+
+#: a method's grid kind -> the axes it searches (the product, first axis outermost)
+GRIDS: dict[str, tuple[Axis, ...]] = {"lr": (LR,), "lr_cutoff": (LR, CUTOFF), "anneal_cutoff": (ANNEAL, CUTOFF)}
+
+
+@dataclass
+class RunSpec:
+    """One training run: its experiment, base RunConfig fields, and selections it takes values from."""
+
+    id: str
+    experiment: str
+    config: dict[str, Any]
+    inherit: list[tuple[str, list[str]]]
+
+    @property
+    def selections(self) -> list[str]:
+        return [selection for selection, _ in self.inherit]
+
+
+@dataclass
+class Plan:
+    runs: dict[str, RunSpec]
+    selections: dict[str, list[str]]        # selection id -> candidate run ids
+    final_runs: dict[str, list[str]]        # learnable selection id -> run ids reported over seeds
+    training_jobs: dict[str, list[str]]     # job id -> the run ids it trains (one, or a stack)
+    variance: dict[str, dict[str, Any]]     # job id -> settings (+ "selection")
+    taylor: dict[str, dict[str, Any]]       # job id -> settings
+    not_run: dict[str, str]                 # dataset -> reason
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict[str, Any]) -> None:
+    """Validate against config/schema.yaml (the one validator: the Snakefile calls it too); the error names the
+    offending key and value."""
+    import jsonschema
+    with open(SCHEMA_PATH) as f:
+        schema = yaml.safe_load(f)
+    try:
+        jsonschema.validate(cfg, schema)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "<top level>"
+        raise ValueError(f"invalid config at '{where}': {e.message}") from None
+
+
+def _planned_datasets(cfg: dict[str, Any]) -> list[str]:
+    sections = [(cfg["fixed_variance"], [cfg["fixed_variance"]["dataset"]]),
+                (cfg["learnable_variance"], list(cfg["learnable_variance"]["datasets"])),
+                (cfg["taylor_bias"], [cfg["taylor_bias"]["dataset"]])]
+    return list(dict.fromkeys(ds for section, names in sections if section["enabled"] for ds in names))
+
+
+def _download(cfg: dict[str, Any], dataset: str) -> bool:
+    return cfg["datasets"].get(dataset, {}).get("download", False)
+
+
+def missing_datasets(cfg: dict[str, Any]) -> dict[str, str]:
+    """{dataset: "not run: <dataset> not found at <path>"} for each dataset the config uses that is neither on
+    disk under ``data_root`` nor allowed to download."""
+    from .data import locate_dataset
+    missing = {}
+    for name in _planned_datasets(cfg):
+        present, path = locate_dataset(name, cfg["data_root"])
+        if not (present or _download(cfg, name)):
+            missing[name] = f"not run: {name} not found at {path}"
+    return missing
+
+
+def lr_tag(lr: float) -> str:
+    """The folder name of a fixed-variance run at learning rate ``lr`` (e.g. "lr0.0005", "lr1e-05")."""
+    return LR.folder(lr)
+
+
+def _grid_points(method: Method, section: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(folder name, RunConfig values) of each point of a method's grid."""
+    points: list[tuple[str, dict[str, Any]]] = [("", {})]
+    for axis in GRIDS[method.grid]:
+        points = [(f"{name}_{axis.folder(v)}" if name else axis.folder(v), {**values, axis.key: v})
+                  for name, values in points for v in section[axis.values]]
+    return points
+
+
+class _PlanBuilder:
+    """Accumulates a plan's runs, refusing two grid points that give the same run."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunSpec] = {}
+        self.selections: dict[str, list[str]] = {}
+
+    def add(self, run_id: str, experiment: str, config: dict[str, Any],
+            inherit: list[tuple[str, list[str]]] | None = None) -> str:
+        if run_id in self.runs:
+            raise ValueError(f"two grid points give the same run {run_id!r}: remove the duplicated grid value")
+        self.runs[run_id] = RunSpec(run_id, experiment, config, inherit or [])
+        return run_id
+
+
+def _check_variance_epochs(cfg: dict[str, Any]) -> None:
+    from .train import RunConfig
+    fixed, variance = cfg["fixed_variance"], cfg["variance_decomposition"]
+    fixed_epochs = fixed["run"].get("epochs", RunConfig.epochs)
+    if fixed["enabled"] and variance["enabled"] and max(variance["epochs"]) > fixed_epochs:
+        raise ValueError(f"variance_decomposition.epochs {variance['epochs']} go beyond fixed_variance.run.epochs "
+                         f"({fixed_epochs}): the variance study reads the checkpoints of those epochs of the "
+                         f"trained runs; lower the one or raise the other")
+
+
+def _plan_fixed(cfg: dict[str, Any], builder: _PlanBuilder, variance: dict[str, dict[str, Any]]) -> None:
+    fixed = cfg["fixed_variance"]
+    dataset = fixed["dataset"]
+    checkpoints = sorted(set(fixed["run"].get("checkpoint_epochs", [])) | set(cfg["variance_decomposition"]["epochs"]))
+    for method_id in fixed["methods"]:
+        method = FIXED_METHODS[method_id]
+        selection = f"fixed/{dataset}/{method_id}"
+        builder.selections[selection] = [
+            builder.add(f"{selection}/{name}", "fixed",
+                        {"data_root": cfg["data_root"], **fixed["run"], **method.run_fields(), "experiment": "fixed",
+                         "dataset": dataset, **values, "seed": fixed["seed"], "checkpoint_epochs": checkpoints,
+                         "download": _download(cfg, dataset)})
+            for name, values in _grid_points(method, fixed)]
+        if cfg["variance_decomposition"]["enabled"]:
+            variance[f"variance/{dataset}/{method_id}"] = {**cfg["variance_decomposition"], "selection": selection,
+                                                           "method": method_id, "dataset": dataset}
+
+
+def _plan_learnable(cfg: dict[str, Any], builder: _PlanBuilder, dataset: str,
+                    final_runs: dict[str, list[str]]) -> None:
+    learnable = cfg["learnable_variance"]
+    sizes = learnable["datasets"][dataset]
+    first_seed, other_seeds = learnable["seeds"][0], learnable["seeds"][1:]
+    for method_id in learnable["methods"]:
+        method = LEARNABLE_METHODS[method_id]
+        epochs = sizes.get("reinforce_epochs", sizes["epochs"]) if method.estimator == "reinforce" else sizes["epochs"]
+        limits = {k: sizes[k] for k in ("train_limit", "val_limit") if k in sizes}
+        base = {"data_root": cfg["data_root"], **learnable["run"], **method.run_fields(), **limits,
+                "experiment": "learnable", "dataset": dataset, "epochs": epochs, "batch_size": sizes["batch_size"],
+                "download": _download(cfg, dataset)}
+        selection = f"learnable/{dataset}/{method_id}"
+        inherit = []
+        if method.baseline is not None:
+            if f"learnable/{dataset}/{method.baseline}" not in builder.selections:
+                raise ValueError(f"learnable method {method_id!r} needs its baseline {method.baseline!r} in "
+                                 f"learnable_variance.methods (it takes the baseline's selected learning rate)")
+            inherit = [(f"learnable/{dataset}/{method.baseline}", ["lr"])]
+        builder.selections[selection] = [
+            builder.add(f"{selection}/{name}_s{first_seed}", "learnable", {**base, **values, "seed": first_seed},
+                        inherit)
+            for name, values in _grid_points(method, learnable)]
+        final_runs[selection] = [
+            builder.add(f"{selection}/final_s{seed}", "learnable", {**base, "seed": seed},
+                        [(selection, ["lr", "anneal_rate", "cutoff_epoch"])])
+            for seed in other_seeds]
+
+
+def _training_jobs(cfg: dict[str, Any], builder: _PlanBuilder,
+                   final_runs: dict[str, list[str]]) -> dict[str, list[str]]:
+    """engine single: a job per run (its id is the run's); stacked: a job per grid (fixed: the selection id;
+    learnable: ``<selection>/grid``, then ``<selection>/final`` for the other seeds)."""
+    jobs: dict[str, list[str]] = {}
+    for experiment in ("fixed", "learnable"):
+        stacked = cfg[f"{experiment}_variance"].get("engine", "single") == "stacked"
+        for selection, run_ids in builder.selections.items():
+            if not selection.startswith(f"{experiment}/"):
+                continue
+            groups = {selection if experiment == "fixed" else f"{selection}/grid": run_ids,
+                      f"{selection}/final": final_runs.get(selection, [])}
+            for job, group in groups.items():
+                if stacked and group:
+                    jobs[job] = group
+                elif not stacked:
+                    jobs.update({run_id: [run_id] for run_id in group})
+    return jobs
+
+
+def make_plan(cfg: dict[str, Any], not_run: dict[str, str] | None = None) -> Plan:
+    """Expand a validated config into runs, selections, training jobs and diagnostics, leaving out the datasets
+    of ``not_run`` ({dataset: reason}; default: :func:`missing_datasets`, which looks at the disk)."""
+    not_run = missing_datasets(cfg) if not_run is None else dict(not_run)
+    _check_variance_epochs(cfg)
+    builder = _PlanBuilder()
+    variance: dict[str, dict[str, Any]] = {}
+    taylor: dict[str, dict[str, Any]] = {}
+    final_runs: dict[str, list[str]] = {}
+    if cfg["fixed_variance"]["enabled"] and cfg["fixed_variance"]["dataset"] not in not_run:
+        _plan_fixed(cfg, builder, variance)
+    if cfg["learnable_variance"]["enabled"]:
+        for dataset in cfg["learnable_variance"]["datasets"]:
+            if dataset not in not_run:
+                _plan_learnable(cfg, builder, dataset, final_runs)
+    taylor_cfg = cfg["taylor_bias"]
+    if taylor_cfg["enabled"] and taylor_cfg["dataset"] not in not_run:
+        taylor[f"taylor/{taylor_cfg['dataset']}"] = {**taylor_cfg, "data_root": cfg["data_root"]}
+    return Plan(builder.runs, builder.selections, final_runs, _training_jobs(cfg, builder, final_runs), variance,
+                taylor, not_run)
+
+
+def select_best(candidates: dict[str, str | Path]) -> dict[str, Any]:
+    """Pick the run with the lowest final validation BPD among {run id: result.json path}."""
+    scored = []
+    for run_id, path in candidates.items():
+        with open(path) as f:
+            result = json.load(f)
+        scored.append((result["history"][-1]["val_bpd"], run_id, result["config"]))
+    scored.sort(key=lambda t: (t[0], t[1]))
+    bpd, run_id, config = scored[0]
+    return {"best_run": run_id, "best_val_bpd": bpd, "best_config": config,
+            "candidates": {r: b for b, r, _ in scored}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m silentvae.plan select OUT.json '{"run id": "result.json", ...}'`` (the Snakefile's
+    ``select`` rule) and ``python -m silentvae.plan plan CONFIG.yaml`` (job counts)."""
+    import argparse
+    import sys
+
+    from .io import atomic_write_json
+    parser = argparse.ArgumentParser(prog="python -m silentvae.plan")
+    sub = parser.add_subparsers(dest="command", required=True)
+    select_parser = sub.add_parser("select", help="pick the best run of a grid on final validation BPD")
+    select_parser.add_argument("out")
+    select_parser.add_argument("candidates", help="JSON object: run id -> its finished result file")
+    plan_parser = sub.add_parser("plan", help="print the job counts of a config")
+    plan_parser.add_argument("config")
+    args = parser.parse_args(argv)
+    if args.command == "select":
+        selection = select_best(json.loads(args.candidates))
+        atomic_write_json(args.out, selection)
+        print(f"selected {selection['best_run']} (val bpd {selection['best_val_bpd']:.4f})")
+    else:
+        plan = make_plan(load_config(args.config))
+        print(json.dumps({"training_runs": len(plan.runs), "training_jobs": len(plan.training_jobs),
+                          "selections": len(plan.selections), "variance_jobs": len(plan.variance),
+                          "taylor_jobs": len(plan.taylor), "not_run": plan.not_run}, indent=2))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""The plan of a config (silentvae.plan): validation, the protocol's runs, selections and training jobs, the
+dataset filter, and the same plan as before the split of pipeline.py (no training, no Snakemake here)."""
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from silentvae.jobs import resolve_run_config
+from silentvae.methods import LEARNABLE_METHODS
+from silentvae.plan import load_config, lr_tag, make_plan, missing_datasets, select_best, validate_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def paper_config(tmp_path, with_imagenet=True):
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    cfg["data_root"] = str(tmp_path)
+    if with_imagenet:
+        (tmp_path / "imagenet32").mkdir(exist_ok=True)
+        (tmp_path / "imagenet32" / "train_data_batch_1.npz").write_bytes(b"")
+    return cfg
+
+
+def _expected_learnable_runs(cfg, dataset):
+    """Count the protocol's runs from the config: grid points + remaining seeds per method."""
+    lv = cfg["learnable_variance"]
+    ds = lv["datasets"][dataset]
+    total = 0
+    for method in lv["methods"]:
+        spec = LEARNABLE_METHODS[method]
+        cutoffs = len(lv["cutoff_grid"])  # every cut-off is planned (one beyond the epochs never freezes)
+        if spec.estimator == "none":
+            grid = len(lv["lr_grid"]) * cutoffs
+        elif spec.silent_decoder:
+            grid = len(lv["anneal_grid"]) * cutoffs
+        else:
+            grid = len(lv["lr_grid"])
+        total += grid + len(lv["seeds"]) - 1
+    return total
+
+
+def test_both_configs_are_valid():
+    for name in ("paper", "embedded"):
+        load_config(ROOT / "config" / f"{name}.yaml")
+
+
+@pytest.mark.parametrize("mutate, where", [
+    (lambda c: c.update(learning_rate=1), "<top level>"),
+    (lambda c: c["fixed_variance"].update(methods=["sg_gaussian", "adam"]), "fixed_variance/methods/1"),
+    (lambda c: c["learnable_variance"]["run"].update(epocs=3), "learnable_variance/run"),
+    (lambda c: c["fixed_variance"].update(lr_grid=[-1e-3]), "fixed_variance/lr_grid/0"),
+    (lambda c: c["datasets"].update(svhn={"download": True}), "datasets"),
+    (lambda c: c["taylor_bias"].pop("free_latents"), "taylor_bias"),  # 200 latents: too many to enumerate
+])
+def test_bad_config_names_the_key(mutate, where):
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    mutate(cfg)
+    with pytest.raises(ValueError, match=re.escape(f"invalid config at '{where}'")):
+        validate_config(cfg)
+
+
+def test_paper_plan_has_the_full_protocol(tmp_path):
+    cfg = paper_config(tmp_path)
+    plan = make_plan(cfg)
+    fixed = [r for r in plan.runs if r.startswith("fixed/")]
+    assert len(fixed) == len(cfg["fixed_variance"]["methods"]) * len(cfg["fixed_variance"]["lr_grid"])
+    for ds in cfg["learnable_variance"]["datasets"]:
+        runs = [r for r in plan.runs if r.startswith(f"learnable/{ds}/")]
+        assert len(runs) == _expected_learnable_runs(cfg, ds), ds
+    assert set(plan.variance) == {f"variance/mnist/{m}" for m in cfg["fixed_variance"]["methods"]}
+    assert list(plan.taylor) == ["taylor/mnist"]
+    assert plan.not_run == {}
+    # Fixed runs checkpoint the epochs Table 1 needs; SG variants take the baseline's selected lr.
+    assert all(set(plan.runs[r].config["checkpoint_epochs"]) >= {1, 50, 250} for r in fixed)
+    sg_run = plan.runs["learnable/cifar10/gumbel_sg/ar0.01_co50_s0"]
+    assert sg_run.inherit == [("learnable/cifar10/gumbel", ["lr"])]
+    assert plan.runs["learnable/mnist/reinforce/lr0.0001_s0"].config["epochs"] == 300
+    final = plan.runs["learnable/imagenet32/reparam_sg/final_s2"]
+    assert final.config["seed"] == 2 and final.selections == ["learnable/imagenet32/reparam_sg"]
+
+
+def test_missing_dataset_is_reported_not_replaced(tmp_path):
+    plan = make_plan(paper_config(tmp_path, with_imagenet=False))
+    assert plan.not_run == {"imagenet32": f"not run: imagenet32 not found at {tmp_path / 'imagenet32'}"}
+    assert not any("/imagenet32/" in r for r in plan.runs)
+
+
+def test_select_best_and_resolve(tmp_path):
+    paths = {}
+    for name, bpd in [("a", 7.0), ("b", 6.5), ("c", 6.9)]:
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps({"config": {"lr": {"a": 1, "b": 2, "c": 3}[name], "cutoff_epoch": 5},
+                                           "history": [{"val_bpd": 9.0}, {"val_bpd": bpd}]}))
+    sel = select_best(paths)
+    assert sel["best_run"] == "b" and sel["best_val_bpd"] == 6.5 and sel["best_config"]["lr"] == 2
+    (tmp_path / "sel").mkdir()
+    (tmp_path / "sel" / "x.json").write_text(json.dumps(sel))
+    resolved = resolve_run_config({"lr": 9, "seed": 1, "cutoff_epoch": None}, [("x", ["lr"])], tmp_path / "sel")
+    assert resolved == {"lr": 2, "seed": 1, "cutoff_epoch": None}
+
+
+def test_learning_rate_tags_are_exact_and_duplicates_are_refused(tmp_path):
+    assert lr_tag(1e-4) != lr_tag(1.000001e-4)  # equal to 6 significant digits, still two folders
+    assert lr_tag(5e-4) == "lr0.0005" and lr_tag(1e-05) == "lr1e-05"
+    cfg = paper_config(tmp_path)
+    cfg["fixed_variance"]["lr_grid"] = [1e-4, 1.000001e-4]
+    cfg["learnable_variance"]["lr_grid"] = [1e-4, 1.000001e-4]
+    plan = make_plan(cfg)
+    assert len([r for r in plan.runs if r.startswith("fixed/mnist/reparam/")]) == 2
+    none_sg_grid = plan.training_jobs["learnable/mnist/none_sg_gaussian/grid"]
+    assert len(none_sg_grid) == 2 * len(cfg["learnable_variance"]["cutoff_grid"])
+    for section, key, value in [("fixed_variance", "lr_grid", [1e-4, 1.0e-4]),
+                                ("learnable_variance", "anneal_grid", [0.01, 0.01]),
+                                ("learnable_variance", "cutoff_grid", [50, 50]),
+                                ("variance_decomposition", "epochs", [1, 1])]:
+        bad = json.loads(json.dumps(cfg))
+        bad[section][key] = value
+        with pytest.raises(ValueError, match=rf"invalid config at '{section}/{key}'.*non-unique"):
+            validate_config(bad)
+        if key != "epochs":  # the planner refuses it too (a config that skipped the schema)
+            with pytest.raises(ValueError, match="same run .*remove the duplicated grid value"):
+                make_plan(bad)
+
+
+def test_every_cutoff_is_planned_even_beyond_the_epochs(tmp_path):
+    """imagenet32 trains 100 epochs: cut-offs 150 and 200 are kept (never frozen), so the grid is the config's."""
+    plan = make_plan(paper_config(tmp_path))
+    cutoffs = {plan.runs[r].config["cutoff_epoch"] for r in plan.training_jobs["learnable/imagenet32/reparam_sg/grid"]}
+    assert cutoffs == {50, 80, 100, 150, 200}
+
+
+def test_bad_compile_mode_is_refused_naming_the_key():
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    with pytest.raises(ValueError, match="compile"):
+        validate_config({**cfg, "compile": "fastest"})
+
+
+
+def test_dataset_filter_is_separate_from_the_grid(tmp_path):
+    """missing_datasets looks at the disk; make_plan(cfg, not_run) plans everything else without looking."""
+    cfg = paper_config(tmp_path, with_imagenet=False)
+    assert missing_datasets(cfg) == {"imagenet32": f"not run: imagenet32 not found at {tmp_path / 'imagenet32'}"}
+    everything = make_plan(cfg, not_run={})
+    assert any("/imagenet32/" in r for r in everything.runs) and everything.not_run == {}
+    no_cifar = make_plan(cfg, not_run={"cifar10": "not run: cifar10 (test)"})
+    assert sorted(no_cifar.runs) == sorted(r for r in everything.runs if "/cifar10/" not in r)
+    assert no_cifar.not_run == {"cifar10": "not run: cifar10 (test)"}
+
+
+def _run_digest(spec) -> str:
+    """The run as tests/plan_reference.json records it: a digest of its experiment, config and inherit."""
+    text = json.dumps({"experiment": spec.experiment, "config": spec.config,
+                       "inherit": [[s, k] for s, k in spec.inherit]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@pytest.mark.parametrize("name", ["paper", "embedded"])
+def test_plan_is_the_one_before_the_split(name):
+    """tests/plan_reference.json is the plan of config/<name>.yaml (every dataset present, data_root "DATA") as
+    pipeline.make_plan built it before the split into methods / plan / paths / jobs (commit ef58e34), with the
+    learnable None + SG ids renamed (sg_* -> none_sg_*): the same runs with the same configs and inherits, the
+    same selections, seeds, stacks and diagnostics. Run ids in groups are stored relative to their selection."""
+    reference = json.loads((ROOT / "tests" / "plan_reference.json").read_text())[name]
+    cfg = load_config(ROOT / "config" / f"{name}.yaml")
+    cfg["data_root"] = "DATA"
+    plan = make_plan(cfg, not_run={})
+
+    def whole(groups):
+        return {key: [f"{'/'.join(key.split('/')[:3])}/{run}" for run in runs] for key, runs in groups.items()}
+
+    assert {r: _run_digest(spec) for r, spec in plan.runs.items()} == reference["run_digests"]
+    assert plan.selections == whole(reference["selections"])
+    assert plan.final_runs == whole(reference["final_runs"])
+    assert {job: runs for job, runs in plan.training_jobs.items() if runs != [job]} == whole(reference["stacks"])
+    assert sorted(r for runs in plan.training_jobs.values() for r in runs) == sorted(plan.runs)
+    assert plan.variance == reference["variance"] and plan.taylor == reference["taylor"]
