@@ -18,8 +18,8 @@ What, each in one place:
   skips parameters without a gradient: no update, no weight decay, no step count);
 * the epoch, :meth:`StackedRuns.train_epoch`: parameters stacked along a leading axis (one flat ``(K, P)``
   buffer, one view per parameter; buffers such as BatchNorm statistics as (K, ...) tensors), stepped with
-  ``vmap(grad(functional_call(...)))`` (for K = 1 the same ``grad`` without ``vmap``, which would only cost
-  time); while some runs' encoders are frozen (BatchNorm in eval mode) and others not, in two vmapped calls;
+  ``vmap(grad(functional_call(...)))`` (for K = 1 the objective's gradient by plain autograd, without
+  ``vmap``, which would only cost time); while some runs' encoders are frozen (BatchNorm in eval mode) and others not, in two vmapped calls;
 * the loop, :func:`train_stacked`: resume from ``last.pt``, validation, ``last.pt``, ``epoch_XXXX.pt``,
   ``metrics.json``, ``result.json``.
 
@@ -325,11 +325,13 @@ class StackedRuns:
 
     def _vmapped_grad(self, in_dims: tuple) -> Callable:
         """``vmap(grad(objective))`` over the runs; ``in_dims`` marks the absent (None) inputs. For a stack of
-        one: ``grad(objective)`` on the run's slices (:func:`_without_vmap`)."""
+        one: the objective's gradient by plain autograd on the run's slices (:func:`_without_vmap`)."""
         key = in_dims + (self.objective.compute_linear, self.objective.encoder.training)
         if key not in self._steps:
-            fn = grad(self._loss, has_aux=True)
-            fn = _without_vmap(fn) if self.K == 1 else vmap(fn, in_dims=in_dims)
+            if self.K == 1:
+                fn = _without_vmap(_autograd_grad(self._loss))
+            else:
+                fn = vmap(grad(self._loss, has_aux=True), in_dims=in_dims)
             if self.compile:
                 fn = torch.compile(fn, mode=self.compile if isinstance(self.compile, str) else None)
             self._steps[key] = fn
@@ -498,9 +500,25 @@ class StackedRuns:
         return rows
 
 
+def _autograd_grad(loss: Callable) -> Callable:
+    """``torch.func.grad(loss, has_aux=True)`` computed by plain autograd, without the per-operation cost of a
+    functorch transform (which shows on small models): gradients with respect to ``params`` (zeros where
+    unused) and the aux outputs, detached."""
+
+    def call(params: dict[str, Tensor], buffers: dict[str, Tensor], *args):
+        leaves = {n: p.detach().requires_grad_() for n, p in params.items()}  # the same storage
+        with torch.enable_grad():
+            objective, aux = loss(leaves, buffers, *args)
+        grads = torch.autograd.grad(objective, list(leaves.values()), allow_unused=True, materialize_grads=True)
+        return dict(zip(leaves, grads)), tuple(a.detach() for a in aux)
+
+    return call
+
+
 def _without_vmap(step: Callable) -> Callable:
-    """``step`` (``grad(objective)``) for a stack of one: called on run 0's slices of the stacked inputs, its
-    outputs given back their leading run axis. Same result as ``vmap(step)`` over one run, at an eager loop's speed."""
+    """``step`` (the gradient of the objective) for a stack of one: called on run 0's slices of the stacked
+    inputs, its outputs given back their leading run axis. Same result as ``vmap(step)`` over one run, at an
+    eager loop's speed."""
 
     def first(a):
         return a[0] if isinstance(a, Tensor) else a
