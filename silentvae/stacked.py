@@ -646,7 +646,7 @@ def measure_peak_bytes(configs: list[RunConfig], in_shape: tuple[int, ...] = (1,
     """Peak CUDA memory (bytes, ``torch.cuda.max_memory_allocated``) of a stack training ``steps`` steps.
 
     Counts the stack (parameters, AdamW state, gradients, activations, its ``Run`` copies) and a random
-    data set of ``steps`` batches; ``None`` on a non-CUDA device. Per-run cost: measure K = 1 and K = 2
+    data set of ``steps`` batches; ``None`` on a non-CUDA device. Per-run cost: measure K = 2 and K = 3
     and take the difference; feed it to :func:`pick_stack_size`.
     """
     cfg = configs[0]
@@ -672,16 +672,19 @@ def auto_stack_size(configs: list[RunConfig], in_shape: tuple[int, ...], reserve
                     log: Callable[[str], None] = print, jobs_per_gpu: int = 1) -> int:
     """How many of ``configs`` to train per stack on their device: all of them on a CPU; on a GPU as many as fit
     in 80% of its free memory / ``jobs_per_gpu`` (jobs sharing the device) less ``reserved_bytes`` (the data
-    set), from the measured peak memory of stacks of one and two runs (:func:`measure_peak_bytes`: per-run
+    set), from the measured peak memory of stacks of two and three runs (:func:`measure_peak_bytes`: per-run
     cost = the difference). At least 1."""
     n = len(configs)
     device = torch.device(configs[0].device)
     if device.type != "cuda" or n == 1:
         return n
-    one = measure_peak_bytes(configs[:1], in_shape)
-    two = measure_peak_bytes(configs[:2], in_shape)
-    per_run = max(two - one, 1)
-    shared = max(one - per_run, 0)
+    # Per-run cost between two vmapped stacks (a stack of one skips vmap and needs less memory, so K = 1 vs 2
+    # would overstate it); with only two runs, K = 1 vs 2 (an overestimate: safe).
+    small, large = (2, 3) if n >= 3 else (1, 2)
+    peak_small = measure_peak_bytes(configs[:small], in_shape)
+    peak_large = measure_peak_bytes(configs[:large], in_shape)
+    per_run = max(peak_large - peak_small, 1)
+    shared = max(peak_small - small * per_run, 0)
     free = torch.cuda.mem_get_info(device)[0] // max(1, int(jobs_per_gpu))
     k = max(1, min(n, pick_stack_size(per_run, max(free - reserved_bytes - shared, 0))))
     mib = 2 ** 20
