@@ -55,11 +55,10 @@ def prepare_run(run_config: dict[str, Any], inherit: list, selections_dir: str, 
 def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str = "auto", threads: int = 1,
                stack_size: int | str = "auto", done_json: str = "", jobs_per_gpu: int = 1,
                compile: bool | str = False, log=print) -> dict[str, tuple[Any, Path, list[dict[str, Any]]]]:
-    """Train the runs of one pipeline job: one run with :func:`silentvae.train.train`; several (a grid of one
-    method, ``engine: stacked``) together with :func:`silentvae.stacked.train_stacked`, ``stack_size`` runs
-    per stack ("auto": as many as fit in the GPU's free memory shared by ``jobs_per_gpu`` jobs; all of them on
-    a CPU). ``compile`` (true or a ``torch.compile`` mode) trains every chunk, a single run too, with the stacked
-    engine's compiled step.
+    """Train the runs of one pipeline job (one run, or a grid of one method with ``engine: stacked``) with
+    :func:`silentvae.stacked.train_stacked`, ``stack_size`` runs per stack ("auto": as many as fit in the GPU's
+    free memory shared by ``jobs_per_gpu`` jobs; all of them on a CPU; a single run is a stack of one, as in
+    :func:`silentvae.train.train`). ``compile`` (true or a ``torch.compile`` mode) compiles the engine's step.
 
     ``runs``: [{"id", "config", "inherit", "out_dir"}]. Returns {run id: (RunConfig, output folder, history)}.
     With ``done_json`` it finally writes {"runs": {run id: result.json}, "stack_size": K} there (the
@@ -70,7 +69,7 @@ def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str
 
     from .io import atomic_write_json
     from .stacked import auto_stack_size, train_stacked
-    from .train import NonFiniteLossError, load_splits, train
+    from .train import NonFiniteLossError, load_splits
     prepared = [prepare_run(r["config"], r.get("inherit", []), selections_dir, r.get("out_dir", ""), device, threads)
                 for r in runs]
     run_ids = [r["id"] for r in runs]
@@ -90,16 +89,12 @@ def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str
     errors = []
     for start in range(0, len(prepared), per_stack):
         chunk = list(zip(run_ids, prepared))[start:start + per_stack]
+        if len(prepared) > per_stack:
+            log(f"stack {start // per_stack + 1} of {-(-len(prepared) // per_stack)}: {len(chunk)} runs")
         try:
-            if len(chunk) == 1 and not compile:
-                run_id, (cfg, run_out) = chunk[0]
-                out[run_id] = (cfg, run_out, train(cfg, run_out, splits=splits, log=log))
-            else:
-                if len(prepared) > per_stack:
-                    log(f"stack {start // per_stack + 1} of {-(-len(prepared) // per_stack)}: {len(chunk)} runs")
-                histories = train_stacked([c for _, (c, _) in chunk], splits, out_dirs=[o for _, (_, o) in chunk],
-                                          log=log, compile=compile)
-                out.update({run_id: (c, o, h) for (run_id, (c, o)), h in zip(chunk, histories)})
+            histories = train_stacked([c for _, (c, _) in chunk], splits, out_dirs=[o for _, (_, o) in chunk],
+                                      log=log, compile=compile)
+            out.update({run_id: (c, o, h) for (run_id, (c, o)), h in zip(chunk, histories)})
         except NonFiniteLossError as e:
             errors.append(str(e))
     if errors:
