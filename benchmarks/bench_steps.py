@@ -7,9 +7,9 @@ Table 2 (sg_gaussian, reparam, sg_bernoulli, gumbel, reinforce) it times
 
   (a) baseline: what a user would write: a torchvision-style Dataset (per-item uint8 -> float tensor and
       dequantisation), torch.utils.data.DataLoader(shuffle=True), an eager loop with loss.item() per step;
-  (b) engine:   silentvae.stacked's engine with one run, as silentvae.train.train runs it (data on the
+  (b) engine:   silentvae.engine with one run, as silentvae.engine.train runs it (data on the
       device, shuffling and dequantisation on the device, one host sync per epoch);
-  (c) stacked:  silentvae.stacked.StackedRuns with K runs (--stack), reported as run-steps/s = K * steps/s,
+  (c) stacked:  silentvae.engine.StackedRuns with K runs (--stack), reported as run-steps/s = K * steps/s,
       with its peak GPU memory.
 
 It prints steps/s, the ratios to (a), SG's step time over reparam's, and the projected device-hours of
@@ -53,8 +53,8 @@ from silentvae.estimators import make_estimator  # noqa: E402
 from silentvae.models import LinearDecoder, MnistEncoder  # noqa: E402
 from silentvae.methods import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
 from silentvae.plan import load_config, make_plan  # noqa: E402
-from silentvae.stacked import StackedRuns, auto_stack_size  # noqa: E402
-from silentvae.train import Run, RunConfig  # noqa: E402
+from silentvae.engine import StackedRuns, auto_stack_size  # noqa: E402
+from silentvae.run import Run, RunConfig  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 from reference_trainer import train_epoch as eager_train_epoch  # noqa: E402
@@ -131,7 +131,7 @@ def time_baseline(cfg: RunConfig, images: np.ndarray, steps: int, warmup: int, w
 # --- (b) the silentvae engine and (c) the stacked engine ------------------------------------------
 
 def time_engine(cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int) -> float:
-    """Steps/s of the engine with one run, as silentvae.train.train runs it (one epoch of exactly ``steps``
+    """Steps/s of the engine with one run, as silentvae.engine.train runs it (one epoch of exactly ``steps``
     steps, after a warm-up epoch)."""
     stack = StackedRuns([cfg], tuple(images.shape[1:]))
     return _epoch_steps_per_second(stack.train_epoch, cfg, images, steps, warmup)
@@ -333,7 +333,7 @@ def print_stack_of_one(device: str, size: dict, images: torch.Tensor, steps: int
     """Steps/s of one run: the eager loop (before) and the engine with K = 1 (after), alternating ``repeats``
     times per method; each round's ratio after / before, and the range and median of the ratios."""
     print(f"One run, steps/s: eager loop (tests/reference_trainer.py, the trainer before the engine) vs the engine "
-          f"with K = 1 (silentvae.train.train now); {repeats} alternating rounds")
+          f"with K = 1 (silentvae.engine.train now); {repeats} alternating rounds")
     print(f"  {'experiment':10s} {'method':13s} {'eager':>16s} {'engine':>16s}  engine/eager per round")
     all_ratios = []
     methods = [("fixed", m, spec) for m, spec in FIXED_METHODS.items()]

@@ -1,5 +1,5 @@
 r"""The training engine: K runs at once in one process, one vmapped step (``torch.func``); a single run
-(:func:`silentvae.train.train`) is a stack of one.
+(:func:`train`) is a stack of one. What a run is (config, models, files) lives in :mod:`silentvae.run`.
 
 Why: the paper's protocol is thousands of small-model runs (Table 2 alone is 5 methods x 4 learning rates
 x 500 epochs of 844 steps; Table 3 is 8 methods x up to 20 grid points x 3 seeds). One such model keeps a
@@ -23,7 +23,7 @@ What, each in one place:
 * the loop, :func:`train_stacked`: resume from ``last.pt``, validation, ``last.pt``, ``epoch_XXXX.pt``,
   ``metrics.json``, ``result.json``.
 
-Each run keeps a :class:`silentvae.train.Run` (models, torch AdamW state, REINFORCE baseline, generator,
+Each run keeps a :class:`silentvae.run.Run` (models, torch AdamW state, REINFORCE baseline, generator,
 history) which the engine fills in at every epoch end: the files are those of a single run, and a
 checkpoint resumes in a stack of any size.
 
@@ -43,7 +43,7 @@ Inside an epoch nothing waits for the device: losses and the first non-finite st
 the device and read once per epoch; everything that changes between runs within an epoch (w_lin,
 freezing, step counts) is known on the host at the epoch's start and uploaded once. A run whose loss
 becomes non-finite is dropped from the outputs (its files keep the last good epoch) while the others go
-on; :func:`train_stacked` raises :class:`~silentvae.train.NonFiniteLossError` naming it at the end.
+on; :func:`train_stacked` raises :class:`~silentvae.run.NonFiniteLossError` naming it at the end.
 """
 
 from __future__ import annotations
@@ -59,14 +59,15 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
+from .algorithm1 import split_gradient
 from .data import DataSplit, dequantize
 from .estimators import Reinforce, SilentGradient, make_estimator
 from .io import load_checkpoint
 from .posteriors import NOISE
-from .train import (HEAD_INIT_IMAGES, NonFiniteLossError, Run, RunConfig, evaluate, kept_after_failure, load_splits,
-                    resume_run, save_run, train, write_metrics)
+from .run import (HEAD_INIT_IMAGES, NonFiniteLossError, Run, RunConfig, evaluate, kept_after_failure, load_splits,
+                  resume_run, save_run, write_metrics)
 
-__all__ = ["StackedRuns", "train_stacked", "check_stackable", "adamw_update_", "bias_corrections",
+__all__ = ["train", "StackedRuns", "train_stacked", "check_stackable", "adamw_update_", "bias_corrections",
            "pick_stack_size", "measure_peak_bytes", "auto_stack_size", "STACKABLE_KEYS"]
 
 #: The only RunConfig fields that may differ between the runs of one stack.
@@ -171,7 +172,7 @@ class _Objective(nn.Module):
                 use_kl: Tensor | None, use_lin: Tensor | None):
         post = self.encoder(x)
         kl = post.kl()
-        noisy = post if w_lin is None else post.scale_grad(1.0 - w_lin)
+        silent, noisy = (post, post) if w_lin is None else split_gradient(post, w_lin)  # Eq. 8's gradient mix
         f_mean = torch.zeros((), dtype=x.dtype, device=x.device)
         if isinstance(self.estimator, Reinforce):
             neg_loglik, f_mean = Reinforce.surrogate(noisy, self.decoder, x, baseline, noise=noise)
@@ -181,7 +182,7 @@ class _Objective(nn.Module):
         objective = neg_loglik.mean() + kl_term
         linear = torch.zeros((), dtype=x.dtype, device=x.device)
         if self.compute_linear:
-            linear = self.silent_gradient.loss(post.scale_grad(w_lin), self.linear, x).mean()
+            linear = self.silent_gradient.loss(silent, self.linear, x).mean()
             objective = objective + (linear if use_lin is None else torch.where(use_lin, linear, 0.0))
         reported = (neg_loglik.detach() + kl.detach()).mean()
         return objective, (objective.detach(), reported, linear.detach(), f_mean)
@@ -215,7 +216,7 @@ class _Segment:
 class StackedRuns:
     """K runs (equal configs but :data:`STACKABLE_KEYS`) trained together by one vmapped step.
 
-    ``runs[k]`` is the :class:`~silentvae.train.Run` of ``configs[k]``: its models give the initial
+    ``runs[k]`` is the :class:`~silentvae.run.Run` of ``configs[k]``: its models give the initial
     parameters, its generator all random numbers, and :meth:`sync_runs` writes the stacked state back
     into it (models, AdamW state, REINFORCE baseline). Call :meth:`load_from_runs` after changing the
     runs (e.g. ``run.load_state_dict`` for a resume).
@@ -291,7 +292,7 @@ class StackedRuns:
             offset += size
         if offset != self.flat.shape[1] or [n for s in segments for n in s.names] != self.names:
             raise ValueError(f"unexpected parameter layout {self.names[:3]}...: stacking needs the encoder / decoder "
-                             f"/ linear ModuleDict of silentvae.train.build_models")
+                             f"/ linear ModuleDict of silentvae.run.build_models")
         return segments
 
     def _views(self, flat: Tensor, shapes: dict[str, torch.Size]) -> dict[str, Tensor]:
@@ -544,7 +545,7 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
                   stop_after: int | None = None) -> list[list[dict[str, Any]]]:
     """Train K runs (fixed or learnable) together up to epoch ``epochs`` (default ``cfg.epochs``); their histories.
 
-    The trainer of every run: :func:`silentvae.train.train` is ``train_stacked([cfg], out_dirs=[out])``. With
+    The trainer of every run: :func:`train` is ``train_stacked([cfg], out_dirs=[out])``. With
     ``out_dirs``, each run resumes from its ``last.pt`` (all at one epoch; a run left behind is caught up
     first) and writes after each epoch ``last.pt``, ``epoch_XXXX.pt`` (``checkpoint_epochs``) and ``metrics.json``,
     and ``result.json`` once finished. History rows: the epoch's training losses, ``w_lin``, ``encoder_frozen``,
@@ -604,6 +605,18 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
     return [run.history for run in stack.runs]
 
 
+def train(cfg: RunConfig | dict, out_dir: str | Path, *, splits: tuple[DataSplit, DataSplit] | None = None,
+          log: Callable[[str], None] = print, stop_after: int | None = None) -> list[dict[str, Any]]:
+    """Train (or resume, or skip if finished) the run ``cfg`` in ``out_dir``; return its history.
+
+    ``stop_after`` ends the call after that many epochs of this call (the run stays resumable). The run is a
+    stack of one of :func:`train_stacked`; raises :class:`~silentvae.run.NonFiniteLossError` if its loss
+    becomes non-finite.
+    """
+    (history,) = train_stacked([cfg], splits, out_dirs=[out_dir], log=log, stop_after=stop_after)
+    return history
+
+
 def _epoch_line(stack: StackedRuns, rows: list[dict[str, Any] | None], target: int, seconds: float) -> str:
     """The log line of one epoch: a single run's metrics, or a stack's losses."""
     if stack.K == 1 and rows[0] is not None:
@@ -617,7 +630,7 @@ def _epoch_line(stack: StackedRuns, rows: list[dict[str, Any] | None], target: i
 
 def _catch_up(stack: StackedRuns, outs: list[Path], splits: tuple[DataSplit, DataSplit], log) -> None:
     """Bring runs that are behind the others (a kill between two runs' saves of one epoch) to the same epoch
-    with :func:`silentvae.train.train`; a run that fails on the way is marked failed in the stack."""
+    with :func:`train`; a run that fails on the way is marked failed in the stack."""
     ahead = max(run.epoch for run in stack.runs)
     for k, (run, out) in enumerate(zip(stack.runs, outs)):
         if run.epoch < ahead:

@@ -43,7 +43,7 @@ def prepare_run(run_config: dict[str, Any], inherit: list, selections_dir: str, 
 
     import torch
 
-    from .train import RunConfig
+    from .run import RunConfig
     torch.set_num_threads(int(threads))
     resolved = resolve_run_config(run_config, [tuple(i) for i in inherit], selections_dir)
     cfg = RunConfig.from_dict({**resolved, "device": job_device(device)})
@@ -56,20 +56,20 @@ def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str
                stack_size: int | str = "auto", done_json: str = "", jobs_per_gpu: int = 1,
                compile: bool | str = False, log=print) -> dict[str, tuple[Any, Path, list[dict[str, Any]]]]:
     """Train the runs of one pipeline job (one run, or a grid of one method with ``engine: stacked``) with
-    :func:`silentvae.stacked.train_stacked`, ``stack_size`` runs per stack ("auto": as many as fit in the GPU's
+    :func:`silentvae.engine.train_stacked`, ``stack_size`` runs per stack ("auto": as many as fit in the GPU's
     free memory shared by ``jobs_per_gpu`` jobs; all of them on a CPU; a single run is a stack of one, as in
-    :func:`silentvae.train.train`). ``compile`` (true or a ``torch.compile`` mode) compiles the engine's step.
+    :func:`silentvae.engine.train`). ``compile`` (true or a ``torch.compile`` mode) compiles the engine's step.
 
     ``runs``: [{"id", "config", "inherit", "out_dir"}]. Returns {run id: (RunConfig, output folder, history)}.
     With ``done_json`` it finally writes {"runs": {run id: result.json}, "stack_size": K} there (the
     Snakefile's output for every training job). If a run's loss became non-finite, the other stacks still
-    finish before :class:`~silentvae.train.NonFiniteLossError` is raised.
+    finish before :class:`~silentvae.run.NonFiniteLossError` is raised.
     """
     import torch
 
     from .io import atomic_write_json
-    from .stacked import auto_stack_size, train_stacked
-    from .train import NonFiniteLossError, load_splits
+    from .engine import auto_stack_size, train_stacked
+    from .run import NonFiniteLossError, load_splits
     prepared = [prepare_run(r["config"], r.get("inherit", []), selections_dir, r.get("out_dir", ""), device, threads)
                 for r in runs]
     run_ids = [r["id"] for r in runs]
@@ -126,7 +126,8 @@ def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, o
     from .diagnostics import gradient_variance
     from .estimators import make_estimator
     from .io import atomic_write_json, load_checkpoint
-    from .train import RunConfig, checkpoint_name, load_run, load_splits, train
+    from .engine import train
+    from .run import RunConfig, checkpoint_name, load_run, load_splits
 
     dev = _job_setup(device, threads)
     epochs = sorted(int(e) for e in settings["epochs"])
@@ -177,7 +178,8 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
     from .data import dequantize
     from .diagnostics import data_average_loss, taylor_bias_check
     from .io import atomic_write_json, load_checkpoint
-    from .train import RunConfig, build_models, load_splits, train
+    from .engine import train
+    from .run import RunConfig, build_models, load_splits
 
     dev = _job_setup(device, threads)
     none_sg = LEARNABLE_METHODS["none_sg_bernoulli"].run_fields()  # Bernoulli latents, the silent gradient alone

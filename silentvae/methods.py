@@ -36,7 +36,7 @@ class Method:
     label: str                # the paper's name for it
 
     def run_fields(self) -> dict[str, Any]:
-        """Its :class:`silentvae.train.RunConfig` fields (the fixed experiment has no silent decoder)."""
+        """Its :class:`silentvae.run.RunConfig` fields (the fixed experiment has no silent decoder)."""
         fields: dict[str, Any] = {"latent": self.latent, "estimator": self.estimator}
         if self.experiment == "learnable":
             fields["silent"] = self.silent_decoder

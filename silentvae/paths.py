@@ -3,7 +3,7 @@ Snakefile, the job runners and the report's collectors call these functions).
 
 ::
 
-    <results>/runs/<run id>/           one training run (silentvae.train writes result.json, last.pt, ...)
+    <results>/runs/<run id>/           one training run (silentvae.engine writes result.json, last.pt, ...)
     <results>/selected/<selection>.json the grid point chosen on validation BPD
     <results>/training/<job>.json      a training job's finished runs and stack size
     <results>/variance/<...>.json, <results>/taylor/<dataset>.json   diagnostics (job id = path)

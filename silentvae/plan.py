@@ -156,7 +156,7 @@ class _PlanBuilder:
 
 
 def _check_variance_epochs(cfg: dict[str, Any]) -> None:
-    from .train import RunConfig
+    from .run import RunConfig
     fixed, variance = cfg["fixed_variance"], cfg["variance_decomposition"]
     fixed_epochs = fixed["run"].get("epochs", RunConfig.epochs)
     if fixed["enabled"] and variance["enabled"] and max(variance["epochs"]) > fixed_epochs:

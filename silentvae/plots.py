@@ -121,7 +121,7 @@ def reconstructions_from_checkpoint(path: str | Path, images: Tensor, device: st
     sqrt(sigma2) everywhere), the nonlinear decoder in the learnable one (the SG linear decoder is unused).
     Returns (means, stds), each (N, C, H, W) float32 on the CPU.
     """
-    from .train import load_run
+    from .run import load_run
     cfg, models, _ = load_run(path, device)
     x = images.to(device=device, dtype=cfg.torch_dtype)
     posterior = models["encoder"](x)
@@ -234,8 +234,7 @@ def taylor_figure(taylor: dict[str, Any], title: str | None = None) -> Figure:
     """Bar chart (log scale) of each estimator's L2 deviation from the exact gradient, paper values as
     black markers."""
     import seaborn as sns
-    from .report import TAYLOR_LABELS
-    keys = list(TAYLOR_LABELS)
+    keys = list(pv.TAYLOR_LABELS)
     ours = np.array([float(taylor[k]) for k in keys])
     paper = np.array([pv.TAYLOR_BIAS[k] for k in keys])
     fig = Figure(figsize=(5.0, 3.8), layout="constrained")
@@ -249,7 +248,7 @@ def taylor_figure(taylor: dict[str, Any], title: str | None = None) -> Figure:
                     ha="center", fontsize=8)
     ax.set_yscale("log")
     ax.set_xticks(x)
-    ax.set_xticklabels([TAYLOR_LABELS[k] for k in keys], fontsize=8)
+    ax.set_xticklabels([pv.TAYLOR_LABELS[k] for k in keys], fontsize=8)
     ax.set_ylabel("L2 distance to exact gradient")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)

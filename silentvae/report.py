@@ -366,7 +366,7 @@ def table9(learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] 
 # Taylor bias
 # ------------------------------------------------------------------------------------------------------
 
-TAYLOR_LABELS = {"sg": "Silent Gradients (Taylor)", "gumbel": "Gumbel-Softmax", "reinforce": "REINFORCE"}
+from .paper_values import TAYLOR_LABELS  # noqa: E402  (the paper's names live with its values)
 
 
 def taylor_table(taylor: dict[str, Any]) -> pd.DataFrame:
@@ -619,7 +619,7 @@ def write_report(results_dir: str | Path, cfg: dict[str, Any], *, out_dir: str |
     DataFrame}, "figures": {name: Figure}, "notes": [one line per missing dataset], "provenance": DataFrame}.
     """
     from . import claims, plots
-    from .train import RunConfig, load_splits
+    from .run import RunConfig, load_splits
 
     results = str(results_dir)
     gathered = gather_results(results, cfg)

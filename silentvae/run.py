@@ -1,7 +1,8 @@
 r"""Runs of the paper's experiments, fixed by (config, seed), resumable after a kill: what one run is
-(:class:`RunConfig`, its models, optimizer, random numbers and history) and :func:`train`, which trains it as a
-stack of one of the training engine :mod:`silentvae.stacked` (the objective, AdamW step and epoch loop live
-there). ``tests/reference_trainer.py`` keeps the same training as a plain eager loop, which the tests compare
+(:class:`RunConfig`, its models, optimizer, random numbers and history), its validation (:func:`evaluate`) and
+its files (``last.pt``, ``metrics.json``; :func:`load_run`). The training engine :mod:`silentvae.engine` (the
+objective, AdamW step and epoch loop; its :func:`~silentvae.engine.train` trains one run as a stack of one)
+builds on this module, which imports nothing of it. ``tests/reference_trainer.py`` keeps the same training as a plain eager loop, which the tests compare
 the engine against.
 
 * ``experiment="fixed"`` (Section 3.2): encoder + :class:`LinearDecoder` (sigma2 fixed), trained by one
@@ -39,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import algorithm1
 from .analytic import expected_sq_error_fixed
 from .data import DataSplit, dequantize, load_dataset
 from .estimators import make_estimator
@@ -48,8 +50,9 @@ from .metrics import bits_per_dim, sum_squared_error
 from .models import (CifarConvDecoder, CifarEncoder, LinearDecoder, LinearPrecisionDecoder, MnistConvDecoder,
                      MnistEncoder)
 
-__all__ = ["RunConfig", "NonFiniteLossError", "Run", "train", "evaluate", "load_run", "checkpoint_name",
-           "check_same_config", "resume_run", "save_run"]
+__all__ = ["RunConfig", "NonFiniteLossError", "Run", "build_models", "build_optimizer", "load_splits", "evaluate",
+           "load_run", "checkpoint_name", "check_same_config", "resume_run", "save_run", "write_metrics",
+           "HEAD_INIT_IMAGES"]
 
 EXPERIMENTS = ("fixed", "learnable")
 _MNIST_LIKE = ("mnist", "mnist5k", "fashion_mnist")
@@ -151,10 +154,11 @@ class RunConfig:
             return 0.0
         if self.estimator == "none":
             return 1.0
-        return max(0.0, 1.0 - epoch * self.anneal_rate)
+        return algorithm1.silent_weight(epoch, self.anneal_rate)
 
     def encoder_frozen(self, epoch: int) -> bool:
-        return self.cutoff_epoch is not None and epoch >= self.cutoff_epoch
+        """Whether the encoder is frozen in 1-based ``epoch`` (from ``cutoff_epoch`` on)."""
+        return algorithm1.encoder_frozen(epoch, self.cutoff_epoch)
 
     def linear_active(self, epoch: int) -> bool:
         """Whether the linear SG decoder trains (and feeds the encoder) in ``epoch``: w_lin > 0, not frozen."""
@@ -236,7 +240,7 @@ def load_splits(cfg: RunConfig) -> tuple[DataSplit, DataSplit]:
 
 class Run:
     """One training run's state, as ``last.pt`` holds it: models, optimizer (torch's AdamW state format),
-    estimator (REINFORCE's baseline), random-number generator, history. :mod:`silentvae.stacked` trains it."""
+    estimator (REINFORCE's baseline), random-number generator, history. :mod:`silentvae.engine` trains it."""
 
     def __init__(self, cfg: RunConfig, in_shape: tuple[int, ...], init_images: Tensor | None = None):
         self.cfg = cfg
@@ -313,19 +317,6 @@ def evaluate(models: nn.ModuleDict, cfg: RunConfig, images: Tensor, seed: int | 
 def checkpoint_name(epoch: int) -> str:
     """File name of the checkpoint saved after ``epoch`` (1-based)."""
     return f"epoch_{epoch:04d}.pt"
-
-
-def train(cfg: RunConfig | dict, out_dir: str | Path, *, splits: tuple[DataSplit, DataSplit] | None = None,
-          log=print, stop_after: int | None = None) -> list[dict[str, Any]]:
-    """Train (or resume, or skip if finished) the run ``cfg`` in ``out_dir``; return its history.
-
-    ``stop_after`` ends the call after that many epochs of this call (the run stays resumable). The run is a
-    stack of one of :func:`silentvae.stacked.train_stacked`; raises :class:`NonFiniteLossError` if its loss
-    becomes non-finite.
-    """
-    from .stacked import train_stacked  # the engine builds on this module
-    (history,) = train_stacked([cfg], splits, out_dirs=[out_dir], log=log, stop_after=stop_after)
-    return history
 
 
 def resume_run(run: Run, out: Path) -> bool:

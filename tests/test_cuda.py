@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from silentvae.data import DataSplit
-from silentvae.train import RunConfig, train
+from silentvae.run import RunConfig
+from silentvae.engine import train
 
 from reference_trainer import reference_train
 
@@ -40,7 +41,7 @@ def test_train_and_resume_on_cuda(tmp_path, run):
 def test_stacked_equals_separate_on_cuda(tmp_path, run):
     """A stack on the GPU (grid of lr x anneal x cut-off), and each run alone (a stack of one), give the
     reference trainer's validation BPD."""
-    from silentvae.stacked import train_stacked
+    from silentvae.engine import train_stacked
     grid = [{"seed": 0, "lr": 1e-3}, {"seed": 1, "lr": 5e-4}]
     if run["experiment"] == "learnable":
         grid = [{**g, "anneal_rate": a, "cutoff_epoch": c} for g, a, c in zip(grid, (0.5, 0.0), (None, 2))]
@@ -55,7 +56,7 @@ def test_stacked_equals_separate_on_cuda(tmp_path, run):
 
 
 def test_auto_stack_size_fits_free_memory():
-    from silentvae.stacked import auto_stack_size, measure_peak_bytes
+    from silentvae.engine import auto_stack_size, measure_peak_bytes
     cfgs = [RunConfig(device="cuda", latent_dim=200, channels=32, seed=s) for s in range(64)]
     k = auto_stack_size(cfgs, (1, 28, 28), log=lambda *_: None)
     assert 1 <= k <= 64

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from silentvae.train import RunConfig, load_run, load_splits, train
+from silentvae.run import RunConfig, load_run, load_splits
+from silentvae.engine import train
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from silentvae import claims
 from silentvae import paper_values as pv
 from silentvae.methods import FIXED_METHODS, LEARNABLE_METHODS, METHODS, label, with_sg
 from silentvae.plan import SCHEMA_PATH
-from silentvae.train import RunConfig
+from silentvae.run import RunConfig
 
 
 def test_schema_enums_are_the_registry():

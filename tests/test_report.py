@@ -24,7 +24,7 @@ CIFAR_REASON = "not run: cifar10 not found at data/cifar-10-batches-py"
 
 
 def result(bpds, *, mse=None, kld=None, lr=1e-3, dataset="mnist5k", seed=0, experiment="fixed"):
-    """A result.json dict in train.py's format with the given per-epoch validation BPDs."""
+    """A result.json dict in silentvae.run's format with the given per-epoch validation BPDs."""
     n = len(bpds)
     mse = mse if mse is not None else [3.0] * n
     kld = kld if kld is not None else [100.0] * n
@@ -433,7 +433,7 @@ def test_image_figures_and_normalisation(tmp_path):
 ])
 def test_reconstructions_from_checkpoint(tmp_path, experiment, latent, estimator, silent):
     from silentvae.data import DataSplit
-    from silentvae.train import train
+    from silentvae.engine import train
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (96, 1, 28, 28), generator=g).float() / 256
     labels = torch.arange(96) % 10

@@ -1,5 +1,5 @@
-"""The training engine (silentvae.stacked): K runs in one vmapped step, and a single run
-(silentvae.train.train, a stack of one), equal the reference trainer (tests/reference_trainer.py: the plain
+"""The training engine (silentvae.engine): K runs in one vmapped step, and a single run
+(silentvae.engine.train, a stack of one), equal the reference trainer (tests/reference_trainer.py: the plain
 eager loop, one run at a time).
 
 Tiny models on CPU and synthetic 28x28 data (100 training images at batch 32: three full batches and a
@@ -19,9 +19,9 @@ import torch
 
 from silentvae.data import DataSplit
 from silentvae.io import load_checkpoint
-from silentvae.stacked import (adamw_update_, auto_stack_size, check_stackable, measure_peak_bytes, pick_stack_size,
-                               train_stacked)
-from silentvae.train import NonFiniteLossError, RunConfig, load_splits, train
+from silentvae.engine import (adamw_update_, auto_stack_size, check_stackable, measure_peak_bytes, pick_stack_size,
+                              train, train_stacked)
+from silentvae.run import NonFiniteLossError, RunConfig, load_splits
 
 from reference_trainer import reference_train
 
@@ -133,9 +133,9 @@ def test_stacked_equals_separate_runs(tmp_path, splits, estimator, latent, dtype
 
 
 def test_stacked_output_resumes_with_train(tmp_path, splits):
-    """A stack stopped after epoch 1 is continued by silentvae.train (and vice versa) as if never stacked; a run
+    """A stack stopped after epoch 1 is continued by silentvae.engine.train (and vice versa) as if never stacked; a run
     the reference trainer (torch.optim.AdamW, the checkpoint format of the eager trainer before the engine)
-    stopped after epoch 1 is continued by silentvae.train the same way."""
+    stopped after epoch 1 is continued by silentvae.engine.train the same way."""
     torch.set_num_threads(1)
     configs = [RunConfig(**TINY, estimator="reinforce", latent="bernoulli", reinforce_momentum=0.5, seed=s, lr=lr)
                for s, lr in GRID[:2]]
@@ -170,7 +170,7 @@ def test_functional_adamw_equals_torch(dtype):
     ref, state = [], []
     for k, lr in enumerate(lrs):
         p = torch.nn.Parameter(p0[k].clone())
-        opt = torch.optim.AdamW([p], lr=lr, betas=betas, weight_decay=wd)  # as silentvae.train.build_optimizer
+        opt = torch.optim.AdamW([p], lr=lr, betas=betas, weight_decay=wd)  # as silentvae.run.build_optimizer
         for gr in grads:
             p.grad = gr[k].clone()
             opt.step()

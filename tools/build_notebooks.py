@@ -37,7 +37,7 @@ TRAIN_CELLS = [
     '''import pandas as pd
 from silentvae.jobs import train_runs
 from silentvae.plots import curves_figure, save_figure, show
-from silentvae.train import load_splits
+from silentvae.run import load_splits
 
 trained = train_runs(runs, selections_dir, device, threads, stack_size, done_json, jobs_per_gpu, compile)
 for run_id, (cfg, out, history) in trained.items():
