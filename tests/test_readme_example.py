@@ -1,39 +1,81 @@
-"""The README's "Use Silent Gradients in your own VAE" example runs as written and gives an exact gradient."""
+"""The README's "Use Silent Gradients in your own VAE" examples run as written and do what they say."""
 
+import math
 import re
 from pathlib import Path
 
+import pytest
 import torch
+from torch.distributions import Normal, kl_divergence
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+SECTION = "## Use Silent Gradients in your own VAE"
 
 
-def _example_source() -> str:
-    text = README.read_text()
-    section = text.split("## Use Silent Gradients in your own VAE", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def readme_examples() -> list[str]:
+    """The python code blocks of the README's section on using SG in your own VAE, in order."""
+    section = README.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
-def test_readme_example_runs_and_matches_monte_carlo():
+def _run(number: int, capsys) -> dict:
     torch.manual_seed(0)
-    latent_dim, num_pixels, batch = 5, 12, 4
-    enc = torch.nn.Linear(num_pixels, 2 * latent_dim).double()
+    namespace: dict = {}
+    exec(compile(readme_examples()[number], f"README example {number + 1}", "exec"), namespace)
+    print(capsys.readouterr().out, end="")  # shown with -s / -rA
+    return namespace
 
-    def encoder(x):
-        h = enc(x.flatten(1))
-        return h[:, :latent_dim], torch.nn.functional.softplus(h[:, latent_dim:])
 
-    x = torch.rand(batch, num_pixels, dtype=torch.float64)
-    namespace = {"encoder": encoder, "x": x, "latent_dim": latent_dim, "num_pixels": num_pixels}
-    source = _example_source().replace("torch.nn.Linear(latent_dim, num_pixels)",
-                                       "torch.nn.Linear(latent_dim, num_pixels).double()")
-    exec(compile(source, "README example", "exec"), namespace)
-    recon, lin, mean, var = namespace["recon"], namespace["lin"], namespace["mean"], namespace["var"]
-    assert recon.shape == (batch,)
-    assert enc.weight.grad is not None and torch.isfinite(enc.weight.grad).all()
-    # The closed form equals a large Monte-Carlo estimate of E_q log N(x; Wz + b, 0.01 I).
-    with torch.no_grad():
-        z = mean + var.sqrt() * torch.randn(20000, *mean.shape, dtype=torch.float64)
-        ll = torch.distributions.Normal(lin(z), 0.1).log_prob(x).sum(-1)
-        se = ll.std(0) / 20000 ** 0.5
-        assert torch.all((ll.mean(0) - recon).abs() < 5 * se + 1e-9)
+def test_the_section_has_the_three_examples():
+    blocks = readme_examples()
+    assert len(blocks) == 3
+    assert "Normal" in blocks[0] and "nn.Linear" in blocks[0] and "sigma2=0.01" in blocks[0]
+    assert "Bernoulli" in blocks[1]
+    assert "split_gradient" in blocks[2] and "silent_weight" in blocks[2] and "encoder_frozen" in blocks[2]
+
+
+def test_fixed_variance_example_is_the_exact_elbo(capsys):
+    ns = _run(0, capsys)
+    x, q, decoder, elbo = ns["x"], ns["q"], ns["decoder"], ns["elbo"]
+    assert elbo.shape == (32,) and ns["encoder"][1].weight.grad is not None
+    with torch.no_grad():  # a large Monte Carlo estimate of E_q log N(x; W z + b, 0.01 I) - KL agrees
+        z = q.sample((4000,))
+        ll = Normal(decoder(z), 0.1).log_prob(x.flatten(1)).sum(-1).double()
+        kl = kl_divergence(q, Normal(0.0, 1.0)).sum(-1).double()
+        se = ll.std(0) / math.sqrt(4000)
+        assert torch.all((ll.mean(0) - kl - elbo.double()).abs() < 5 * se + 1e-4 * elbo.abs().double())
+
+
+def test_bernoulli_example_gives_exact_gradients_to_the_logits(capsys):
+    ns = _run(1, capsys)
+    elbo, encoder = ns["elbo"], ns["encoder"]
+    assert elbo.shape == (32,) and torch.isfinite(elbo).all()
+    assert encoder.weight.grad is not None and encoder.weight.grad.abs().sum() > 0
+
+
+def test_algorithm_1_example_trains_and_freezes_the_encoder(capsys, monkeypatch):
+    snapshots = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):  # the encoder's first weight after every optimizer step
+        out = real_step(self, *args, **kwargs)
+        snapshots.append(self.param_groups[0]["params"][0].detach().clone())
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    ns = _run(2, capsys)
+    steps_per_epoch = len(ns["loader"])
+    assert len(snapshots) == 3 * steps_per_epoch
+    # epochs 1-2 move the encoder; from the cut-off (epoch 3) it stays where epoch 2 left it
+    assert not torch.equal(snapshots[0], snapshots[2 * steps_per_epoch - 1])
+    frozen = snapshots[2 * steps_per_epoch - 1]
+    assert all(torch.equal(s, frozen) for s in snapshots[2 * steps_per_epoch:])
+    assert ns["w"] == 0.0 and torch.isfinite(ns["elbo"]).all()
+
+
+@pytest.mark.parametrize("number", [0, 1, 2])
+def test_examples_print_their_numbers(number, capsys):
+    namespace: dict = {}
+    exec(compile(readme_examples()[number], f"README example {number + 1}", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "ELBO" in out and "nan" not in out.lower()
