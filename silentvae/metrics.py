@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["bits_per_dim", "kl_gaussian_standard", "kl_bernoulli_uniform", "kl_bernoulli_uniform_logits",
+__all__ = ["bits_per_dim", "kl_gaussian_standard", "kl_bernoulli_uniform_logits",
            "sum_squared_error", "code_diversity"]
 
 _LN_256 = math.log(256.0)
@@ -45,18 +45,10 @@ def kl_gaussian_standard(mean: Tensor, var: Tensor) -> Tensor:
     return 0.5 * (mean.square() + var - torch.log(var) - 1.0).sum(-1)
 
 
-def kl_bernoulli_uniform(probs: Tensor) -> Tensor:
-    """KL(Bern(p) || Bern(1/2)) summed over the last axis:
-
-        sum_i p_i log p_i + (1 - p_i) log(1 - p_i) + log 2      (0 log 0 = 0)
-    """
-    return (torch.xlogy(probs, probs) + torch.xlogy(1 - probs, 1 - probs) + _LN_2).sum(-1)
-
-
 def kl_bernoulli_uniform_logits(logits: Tensor) -> Tensor:
-    """:func:`kl_bernoulli_uniform` from logits l (p = sigmoid(l)), stable for large |l|:
+    """KL(Bern(p) || Bern(1/2)) summed over the last axis, from logits l (p = sigmoid(l)), stable for large |l|:
 
-        p log p + (1-p) log(1-p) = p logsigmoid(l) + (1-p) logsigmoid(-l)
+        sum_i p_i log p_i + (1 - p_i) log(1 - p_i) + log 2,   p log p + (1-p) log(1-p) = p logsigmoid(l) + (1-p) logsigmoid(-l)
     """
     p = torch.sigmoid(logits)
     return (p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits) + _LN_2).sum(-1)

@@ -168,10 +168,6 @@ class LinearDecoder(nn.Module):
         """Closed-form E_q[log p(x|z)] (:func:`silentvae.analytic.expected_loglik_fixed`)."""
         return expected_loglik_fixed(x, posterior.moments(), self.linear.weight, self.linear.bias, self.sigma2)
 
-    def expected_mean(self, posterior) -> Tensor:
-        """E_q[mean(z)] = W E[z] + b, exact for a linear decoder."""
-        return self.mean(posterior.mean)
-
 
 class LinearPrecisionDecoder(nn.Module):
     """p(x|z) = N(x; W_mu z + b_mu, diag(1/alpha(z)^2)), alpha(z) = W_a z + b_a (paper Eq. 5).
@@ -207,9 +203,6 @@ class LinearPrecisionDecoder(nn.Module):
         """Closed form (exact quadratic term, Taylor log term): :func:`silentvae.analytic.expected_loglik_learnable`."""
         return expected_loglik_learnable(x, posterior.moments(), self.mu.weight, self.mu.bias,
                                          self.alpha.weight, self.alpha.bias)
-
-    def expected_mean(self, posterior) -> Tensor:
-        return self.mean(posterior.mean)
 
 
 class _ConvGaussianDecoder(nn.Module):
