@@ -8,20 +8,49 @@ Variational Autoencoders" (arXiv 2508.03587). The public API is what ``__all__``
 * Algorithm 1 in your own loop: :func:`silent_weight`, :func:`encoder_frozen`, :func:`split_gradient`;
 * the linear decoders, posteriors and closed forms they build on.
 
-The reproduction pipeline (:mod:`silentvae.engine`, :mod:`silentvae.run`, :mod:`silentvae.jobs`, ...) is imported
-by name, not from here.
+The names load on first use (PEP 562), so ``python -m silentvae.gpus`` and the other torch-free modules start
+without importing torch. The reproduction pipeline (:mod:`silentvae.engine`, :mod:`silentvae.run`,
+:mod:`silentvae.jobs`, ...) is imported by module name, not from here.
 """
 
-from .algorithm1 import encoder_frozen, silent_weight, split_gradient
-from .analytic import expected_loglik_fixed, expected_loglik_learnable
-from .elbo import silent_elbo
-from .metrics import bits_per_dim
-from .models import LinearDecoder, LinearPrecisionDecoder
-from .moments import LatentMoments, bernoulli_moments, gaussian_moments
-from .posteriors import BernoulliPosterior, GaussianPosterior
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"  # the same as pyproject.toml's version (tests/test_packaging.py checks)
 
-__all__ = ["silent_elbo", "silent_weight", "encoder_frozen", "split_gradient", "LinearDecoder",
-           "LinearPrecisionDecoder", "GaussianPosterior", "BernoulliPosterior", "LatentMoments", "gaussian_moments",
-           "bernoulli_moments", "expected_loglik_fixed", "expected_loglik_learnable", "bits_per_dim", "__version__"]
+#: public name -> the module that defines it
+_EXPORTS = {
+    "silent_elbo": "elbo",
+    "silent_weight": "algorithm1", "encoder_frozen": "algorithm1", "split_gradient": "algorithm1",
+    "LinearDecoder": "models", "LinearPrecisionDecoder": "models",
+    "GaussianPosterior": "posteriors", "BernoulliPosterior": "posteriors",
+    "LatentMoments": "moments", "gaussian_moments": "moments", "bernoulli_moments": "moments",
+    "expected_loglik_fixed": "analytic", "expected_loglik_learnable": "analytic",
+    "bits_per_dim": "metrics",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'silentvae' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # static type checkers see the names directly
+    from .algorithm1 import encoder_frozen, silent_weight, split_gradient
+    from .analytic import expected_loglik_fixed, expected_loglik_learnable
+    from .elbo import silent_elbo
+    from .metrics import bits_per_dim
+    from .models import LinearDecoder, LinearPrecisionDecoder
+    from .moments import LatentMoments, bernoulli_moments, gaussian_moments
+    from .posteriors import BernoulliPosterior, GaussianPosterior

@@ -1,10 +1,9 @@
 """One GPU per job: claim a free physical device with a lock file, so concurrent jobs never share one.
 
 Snakemake (``--resources gpu=8``) only *counts* GPUs; it does not say which one a job should use. Each job
-therefore claims a device itself::
+therefore runs under a claim (see "Command-line use" below)::
 
-    with claim_device() as device:          # "cuda" (the one device left visible) or "cpu"
-        model.to(device)
+    python -m silentvae.gpus -- papermill in.ipynb out.ipynb     # the command sees one GPU as "cuda", or none
 
 How it works
 ------------
@@ -13,11 +12,9 @@ How it works
   releases it *or dies for any reason, SIGKILL included*: a crashed job never leaves a stale claim. The
   file's content (pid, host, time) is only a debugging aid; the flock is the truth. Lock files are never
   deleted (unlinking a flock file races with a process that opened it but has not locked it yet).
-* While a device is held, ``CUDA_VISIBLE_DEVICES`` is set to it, so inside the job the device is simply
-  ``"cuda"``; the previous value is restored on exit. This only works if CUDA has not been initialised in
-  the process yet (CUDA reads the variable once, at initialisation): claim before touching
-  ``torch.cuda``. :func:`claim_device` raises if torch already initialised CUDA.
-* No GPU: yields ``"cpu"`` at once, nothing is locked, so the same pipeline runs on a laptop.
+* The command runs with ``CUDA_VISIBLE_DEVICES`` set to the claimed device, so inside the job the device is
+  simply ``"cuda"`` (CUDA reads the variable once, when the command initialises it).
+* No GPU: the command runs at once, unchanged, nothing is locked, so the same pipeline runs on a laptop.
 * A claim waits at most ``timeout`` seconds (default ``$SILENTVAE_GPU_TIMEOUT``, else
   :data:`DEFAULT_TIMEOUT_S`; ``inf`` waits forever), then raises TimeoutError naming the lock files' holders.
   Inside Snakemake, ``--resources gpu=`` keeps the jobs of one pipeline from waiting; a wait means some other
@@ -28,9 +25,9 @@ Counting devices without initialising CUDA
 ``torch.cuda.device_count()`` asks NVML first, but when NVML fails it falls back to
 ``cudaGetDeviceCount()``, which initialises the CUDA driver and freezes the device mask of the whole
 process: a later ``CUDA_VISIBLE_DEVICES`` change would be silently ignored and every job would run on
-GPU 0. It also counts only the devices visible *now*. :func:`visible_gpu_count` therefore never calls
-into CUDA and never imports torch: it reads ``nvidia-smi -L`` in a subprocess (falling back to
-``/proc/driver/nvidia/gpus``). See :func:`visible_gpu_count` for the full order.
+GPU 0. It also counts only the devices visible *now*. The device pool (:func:`_device_pool`) therefore never
+calls into CUDA and never imports torch: it reads ``nvidia-smi -L`` in a subprocess (falling back to
+``/proc/driver/nvidia/gpus``).
 
 Several jobs per GPU
 --------------------
@@ -51,9 +48,9 @@ are passed on to the command, and if the parent is killed, the kernel kills the 
 (``PR_SET_PDEATHSIG``), so the command never runs on a device it no longer holds.
 
 Caveats: locks coordinate processes on one host that use the same lock directory (the default is per
-user, under ``tempfile.gettempdir()``, which honours ``TMPDIR``). The environment variable is
-process-wide, so claim from one thread only. A nested claim sees only the device already held (it is
-now all of ``CUDA_VISIBLE_DEVICES``) and raises RuntimeError instead of waiting for itself forever.
+user, under ``tempfile.gettempdir()``, which honours ``TMPDIR``). A claim nested inside a job sees only the
+device already held (it is now all of ``CUDA_VISIBLE_DEVICES``) and waits for it up to its timeout; inside one
+process, claiming every slot already held raises RuntimeError instead of waiting for itself.
 """
 
 from __future__ import annotations
@@ -72,9 +69,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
-__all__ = ["claim_device", "visible_gpu_count", "default_lock_dir"]
+__all__ = ["main", "default_lock_dir", "default_timeout"]
 
 ENV_NUM_GPUS = "SILENTVAE_NUM_GPUS"
 ENV_LOCK_DIR = "SILENTVAE_GPU_LOCK_DIR"
@@ -163,22 +159,6 @@ def _device_pool(num_devices: int | None = None) -> list[str]:
     return [str(k) for k in range(_physical_gpu_count())]
 
 
-def visible_gpu_count() -> int:
-    """Number of GPUs this process may claim: ``$SILENTVAE_NUM_GPUS`` if set (simulated devices), else the
-    entries of a preset ``CUDA_VISIBLE_DEVICES``, else the physical GPUs (``nvidia-smi -L``; 0 without
-    NVIDIA driver). Never initialises CUDA nor imports torch (see the module docstring for why)."""
-    return len(_device_pool())
-
-
-def _cuda_initialized() -> bool:
-    """True if torch is imported and has already initialised CUDA (then ``CUDA_VISIBLE_DEVICES`` is moot)."""
-    torch = sys.modules.get("torch")
-    try:
-        return bool(torch is not None and torch.cuda.is_initialized())
-    except AttributeError:  # torch only partly imported
-        return False
-
-
 def _lock_path(lock_dir: Path, device: str, slot: int = 0) -> Path:
     name = f"gpu{re.sub(r'[^A-Za-z0-9_.-]', '_', device)}"
     return lock_dir / (f"{name}.lock" if slot == 0 else f"{name}.slot{slot}.lock")
@@ -242,7 +222,7 @@ def _acquire(pool: list[str], lock_dir: Path, timeout: float | None, poll: float
     slots = [(dev, _lock_path(lock_dir, dev, j).resolve()) for j in range(jobs_per_gpu) for dev in pool]
     if all(p in _HELD for _, p in slots):
         raise RuntimeError(f"this process already holds every device of the pool {pool} (lock dir {lock_dir}); "
-                           "a nested claim_device() would wait forever")
+                           "a nested claim would wait forever")
     deadline = time.monotonic() + timeout
     waited = False
     while True:
@@ -262,43 +242,6 @@ def _acquire(pool: list[str], lock_dir: Path, timeout: float | None, poll: float
             print(f"silentvae.gpus: every GPU slot in {lock_dir} is busy ({_holders(lock_dir, pool)}); waiting up to "
                   f"{timeout:g} s (--timeout / ${ENV_TIMEOUT})", file=sys.stderr, flush=True)
         time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
-
-
-@contextlib.contextmanager
-def claim_device(lock_dir: str | Path | None = None, *, num_devices: int | None = None,
-                 timeout: float | None = None, poll: float = 0.2, jobs_per_gpu: int = 1) -> Iterator[str]:
-    """Hold one free GPU for the duration of the ``with`` block and yield the torch device to use.
-
-    Picks a free device among the pool (``num_devices``, else :func:`visible_gpu_count`'s sources), locks
-    ``<lock_dir>/gpu<k>.lock``, sets ``CUDA_VISIBLE_DEVICES=k`` and yields ``"cuda"``. On exit, normal or
-    by exception, the lock is released and the previous ``CUDA_VISIBLE_DEVICES`` (or its absence) is
-    restored; if the process dies, the OS drops the lock. With no device, yields ``"cpu"`` at once without
-    locking. If all devices are busy, retries every ``poll`` seconds, up to ``timeout`` seconds (None:
-    :func:`default_timeout`, ``math.inf``: forever), then raises TimeoutError naming the lock dir and the
-    holders. ``jobs_per_gpu`` > 1 lets that many claims share each device (one lock file per slot).
-
-    Raises RuntimeError if torch has already initialised CUDA in this process: the device mask can then no
-    longer change, and the job would silently share a GPU with another one.
-    """
-    pool = _device_pool(num_devices)
-    if not pool:
-        yield "cpu"
-        return
-    if _cuda_initialized():
-        raise RuntimeError("claim_device() must run before CUDA is initialised in this process: "
-                           f"{_CVD} is read only once, so the claimed device would be ignored")
-    fd, dev, path = _acquire(pool, Path(lock_dir) if lock_dir is not None else default_lock_dir(), timeout,
-                             poll, jobs_per_gpu)
-    previous = os.environ.get(_CVD)
-    os.environ[_CVD] = dev
-    try:
-        yield "cuda"
-    finally:
-        if previous is None:
-            os.environ.pop(_CVD, None)
-        else:
-            os.environ[_CVD] = previous
-        _release(fd, path)
 
 
 def _die_with_parent() -> None:
@@ -328,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     device stays claimed until CMD exits; background processes CMD leaves behind do not hold it."""
     parser = argparse.ArgumentParser(prog="python -m silentvae.gpus", description=main.__doc__)
     parser.add_argument("--lock-dir", default=None, help=f"default: ${ENV_LOCK_DIR} or {default_lock_dir()}")
-    parser.add_argument("--num-devices", type=int, default=None, help="default: visible_gpu_count()")
+    parser.add_argument("--num-devices", type=int, default=None, help="default: $SILENTVAE_NUM_GPUS, else a preset CUDA_VISIBLE_DEVICES, else the host's GPUs")
     parser.add_argument("--timeout", type=float, default=None,
                         help=f"seconds to wait for a free device (inf: forever; default: ${ENV_TIMEOUT} or "
                              f"{DEFAULT_TIMEOUT_S:g})")

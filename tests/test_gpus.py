@@ -1,12 +1,12 @@
 """Tests of silentvae.gpus: device claims with flock lock files, on simulated devices.
 
-Concurrency and crash tests use real worker *processes* (plain ``python -c`` subprocesses that import only
-silentvae.gpus, so they start fast), because locks must work across processes and survive SIGKILL.
+Concurrency and crash tests use real worker *processes* (``python -m silentvae.gpus -- CMD`` as the pipeline runs
+it, or plain ``python -c`` subprocesses that import only silentvae.gpus, so they start fast), because locks must
+work across processes and survive SIGKILL.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from silentvae import gpus
-from silentvae.gpus import claim_device, visible_gpu_count
 
 ROOT = Path(__file__).resolve().parents[1]
 CVD = "CUDA_VISIBLE_DEVICES"
@@ -28,11 +27,9 @@ CVD = "CUDA_VISIBLE_DEVICES"
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch, tmp_path):
-    """Isolate every test: no inherited device variables, a private lock dir, and CUDA reported as not
-    initialised (another test in this pytest process may have initialised it on a GPU machine)."""
+    """Isolate every test: no inherited device variables, a private lock dir."""
     for var in (CVD, gpus.ENV_NUM_GPUS, gpus.ENV_LOCK_DIR):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(gpus, "_cuda_initialized", lambda: False)
 
 
 def _worker_env(**extra: str) -> dict[str, str]:
@@ -58,23 +55,26 @@ def _lock_is_free(path: Path) -> bool:
         os.close(fd)
 
 
+def _cli(lock_dir: Path, *cmd: str, devices: int = 1) -> list[str]:
+    return [sys.executable, "-m", "silentvae.gpus", "--lock-dir", str(lock_dir), "--num-devices", str(devices),
+            "--", *cmd]
+
+
 # --- concurrency -----------------------------------------------------------------------------------------
 
 _JOB = """
-import json, os, random, sys, time
+import json, os, sys, time
 from pathlib import Path
-from silentvae.gpus import claim_device
+from silentvae import gpus
 work, i = Path(sys.argv[1]), sys.argv[2]
 (work / f"ready{i}").touch()
 while not (work / "go").exists():                 # start barrier: all workers contend at once
     time.sleep(0.01)
-with claim_device(work / "locks", timeout=30, poll=0.02) as device:
-    t0 = time.monotonic()
-    dev = os.environ["CUDA_VISIBLE_DEVICES"]
-    time.sleep(random.uniform(0.1, 0.3))
-    t1 = time.monotonic()
-assert "CUDA_VISIBLE_DEVICES" not in os.environ
-(work / f"job{i}.json").write_text(json.dumps({"device": device, "dev": dev, "t0": t0, "t1": t1}))
+child = ("import json, os, random, sys, time; t0 = time.monotonic(); dev = os.environ['CUDA_VISIBLE_DEVICES']; "
+         "time.sleep(random.uniform(0.1, 0.3)); "
+         "open(sys.argv[1], 'w').write(json.dumps({'dev': dev, 't0': t0, 't1': time.monotonic()}))")
+sys.exit(gpus.main(["--lock-dir", str(work / "locks"), "--timeout", "30", "--poll", "0.02", "--",
+                    sys.executable, "-c", child, str(work / f"job{i}.json")]))
 """
 
 
@@ -90,7 +90,6 @@ def test_concurrent_jobs_never_share_a_device(tmp_path):
         assert p.returncode == 0, err
     runs = [json.loads((tmp_path / f"job{i}.json").read_text()) for i in range(n_jobs)]  # every job ran
 
-    assert {r["device"] for r in runs} == {"cuda"}
     assert {r["dev"] for r in runs} == {"0", "1", "2"}                  # all devices used
     for dev in ("0", "1", "2"):                                         # no overlap on one device
         spans = sorted((r["t0"], r["t1"]) for r in runs if r["dev"] == dev)
@@ -105,126 +104,72 @@ def test_concurrent_jobs_never_share_a_device(tmp_path):
 
 # --- crash safety ----------------------------------------------------------------------------------------
 
-def test_exception_inside_releases_device(tmp_path):
-    locks = tmp_path / "locks"
-    with pytest.raises(RuntimeError, match="boom"):
-        with claim_device(locks, num_devices=1):
-            raise RuntimeError("boom")
-    assert os.environ.get(CVD) is None
-    with claim_device(locks, num_devices=1, timeout=0):
-        assert os.environ[CVD] == "0"
-
-
-def test_exception_in_other_process_releases_device_while_it_lives(tmp_path):
-    """The release comes from the context exit, not from the process ending."""
-    p = _spawn("""
-        import sys, time
-        from silentvae.gpus import claim_device
-        try:
-            with claim_device(sys.argv[1], num_devices=1):
-                raise ValueError("crash inside")
-        except ValueError:
-            print("released", flush=True)
-        time.sleep(30)
-        """, str(tmp_path))
-    try:
-        assert p.stdout.readline().strip() == "released"
-        with claim_device(tmp_path, num_devices=1, timeout=1) as device:
-            assert device == "cuda" and os.environ[CVD] == "0"
-    finally:
-        p.kill()
-        p.communicate()
+def _hold_in_child(lock_dir: Path) -> subprocess.Popen:
+    """A claim (``python -m silentvae.gpus``) holding the one simulated device until killed; its command dies
+    with it."""
+    p = subprocess.Popen(_cli(lock_dir, sys.executable, "-c", "import time; print('held', flush=True); "
+                              "time.sleep(60)"), env=_worker_env(), stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
 
 
 def test_sigkill_while_holding_leaves_no_stale_lock(tmp_path):
-    p = _spawn("""
-        import os, sys, time
-        from silentvae.gpus import claim_device
-        with claim_device(sys.argv[1], num_devices=1):
-            print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
-            time.sleep(60)
-        """, str(tmp_path))
+    p = _hold_in_child(tmp_path)
     try:
-        assert p.stdout.readline().strip() == "0"
         assert f"pid={p.pid}" in (tmp_path / "gpu0.lock").read_text()      # holder info for debugging
         with pytest.raises(TimeoutError):
-            with claim_device(tmp_path, num_devices=1, timeout=0):
-                pass
+            gpus._acquire(["0"], tmp_path, timeout=0, poll=0.01)
     finally:
         p.send_signal(signal.SIGKILL)
         p.communicate()
     t = time.monotonic()
-    with claim_device(tmp_path, num_devices=1, timeout=2, poll=0.01):
-        assert os.environ[CVD] == "0"
-    assert time.monotonic() - t < 1.0
+    fd, dev, path = gpus._acquire(["0"], tmp_path, timeout=2, poll=0.01)
+    gpus._release(fd, path)
+    assert dev == "0" and time.monotonic() - t < 1.0
 
 
-# --- environment, zero devices, timeout ------------------------------------------------------------------
+# --- device pool, zero devices, timeout ------------------------------------------------------------------
 
-def test_cuda_visible_devices_set_inside_and_restored(tmp_path, monkeypatch):
-    with claim_device(tmp_path, num_devices=2) as device:
-        assert device == "cuda" and os.environ[CVD] == "0"
-        assert f"pid={os.getpid()}" in (tmp_path / "gpu0.lock").read_text()
-        with claim_device(tmp_path, num_devices=2) as inner:         # second claim gets the other device
-            assert inner == "cuda" and os.environ[CVD] == "1"
-        assert os.environ[CVD] == "0"
-    assert CVD not in os.environ                                       # was unset before: unset again
-    assert (tmp_path / "gpu0.lock").read_text() == ""                 # holder info cleared on release
-
-    monkeypatch.setenv(CVD, "7,8")
-    with claim_device(tmp_path, num_devices=2):
-        assert os.environ[CVD] == "0"
-    assert os.environ[CVD] == "7,8"
+def test_claims_in_one_process_take_free_devices_and_release_clears_the_holder(tmp_path):
+    fd0, dev0, path0 = gpus._acquire(["0", "1"], tmp_path, timeout=0, poll=0.01)
+    assert dev0 == "0" and f"pid={os.getpid()}" in (tmp_path / "gpu0.lock").read_text()
+    fd1, dev1, path1 = gpus._acquire(["0", "1"], tmp_path, timeout=0, poll=0.01)  # the next claim: the other one
+    assert dev1 == "1"
+    with pytest.raises(RuntimeError, match="already holds every device"):       # a third would wait for itself
+        gpus._acquire(["0", "1"], tmp_path, timeout=5, poll=0.01)
+    gpus._release(fd0, path0)
+    gpus._release(fd1, path1)
+    assert (tmp_path / "gpu0.lock").read_text() == ""                            # holder info cleared on release
+    assert _lock_is_free(tmp_path / "gpu0.lock") and _lock_is_free(tmp_path / "gpu1.lock")
 
 
 def test_preset_cuda_visible_devices_is_the_pool(tmp_path, monkeypatch):
     """An outer scheduler's allocation (CUDA_VISIBLE_DEVICES=3,5) is respected: claims stay inside it."""
     monkeypatch.setenv(CVD, "3,5")
-    assert visible_gpu_count() == 2
-    with claim_device(tmp_path):
-        assert os.environ[CVD] == "3"
-        assert not _lock_is_free(tmp_path / "gpu3.lock")
-        # Nested: the pool is now just "3", held by this very process -> error instead of waiting forever.
-        with pytest.raises(RuntimeError, match="nested"):
-            with claim_device(tmp_path):
-                pass
-    assert os.environ[CVD] == "3,5"
-    fd = os.open(tmp_path / "gpu3.lock", os.O_RDWR)                   # someone else holds "3"
+    assert gpus._device_pool() == ["3", "5"]
+    fd = os.open(tmp_path / "gpu3.lock", os.O_RDWR | os.O_CREAT)                 # someone else holds "3"
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with claim_device(tmp_path, timeout=0):
-            assert os.environ[CVD] == "5"
+        out = subprocess.run([sys.executable, "-m", "silentvae.gpus", "--lock-dir", str(tmp_path), "--timeout", "0",
+                              "--", sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
+                             env=_worker_env(**{CVD: "3,5"}), capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["5"]
     finally:
         os.close(fd)
     for hidden in ("", "-1", "-1,0"):
         monkeypatch.setenv(CVD, hidden)
-        assert visible_gpu_count() == 0
+        assert gpus._device_pool() == []
 
 
-def test_zero_devices_yields_cpu_without_locks(tmp_path, monkeypatch):
+def test_zero_devices_runs_the_command_on_cpu_without_locks(tmp_path, monkeypatch):
     locks = tmp_path / "locks"
-    with claim_device(locks, num_devices=0) as device:
-        assert device == "cpu" and CVD not in os.environ
+    out = subprocess.run(_cli(locks, sys.executable, "-c", "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'))",
+                              devices=0), env=_worker_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["None"], out.stderr
     monkeypatch.setenv(gpus.ENV_NUM_GPUS, "0")
-    assert visible_gpu_count() == 0
-    with claim_device(locks) as device:
-        assert device == "cpu"
+    assert gpus._device_pool() == []
     assert not locks.exists()
-
-
-def _hold_in_child(lock_dir: Path, n: int = 1) -> subprocess.Popen:
-    """A separate process that holds ``n`` simulated devices until killed."""
-    p = _spawn("""
-        import contextlib, sys, time
-        from silentvae.gpus import claim_device
-        with contextlib.ExitStack() as stack:
-            for _ in range(int(sys.argv[2])):
-                stack.enter_context(claim_device(sys.argv[1], num_devices=int(sys.argv[2])))
-            print("held", flush=True)
-            time.sleep(60)
-        """, str(lock_dir), str(n))
-    assert p.stdout.readline().strip() == "held"
-    return p
 
 
 def test_timeout_names_lock_dir(tmp_path):
@@ -232,8 +177,7 @@ def test_timeout_names_lock_dir(tmp_path):
     try:
         t = time.monotonic()
         with pytest.raises(TimeoutError, match=str(tmp_path)) as info:
-            with claim_device(tmp_path, num_devices=1, timeout=0.3, poll=0.05):
-                pass
+            gpus._acquire(["0"], tmp_path, timeout=0.3, poll=0.05)
         assert 0.25 <= time.monotonic() - t < 2
         assert f"pid={holder.pid}" in str(info.value)                  # names the holder too
     finally:
@@ -243,30 +187,25 @@ def test_timeout_names_lock_dir(tmp_path):
 
 def test_default_lock_dir(tmp_path, monkeypatch):
     assert gpus.default_lock_dir().name == f"silentvae-gpu-locks-{os.getuid()}"
-    monkeypatch.setenv(gpus.ENV_LOCK_DIR, str(tmp_path / "shared"))
-    monkeypatch.setenv(gpus.ENV_NUM_GPUS, "1")
-    with claim_device():
-        assert not _lock_is_free(tmp_path / "shared" / "gpu0.lock")
+    shared = tmp_path / "shared"
+    child = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+             "except BlockingIOError:\n    print('held')\n")
+    out = subprocess.run([sys.executable, "-m", "silentvae.gpus", "--", sys.executable, "-c", child,
+                          str(shared / "gpu0.lock")], capture_output=True, text=True, timeout=60,
+                         env=_worker_env(**{gpus.ENV_LOCK_DIR: str(shared), gpus.ENV_NUM_GPUS: "1"}))
+    assert out.returncode == 0 and out.stdout.split() == ["held"], out.stderr
 
 
-def test_refuses_when_cuda_already_initialised(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpus, "_cuda_initialized", lambda: True)
-    with pytest.raises(RuntimeError, match="before CUDA is initialised"):
-        with claim_device(tmp_path, num_devices=1):
-            pass
-    with claim_device(tmp_path, num_devices=0) as device:                # CPU needs no mask
-        assert device == "cpu"
-
-
-def test_visible_gpu_count_sources(monkeypatch):
+def test_device_pool_sources(monkeypatch):
     monkeypatch.setenv(gpus.ENV_NUM_GPUS, "3")
-    assert visible_gpu_count() == 3
+    assert gpus._device_pool() == ["0", "1", "2"]
     monkeypatch.setenv(gpus.ENV_NUM_GPUS, "three")
     with pytest.raises(ValueError, match=gpus.ENV_NUM_GPUS):
-        visible_gpu_count()
+        gpus._device_pool()
     monkeypatch.delenv(gpus.ENV_NUM_GPUS)
     monkeypatch.setattr(gpus, "_physical_gpu_count", lambda: 4)
-    assert visible_gpu_count() == 4
+    assert len(gpus._device_pool()) == 4
     smi = ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa)\n"
            "  MIG 3g.40gb     Device  0: (UUID: MIG-bbbb)\n"
            "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-cccc)\n")
@@ -275,9 +214,9 @@ def test_visible_gpu_count_sources(monkeypatch):
 
 
 def test_real_count_does_not_initialise_cuda():
-    """visible_gpu_count() must not import torch (importing it is harmless, but calling into CUDA is not)."""
-    out = subprocess.run([sys.executable, "-c", "import sys; from silentvae.gpus import visible_gpu_count; "
-                          "n = visible_gpu_count(); print(n, 'torch' in sys.modules)"],
+    """Counting the host's devices must not import torch (importing it is harmless, but calling into CUDA is not)."""
+    out = subprocess.run([sys.executable, "-c", "import sys; from silentvae import gpus; "
+                          "n = len(gpus._device_pool()); print(n, 'torch' in sys.modules)"],
                          env=_worker_env(), capture_output=True, text=True, timeout=60, check=True)
     n, torch_imported = out.stdout.split()
     assert int(n) >= 0 and torch_imported == "False"
@@ -298,18 +237,18 @@ def test_cli_execs_command_holding_the_device(tmp_path):
 
 def test_jobs_per_gpu_spreads_then_shares(tmp_path):
     """Two slots per device: claims fill slot 0 of each device, then slot 1; a fifth claim finds none."""
-    with contextlib.ExitStack() as stack:
-        got = [stack.enter_context(claim_device(tmp_path, num_devices=2, jobs_per_gpu=2)) and os.environ[CVD]
-               for _ in range(4)]
-        assert got == ["0", "1", "0", "1"]
+    held = [gpus._acquire(["0", "1"], tmp_path, timeout=0, poll=0.01, jobs_per_gpu=2) for _ in range(4)]
+    try:
+        assert [dev for _, dev, _ in held] == ["0", "1", "0", "1"]
         assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu0.lock", "gpu0.slot1.lock", "gpu1.lock",
                                                               "gpu1.slot1.lock"]
         with pytest.raises(RuntimeError, match="already holds every device"):
-            with claim_device(tmp_path, num_devices=2, jobs_per_gpu=2):
-                pass
+            gpus._acquire(["0", "1"], tmp_path, timeout=0, poll=0.01, jobs_per_gpu=2)
+    finally:
+        for fd, _, path in held:
+            gpus._release(fd, path)
     with pytest.raises(ValueError, match="jobs_per_gpu"):
-        with claim_device(tmp_path, num_devices=1, jobs_per_gpu=0):
-            pass
+        gpus._acquire(["0"], tmp_path, timeout=0, poll=0.01, jobs_per_gpu=0)
 
 
 def test_cli_jobs_per_gpu_takes_the_second_slot(tmp_path):
@@ -327,10 +266,6 @@ def test_cli_jobs_per_gpu_takes_the_second_slot(tmp_path):
 
 
 # --- CLI: bounded waits, the lock lives exactly as long as the command ----------------------------------
-
-def _cli(lock_dir: Path, *cmd: str) -> list[str]:
-    return [sys.executable, "-m", "silentvae.gpus", "--lock-dir", str(lock_dir), "--num-devices", "1", "--", *cmd]
-
 
 def _alive(pid: int) -> bool:
     """``pid`` runs (a zombie, dead but not yet reaped by its new parent, counts as gone)."""
