@@ -154,7 +154,8 @@ DECODERS[LinearPrecisionDecoder] = DecoderRule(lambda d: d.mu, _precision_decode
 def _decoder_rule(decoder: Any) -> DecoderRule:
     rule = _lookup(DECODERS, decoder)
     if rule is None:
-        raise TypeError(f"decoder is a {type(decoder).__qualname__}, not a linear Gaussian decoder ({_taken(DECODERS)}): "
+        raise TypeError(f"decoder is a {type(decoder).__qualname__}, not a linear Gaussian decoder "
+                        f"({_taken(DECODERS)}): "
                         f"E_q[log p(x|z)] has a closed form only for those. For a nonlinear decoder use Algorithm 1: "
                         f"train a torch.nn.Linear beside it with silent_elbo and mix the encoder gradients with "
                         f"silentvae.split_gradient(q, silentvae.silent_weight(epoch, anneal_rate)) (README, "

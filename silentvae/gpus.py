@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     device stays claimed until CMD exits; background processes CMD leaves behind do not hold it."""
     parser = argparse.ArgumentParser(prog="python -m silentvae.gpus", description=main.__doc__)
     parser.add_argument("--lock-dir", default=None, help=f"default: ${ENV_LOCK_DIR} or {default_lock_dir()}")
-    parser.add_argument("--num-devices", type=int, default=None, help="default: $SILENTVAE_NUM_GPUS, else a preset CUDA_VISIBLE_DEVICES, else the host's GPUs")
+    parser.add_argument("--num-devices", type=int, default=None,
+                        help="default: $SILENTVAE_NUM_GPUS, else a preset CUDA_VISIBLE_DEVICES, else the host's GPUs")
     parser.add_argument("--timeout", type=float, default=None,
                         help=f"seconds to wait for a free device (inf: forever; default: ${ENV_TIMEOUT} or "
                              f"{DEFAULT_TIMEOUT_S:g})")

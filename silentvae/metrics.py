@@ -48,7 +48,8 @@ def kl_gaussian_standard(mean: Tensor, var: Tensor) -> Tensor:
 def kl_bernoulli_uniform_logits(logits: Tensor) -> Tensor:
     """KL(Bern(p) || Bern(1/2)) summed over the last axis, from logits l (p = sigmoid(l)), stable for large |l|:
 
-        sum_i p_i log p_i + (1 - p_i) log(1 - p_i) + log 2,   p log p + (1-p) log(1-p) = p logsigmoid(l) + (1-p) logsigmoid(-l)
+        sum_i p_i log p_i + (1 - p_i) log(1 - p_i) + log 2,
+        p log p + (1-p) log(1-p) = p logsigmoid(l) + (1-p) logsigmoid(-l)
     """
     p = torch.sigmoid(logits)
     return (p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits) + _LN_2).sum(-1)

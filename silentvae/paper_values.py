@@ -103,7 +103,8 @@ TABLE9: dict[str, dict[str, float]] = {
 
 TAYLOR_BIAS: dict[str, float] = {"sg": 212.9, "gumbel": 6100.0, "reinforce": 593.1}
 #: The estimators of the Taylor-bias check, in the paper's order, with their names in its text.
-TAYLOR_LABELS: dict[str, str] = {"sg": "Silent Gradients (Taylor)", "gumbel": "Gumbel-Softmax", "reinforce": "REINFORCE"}
+TAYLOR_LABELS: dict[str, str] = {"sg": "Silent Gradients (Taylor)", "gumbel": "Gumbel-Softmax",
+                                 "reinforce": "REINFORCE"}
 
 #: Rows of Tables 3, 4 and 9 as the paper lays them out: (row label, "Without SG" method, "With SG" method).
 #: The "None" rows have no "Without SG" entry.

@@ -2,8 +2,8 @@ r"""Runs of the paper's experiments, fixed by (config, seed), resumable after a 
 (:class:`RunConfig`, its models, optimizer, random numbers and history), its validation (:func:`evaluate`) and
 its files (``last.pt``, ``metrics.json``; :func:`load_run`). The training engine :mod:`silentvae.engine` (the
 objective, AdamW step and epoch loop; its :func:`~silentvae.engine.train` trains one run as a stack of one)
-builds on this module, which imports nothing of it. ``tests/reference_trainer.py`` keeps the same training as a plain eager loop, which the tests compare
-the engine against.
+builds on this module, which imports nothing of it. ``tests/reference_trainer.py`` keeps the same training as
+a plain eager loop, which the tests compare the engine against.
 
 * ``experiment="fixed"`` (Section 3.2): encoder + :class:`LinearDecoder` (sigma2 fixed), trained by one
   estimator: ``sg`` (Silent Gradients), ``reparam`` (Gaussian), ``gumbel`` / ``reinforce`` (Bernoulli).

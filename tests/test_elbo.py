@@ -127,7 +127,8 @@ def test_the_gradient_is_the_gradient_of_the_expectation():
 
 
 @pytest.mark.parametrize("q, match", [
-    (Laplace(torch.zeros(B, LATENTS), 1.0), r"Laplace.*torch\.distributions\.normal\.Normal.*Bernoulli.*GaussianPosterior"),
+    (Laplace(torch.zeros(B, LATENTS), 1.0),
+     r"Laplace.*torch\.distributions\.normal\.Normal.*Bernoulli.*Independent.*GaussianPosterior"),
     (torch.zeros(B, LATENTS), r"Tensor.*Normal"),
 ])
 def test_an_unsupported_q_is_refused_naming_the_ones_taken(q, match):
