@@ -237,10 +237,15 @@ def main(argv: list[str] | None = None) -> int:
                     "with K = 1, alternating, --repeats rounds (fixed and learnable MNIST methods)")
     ap.add_argument("--engine-vs-eager", action="store_true", help="only Table 2's methods, one run: eager "
                     "reference vs the engine (with --compile if given) vs --seeds seeds stacked; wall and CPU time")
+    ap.add_argument("--reuse-freed-memory", action="store_true", help="first set glibc's allocator as "
+                    "silentvae.stacked.train_stacked does on a CPU (heap only, freed memory kept), for every engine")
     ap.add_argument("--seeds", type=int, default=3, help="--engine-vs-eager: seeds stacked in one step")
     ap.add_argument("--cpu-time", action="store_true", help="time the engines by this process's CPU time "
                     "(time.process_time) instead of wall time: on a shared CPU it leaves out the other jobs' time")
     args = ap.parse_args(argv)
+    if args.reuse_freed_memory:
+        from silentvae.stacked import _reuse_freed_memory
+        _reuse_freed_memory()
     global clock
     clock = time.process_time if args.cpu_time else time.perf_counter
 
