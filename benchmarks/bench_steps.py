@@ -30,6 +30,7 @@ engine / eager ratio and their range (on a shared machine single rounds are nois
     python benchmarks/bench_steps.py --device cuda --steps 200 --stack 4
     python benchmarks/bench_steps.py --quick          # tiny sizes: a smoke run in seconds
     python benchmarks/bench_steps.py --device cpu --stack-of-one --steps 10 --repeats 3
+    python benchmarks/bench_steps.py --device cpu --engine-vs-eager --compile --steps 10 --repeats 3
 """
 
 from __future__ import annotations
@@ -234,9 +235,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny model/batch and 3 steps: a smoke run")
     ap.add_argument("--stack-of-one", action="store_true", help="only time one run: eager loop vs the engine "
                     "with K = 1, alternating, --repeats rounds (fixed and learnable MNIST methods)")
+    ap.add_argument("--engine-vs-eager", action="store_true", help="only Table 2's methods, one run: eager "
+                    "reference vs the engine (with --compile if given) vs --seeds seeds stacked; wall and CPU time")
+    ap.add_argument("--reuse-freed-memory", action="store_true", help="first set glibc's allocator as "
+                    "silentvae.engine.train_stacked does on a CPU (heap only, freed memory kept), for every engine")
+    ap.add_argument("--seeds", type=int, default=3, help="--engine-vs-eager: seeds stacked in one step")
     ap.add_argument("--cpu-time", action="store_true", help="time the engines by this process's CPU time "
                     "(time.process_time) instead of wall time: on a shared CPU it leaves out the other jobs' time")
     args = ap.parse_args(argv)
+    if args.reuse_freed_memory:
+        from silentvae.engine import _reuse_freed_memory
+        _reuse_freed_memory()
     global clock
     clock = time.process_time if args.cpu_time else time.perf_counter
 
@@ -271,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         images_u8, source = mnist_uint8(n)
         images = torch.from_numpy(images_u8).unsqueeze(1).to(device=device, dtype=torch.float32) / 256
         name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu"
+        if args.engine_vs_eager:
+            print(f"\n## device {device} ({name}); data: {source}; {steps} timed steps after {args.warmup} warm-up")
+            print_engine_vs_eager(device, size, images, steps, args.warmup, args.repeats, methods, args.compile,
+                                  args.seeds)
+            continue
         if args.stack_of_one:
             print(f"\n## device {device} ({name}); data: {source}; {steps} timed steps after {args.warmup} warm-up")
             print_stack_of_one(device, size, images, steps, args.warmup, args.repeats)
@@ -352,6 +366,54 @@ def print_stack_of_one(device: str, size: dict, images: torch.Tensor, steps: int
     all_ratios.sort()
     print(f"engine/eager over all rounds: min {all_ratios[0]:.2f}  median {all_ratios[len(all_ratios) // 2]:.2f}  "
           f"max {all_ratios[-1]:.2f}")
+
+
+def _both_clocks(train_epoch, cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int) -> tuple[float, ...]:
+    """(wall s/step, CPU s/step, warm-up epoch wall s) of ``train_epoch`` over ``steps`` batches after a
+    ``warmup``-batch epoch (which pays any compilation)."""
+    b = cfg.batch_size
+    w0 = time.perf_counter()
+    train_epoch(images[:warmup * b])
+    sync(cfg.device)
+    first = time.perf_counter() - w0
+    w0, c0 = time.perf_counter(), time.process_time()
+    train_epoch(images[:steps * b])
+    sync(cfg.device)
+    return (time.perf_counter() - w0) / steps, (time.process_time() - c0) / steps, first
+
+
+def print_engine_vs_eager(device: str, size: dict, images: torch.Tensor, steps: int, warmup: int, repeats: int,
+                          methods: list[str], compile: bool | str, seeds: int) -> None:
+    """Table 2's methods, one run: ms per step of the eager reference loop (tests/reference_trainer.py), the
+    engine as configured (``compile``), and the engine stacking ``seeds`` seeds of the method (ms per run-step);
+    wall and CPU time measured together, rounds alternating; the warm-up epoch's wall time (compilation) too."""
+    label = f"engine (compile={compile})" if compile else "engine"
+    print(f"Table 2 methods, one run: ms per step (median of {repeats} alternating rounds), wall / CPU time; "
+          f"{label}; stack = {seeds} seeds of the method in one step (ms per run-step)")
+    print(f"  {'method':13s} {'eager wall/cpu':>15s} {'engine wall/cpu':>16s} {'stack wall/cpu':>15s} "
+          f"{'eager/engine wall cpu':>22s} {'eager/stack wall cpu':>21s} {'engine warm-up s':>16s}")
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    for method in methods:
+        cfg = RunConfig(**size, **FIXED_METHODS[method].run_fields(), experiment="fixed", device=device, lr=1e-4)
+        rec = {"eager": [], "engine": [], "stack": []}
+        first = []
+        for _ in range(repeats):
+            run = Run(cfg, tuple(images.shape[1:]))
+            rec["eager"].append(_both_clocks(lambda x: eager_train_epoch(run, x), cfg, images, steps, warmup))
+            one = StackedRuns([cfg], tuple(images.shape[1:]), compile=compile)
+            rec["engine"].append(_both_clocks(one.train_epoch, cfg, images, steps, warmup))
+            first.append(rec["engine"][-1][2])
+            if seeds > 1:
+                st = StackedRuns([RunConfig(**{**cfg.to_dict(), "seed": s}) for s in range(seeds)],
+                                 tuple(images.shape[1:]), compile=compile)
+                w, c, f = _both_clocks(st.train_epoch, cfg, images, steps, warmup)
+                rec["stack"].append((w / seeds, c / seeds, f))
+        m = {k: (med([r[0] for r in v]) * 1e3, med([r[1] for r in v]) * 1e3) if v else (float("nan"),) * 2
+             for k, v in rec.items()}
+        print(f"  {method:13s} {m['eager'][0]:7.1f}/{m['eager'][1]:<7.1f} {m['engine'][0]:8.1f}/{m['engine'][1]:<7.1f} "
+              f"{m['stack'][0]:7.1f}/{m['stack'][1]:<7.1f} {m['eager'][0] / m['engine'][0]:11.2f} "
+              f"{m['eager'][1] / m['engine'][1]:5.2f} {m['eager'][0] / m['stack'][0]:14.2f} "
+              f"{m['eager'][1] / m['stack'][1]:5.2f} {med(first):16.1f}", flush=True)
 
 
 def print_whole_protocol(device: str, size: dict, args, best_stacked, fixed_rate: dict[str, float],

@@ -185,3 +185,77 @@ def monte_carlo(values: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and standard error over the leading (sample) axis."""
     n = values.shape[0]
     return values.mean(0), values.std(0) / math.sqrt(n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training on another device: compare what training changed
+# ----------------------------------------------------------------------------------------------
+
+def training_state(state: dict) -> dict[str, dict[str, Tensor]]:
+    """A run's ``last.pt`` (or :meth:`silentvae.run.Run.state_dict`) as float64 CPU tensors by name:
+    ``params`` (the floating tensors of the models' state dict), ``exp_avg`` and ``exp_avg_sq`` (AdamW's moments,
+    by parameter index) and ``steps`` (AdamW's step count per parameter index)."""
+    models = state["models"]
+    opt = state["optimizer"]["state"]
+    return {"params": {n: t.detach().double().cpu() for n, t in models.items() if t.is_floating_point()},
+            "exp_avg": {str(k): opt[k]["exp_avg"].detach().double().cpu() for k in opt},
+            "exp_avg_sq": {str(k): opt[k]["exp_avg_sq"].detach().double().cpu() for k in opt},
+            "steps": {str(k): float(opt[k]["step"]) for k in opt}}
+
+
+def _relative(error: Tensor, size: Tensor) -> float:
+    """||error|| / ||size||; 0 if both are zero, infinite if only ``size`` is."""
+    e, s = float(error.norm()), float(size.norm())
+    return e / s if s > 0 else (0.0 if e == 0 else math.inf)
+
+
+def assert_same_training(initial: dict, reference: dict, candidate: dict, *, rtol: float,
+                         min_change: float = 1e-3, label: str = "") -> dict[str, float]:
+    """Assert that ``candidate`` trained what ``reference`` trained from the same ``initial`` state (each a
+    :func:`training_state`; ``initial``'s ``params`` only), comparing what training changed.
+
+    For every parameter tensor t, with Delta_t = p_r,t - p_0,t the reference's change, and for AdamW's moments
+    (which start at zero, so that they are their own change) m = exp_avg, v = exp_avg_sq:
+
+        ||p_c,t - p_r,t|| <= rtol ||Delta_t||,   ||m_c,t - m_r,t|| <= rtol ||m_r,t||  (same for v),
+        identical AdamW step counts,
+
+    i.e. the devices may disagree by at most ``rtol`` of what training did, so a candidate that did not train (or
+    trained a step less) is off by ~100% of it. And the comparison must compare something: the reference moved
+    every parameter tensor (Delta_t != 0), and all parameters together by ||Delta|| / ||p_r|| >= ``min_change``
+    (relative change; a run that moved its parameters by less is too short to tell a wrong step apart).
+
+    Returns the largest errors (``param_error``, ``exp_avg_error``, ``exp_avg_sq_error``, each as the fraction
+    of the change above) and ``param_change`` (||Delta|| / ||p_r||); raises AssertionError naming the failed
+    check and its numbers.
+    """
+    p0, pr, pc = initial["params"], reference["params"], candidate["params"]
+    if not (p0.keys() == pr.keys() == pc.keys()):
+        raise AssertionError(f"{label}: the parameter names differ")
+    delta = {n: pr[n] - p0[n] for n in pr}
+    change = float(torch.sqrt(sum(d.square().sum() for d in delta.values()))
+                   / torch.sqrt(sum(p.square().sum() for p in pr.values())))
+    found = {"param_change": change}
+    if change == 0.0:
+        raise AssertionError(f"{label}: training moved the parameters by 0 (relative): nothing was trained, "
+                             f"there is nothing to compare")
+    if change < min_change:
+        raise AssertionError(f"{label}: training moved the parameters by {change:.3g} (relative) < {min_change:g}: "
+                             f"too little to tell a wrong step apart; train longer or with a larger lr")
+    still = [n for n, d in delta.items() if not bool(d.abs().max() > 0)]
+    if still:
+        raise AssertionError(f"{label}: training did not change {still}: a comparison of them shows nothing")
+    if reference["steps"] != candidate["steps"]:
+        raise AssertionError(f"{label}: AdamW step counts differ: {reference['steps']} vs {candidate['steps']}")
+    found["param_error"] = max(float((pc[n] - pr[n]).norm() / delta[n].norm()) for n in pr)
+    if found["param_error"] > rtol:
+        worst = max(pr, key=lambda n: float((pc[n] - pr[n]).norm() / delta[n].norm()))
+        raise AssertionError(f"{label}: parameters differ by {found['param_error']:.3g} of what training changed "
+                             f"(worst: {worst}) > rtol {rtol:g}")
+    for key in ("exp_avg", "exp_avg_sq"):
+        r, c = reference[key], candidate[key]
+        found[f"{key}_error"] = max(_relative(c[n] - r[n], r[n]) for n in r)
+        if found[f"{key}_error"] > rtol:
+            raise AssertionError(f"{label}: AdamW {key} differs by {found[f'{key}_error']:.3g} (relative) > "
+                                 f"rtol {rtol:g}")
+    return found
