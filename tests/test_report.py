@@ -294,18 +294,43 @@ def test_dataset_not_in_config():
 # ---------------------------------------------------------------------------------------------------
 
 TAYLOR = {"sg": 12.5, "gumbel": 400.0, "reinforce": 60.0, "exact_norm": 250.0, "num_samples": 5000,
-          "temperature": 0.5, "latent_dim": 8, "sqrt_d_over_S": 0.04}
+          "temperature": 0.5, "latent_dim": 8, "sqrt_d_over_S": 0.04}  # a result from before the per-image baseline
+_K4 = {"free_latents": 4, "sg": 5.0, "gumbel": 100.0, "reinforce": 80.0, "reinforce_per_image": 8.0,
+       "exact_norm": 200.0, "curve": {"num_samples": [312, 1250, 5000], "gumbel": [120.0, 105.0, 100.0],
+                                      "reinforce": [320.0, 160.0, 80.0], "reinforce_per_image": [32.0, 16.0, 8.0]}}
+_K6 = {**_K4, "free_latents": 6, "sg": 12.5, "gumbel": 400.0, "reinforce": 60.0, "reinforce_per_image": 20.0,
+       "exact_norm": 250.0}
+TAYLOR_K = {**_K6, "num_samples": 5000, "temperature": 0.5, "latent_dim": 8, "alpha_cv": 0.01,
+            "alpha_cv_full": 0.05, "by_free_latents": [_K4, _K6]}
 
 
 def test_taylor_table():
     df = report.taylor_table(TAYLOR)
-    assert list(df["Estimator"]) == ["Silent Gradients (Taylor)", "Gumbel-Softmax", "REINFORCE"]
+    assert list(df["Estimator"]) == ["Silent Gradients (Taylor)", "Gumbel-Softmax", "REINFORCE (scalar baseline)"]
     g = row(df, Estimator="Gumbel-Softmax")
     assert g["L2 deviation"] == 400.0 and g["L2 deviation (paper)"] == 6100.0
     assert g["L2 deviation diff"] == pytest.approx(400.0 - 6100.0)
     assert g["Ratio to SG"] == pytest.approx(32.0) and g["Ratio to SG (paper)"] == pytest.approx(6100 / 212.9)
     assert g["Relative to exact norm"] == pytest.approx(1.6) and g["Samples"] == 5000
-    assert row(df, Estimator="REINFORCE")["L2 deviation (paper)"] == 593.1
+    assert row(df, Estimator="REINFORCE (scalar baseline)")["L2 deviation (paper)"] == 593.1
+
+
+def test_taylor_table_has_both_reinforce_baselines_for_every_k():
+    """One row group per k; REINFORCE's Monte Carlo error scaled to the paper's 100,000 samples (x sqrt(S/1e5)),
+    Gumbel-Softmax's (bias) kept; the running deviations at S/16 and S/4 beside."""
+    df = report.taylor_table(TAYLOR_K)
+    assert list(df["Free latents k"]) == [4] * 4 + [6] * 4
+    k6 = df[df["Free latents k"] == 6]
+    per_image = row(k6, Estimator="REINFORCE (per-image baseline)")
+    assert per_image["L2 deviation"] == 20.0 and per_image["L2 deviation (paper)"] == 593.1
+    assert per_image["At 100,000 samples"] == pytest.approx(20.0 * (5000 / 100_000) ** 0.5)
+    assert per_image["Ratio to SG"] == pytest.approx(1.6) and per_image["At S/16, S/4"] == "32, 16"
+    assert row(k6, Estimator="Gumbel-Softmax")["At 100,000 samples"] == 400.0
+    assert row(df[df["Free latents k"] == 4], Estimator="Silent Gradients (Taylor)")["L2 deviation"] == 5.0
+    summary = report.summary_taylor(df, "holds")
+    assert "At 100,000 samples" in summary and set(summary["Verdict"]) == {"holds"}
+    fig = plots.taylor_figure(TAYLOR_K)
+    assert len(fig.axes) == 2 and fig.axes[1].get_xlabel().startswith("k enumerated latents")
 
 
 # ---------------------------------------------------------------------------------------------------
