@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from pathlib import Path
 
 import matplotlib
 
@@ -79,20 +80,88 @@ def test_paper_values_keys_and_spot_checks():
     assert pv.paper_dataset("mnist5k") == "mnist" and pv.paper_dataset("fashion_mnist") is None
 
 
-def test_paper_values_match_paper_text():
-    """Every published number of Tables 2, 3, 4, 9 occurs in the paper text (when it is available)."""
-    from pathlib import Path
-    paper = Path("/work/shared/paper/zero-variance-gradients-vae.txt")
-    if not paper.exists():
-        pytest.skip("paper text not available")
-    text = paper.read_text()
-    for m, v in pv.TABLE2.items():
-        assert f"{FIXED_METHODS[m].label} {v['bpd']:.3f} {v['mse']:.3f}" in text
-    for ds in ("mnist", "imagenet32", "cifar10"):
-        for m in LEARNABLE_METHODS:
-            mean, std = pv.TABLE3[ds][m]
-            assert re.search(rf"{mean:.2f} ±\S* \S*{std:.2f}", text.replace("\\pm", "±")), (ds, m)
-            assert f"{pv.TABLE4[ds][m]:.2f}" in text and f"{pv.TABLE9[ds][m]:.2f}" in text
+PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables.txt"
+
+
+def _paper_blocks() -> dict[str, list[str]]:
+    """tests/paper_tables.txt as {block name: its lines}; the name is what follows '## ' up to ' ['."""
+    blocks: dict[str, list[str]] = {}
+    for line in PAPER_TABLES.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            name = line[3:].split(" [")[0]
+            blocks[name] = []
+        elif not line.startswith("#") and line:
+            blocks[name].append(line)
+    return blocks
+
+
+def _paper_number(token: str) -> float:
+    """A number as the paper's text extraction prints it: "1.49×1041.49{\\times}10^{4}" (rendered, then LaTeX),
+    "82.3682.36" (rendered, then LaTeX: the same digits twice), or plain "6.718"."""
+    sci = re.fullmatch(r"(\d+\.\d+)×10\d+(\d+\.\d+)\{\\times\}10\^\{(-?\d+)\}", token)
+    if sci:
+        assert sci[1] == sci[2], token  # the rendered mantissa is the LaTeX one
+        return float(f"{sci[1]}e{sci[3]}")
+    half = len(token) // 2
+    if len(token) % 2 == 0 and token[:half] == token[half:] and "." in token[:half]:
+        return float(token[:half])
+    return float(token)
+
+
+def _paper_rows(lines: list[str]) -> list[tuple[str, list[float]]]:
+    """(row label, its numbers) for every table row (a label, then numbers; "±\\pm" dropped)."""
+    rows = []
+    for line in lines:
+        tokens = line.replace("±\\pm ", "").split()
+        if tokens[0] in ("Method", "Epoch", "BPD", "Without"):
+            continue  # a header
+        first = next((i for i, t in enumerate(tokens) if t[0].isdigit()), None)
+        if first is None:
+            continue  # a header
+        rows.append((" ".join(tokens[:first]), [_paper_number(t) for t in tokens[first:]]))
+    return rows
+
+
+def _learnable_from_paper(lines: list[str], pairs: bool) -> dict[str, dict[str, object]]:
+    """Table 3 / 4 / 9 as paper_values keys them: {dataset: {method: value or (mean, std)}}. Rows follow
+    pv.LEARNABLE_ROWS; a "None" row has the With-SG column of each dataset only."""
+    out: dict[str, dict[str, object]] = {ds: {} for ds in pv.PAPER_DATASETS}
+    rows = _paper_rows(lines)
+    assert len(rows) == len(pv.LEARNABLE_ROWS)
+    for (label, numbers), (row_label, without, with_sg) in zip(rows, pv.LEARNABLE_ROWS):
+        assert label.split()[0] == row_label.split()[0], (label, row_label)
+        values = [tuple(numbers[i:i + 2]) for i in range(0, len(numbers), 2)] if pairs else numbers
+        methods = [with_sg] if without is None else [without, with_sg]
+        assert len(values) == len(methods) * len(pv.PAPER_DATASETS), label
+        for i, ds in enumerate(pv.PAPER_DATASETS):
+            for j, m in enumerate(methods):
+                out[ds][m] = values[i * len(methods) + j]
+    return out
+
+
+def test_paper_values_equal_the_papers_tables():
+    """Every value of silentvae.paper_values (TABLE1, TABLE2, TABLE3, TABLE4, TABLE9, CONVERGENCE, TAYLOR_BIAS)
+    equals the paper's, as tests/paper_tables.txt keeps its lines verbatim (no value missing, none extra)."""
+    blocks = _paper_blocks()
+    by_label = {m.label: key for key, m in FIXED_METHODS.items()}
+    table1 = {}
+    for label, numbers in _paper_rows(blocks["Table 1"]):
+        assert len(numbers) == 3 * len(pv.TABLE1_EPOCHS), label
+        table1[by_label[label]] = {e: {"batch_var": numbers[3 * i], "est_var": numbers[3 * i + 1],
+                                       "est_pct": numbers[3 * i + 2]} for i, e in enumerate(pv.TABLE1_EPOCHS)}
+    assert table1 == pv.TABLE1
+    assert {by_label[label]: {"bpd": bpd, "mse": mse}
+            for label, (bpd, mse) in _paper_rows(blocks["Table 2"])} == pv.TABLE2
+    assert _learnable_from_paper(blocks["Table 3"], pairs=True) == pv.TABLE3
+    assert _learnable_from_paper(blocks["Table 4"], pairs=False) == pv.TABLE4
+    assert _learnable_from_paper(blocks["Table 9"], pairs=False) == pv.TABLE9
+    (sentence,) = blocks["Convergence (Sec. 3.2)"]
+    target, sg, rep = re.search(r"reaches ([0-9.]+) BPD in just (\d+) epochs, .* requires (\d+) epochs", sentence).groups()
+    assert pv.CONVERGENCE == {"target_bpd": float(target), "sg_gaussian": int(sg), "reparam": int(rep)}
+    (sentence,) = blocks["Taylor bias (Sec. 4.1)"]
+    sg, gumbel_k, reinforce = re.search(r"Silent Gradient \(([0-9.]+)\).*Gumbel-Softmax \(([0-9.]+)k\).*"
+                                        r"REINFORCE \(([0-9.]+)\)", sentence).groups()
+    assert pv.TAYLOR_BIAS == {"sg": float(sg), "gumbel": float(gumbel_k) * 1000, "reinforce": float(reinforce)}
 
 
 # ---------------------------------------------------------------------------------------------------
