@@ -12,11 +12,15 @@ the engine against.
 
       grad_phi = w_lin * grad_phi(silent) + (1 - w_lin) * grad_phi(noisy),  w_lin = max(0, 1 - epoch * lambda)
 
-  (Eq. 8; epochs count from 1), plus the KL gradient; from ``cutoff_epoch`` on the encoder is frozen.
+  (the mixture is Eq. 8, the w_lin schedule Algorithm 1, line 11; epochs count from 1), plus the KL gradient;
+  from ``cutoff_epoch`` on the encoder is frozen.
   ``estimator="none"`` with ``silent=True`` is "None + SG": the encoder learns only from the silent
   gradient (w_lin = 1) and the nonlinear decoder trains on its samples.
 
-Each decoder trains on its own full loss. The linear decoder's mu and alpha parts have their own
+Each decoder trains on its own full loss. This departs from Algorithm 1, line 13, which weights the two losses
+(L_recon = w_lin L_lin + w_nl L_nl) before one gradient step: taken literally that would also scale each decoder's
+own gradient by its weight, and give "None + SG"'s nonlinear decoder (w_nl = 0) no gradient at all. The README's
+"Choices the paper leaves open" lists this with the others. The linear decoder's mu and alpha parts have their own
 learning rates (``lr_linear_mu``, ``lr_linear_alpha``) as AdamW parameter groups, which is the same
 update as separate optimizers.
 
