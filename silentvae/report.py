@@ -544,9 +544,14 @@ def summary_taylor(full: pd.DataFrame, verdict: str) -> pd.DataFrame:
     return out
 
 
+#: RunConfig's ``init`` default (silentvae.train.INITS), which runs saved before the option existed used.
+DEFAULT_INIT = "zero_decoder_head"
+
+
 def provenance(entries: Iterable[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
     """One row per run whose numbers the report shows: run id (its folder under results/runs/), the config
-    values that fix it, and its final validation numbers."""
+    values that fix it (with its initialisation, a choice the paper leaves open: README "Choices the paper leaves
+    open"), and its final validation numbers."""
     keys = ("experiment", "dataset", "latent", "estimator", "silent", "lr", "anneal_rate", "cutoff_epoch", "seed",
             "latent_dim", "channels", "batch_size")
     rows = []
@@ -554,6 +559,7 @@ def provenance(entries: Iterable[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
         cfg = result.get("config", {})
         final = final_metrics(result)
         rows.append({"Run": run_id, **{k: cfg.get(k, NO_PAPER) if cfg.get(k) is not None else NO_PAPER for k in keys},
+                     "Initialisation (not in the paper)": cfg.get("init") or DEFAULT_INIT,
                      "Epochs": int(final["epoch"]), "val BPD": float(final["val_bpd"]),
                      "val MSE": float(final["val_mse"]), "val KLD": float(final["val_kld"])})
     return pd.DataFrame(rows)

@@ -610,3 +610,15 @@ def test_report_notebook_html_has_claims_first_and_every_figure_as_an_image(tmp_
     assert cifar_claim_rows == 3                                     # Tables 3, 4, 9 for CIFAR-10
     assert html.count(reason) == cifar_claim_rows + 1                # + one note; no table cell repeats it
     assert "fixed/mnist5k/sg_gaussian/lr0.001" in html               # provenance: numbers traceable to runs
+
+
+def test_provenance_names_each_runs_initialisation():
+    """The initialisation is a choice the paper leaves open: every provenance row names it; runs saved before
+    RunConfig had ``init`` used its default."""
+    from silentvae.train import RunConfig
+    _, runs = fixed_results()
+    (old_id, old), (new_id, new) = list(runs.items())[:2]
+    new = {**new, "config": {**new["config"], "init": "pytorch"}}
+    df = report.provenance([(old_id, old), (new_id, new)])
+    assert list(df["Initialisation (not in the paper)"]) == [RunConfig().init, "pytorch"]
+    assert report.DEFAULT_INIT == RunConfig().init
