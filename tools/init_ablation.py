@@ -89,6 +89,25 @@ def append_row(out: Path, row: dict) -> None:
         writer.writerow(row)
 
 
+def read_rows(out: Path) -> list[dict]:
+    """The CSV's rows, numbers parsed, in Table 2's method order, then initialisation, then seed."""
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["seed"], r["epochs"] = int(r["seed"]), int(r["epochs"])
+        for k in ("lr", "val_bpd", "val_mse", "val_kld", "kl_vs_max", "code_spread"):
+            r[k] = float(r[k]) if r.get(k) else None
+    order = {m: i for i, m in enumerate(TABLE2_METHODS)}
+    return sorted(rows, key=lambda r: (order.get(r["method"], len(order)), INITS.index(r["init"]), r["seed"]))
+
+
+def write_markdown(out: Path) -> str:
+    """The markdown table of the rows so far, beside the CSV (``.md``); returns it."""
+    table = markdown(read_rows(out)) if out.exists() else markdown([])
+    out.with_suffix(".md").write_text(table + "\n")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", nargs="+", default=TABLE2_METHODS, choices=sorted(FIXED_METHODS))
@@ -113,16 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                    for m, i, s in grid]
         for future in as_completed(futures):
             append_row(args.out, future.result())
-    with args.out.open() as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: (COLUMNS and TABLE2_METHODS.index(r["method"])
-                                                        if r["method"] in TABLE2_METHODS else 99,
-                                                        INITS.index(r["init"]), int(r["seed"])))
-    for r in rows:
-        for k in ("val_bpd", "val_mse", "val_kld", "kl_vs_max", "code_spread", "lr"):
-            r[k] = float(r[k]) if r.get(k) else None
-    table = markdown(rows)
-    args.out.with_suffix(".md").write_text(table + "\n")
-    print(table)
+            write_markdown(args.out)
+    print(write_markdown(args.out))
     return 0
 
 
