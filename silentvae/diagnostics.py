@@ -19,14 +19,16 @@ Gumbel-Softmax gradient and the mean REINFORCE gradient over S samples.
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .estimators import GumbelSoftmax, Reinforce, SilentGradient
+from .posteriors import BernoulliPosterior
 
 __all__ = ["gradient_variance", "enumerate_states", "exact_expected_loglik_bernoulli", "condition_on_free_latents",
-           "taylor_bias_check"]
+           "taylor_bias_check", "REINFORCE_BASELINES"]
 
 
 def _flat_grad(loss: Tensor, params: list[nn.Parameter], retain_graph: bool) -> Tensor:
@@ -149,19 +151,30 @@ def condition_on_free_latents(logits: Tensor, free: Tensor, values: Tensor) -> T
     return torch.where(mask, logits, held.detach())
 
 
-def _mean_sampled_grad(estimator, posterior_fn, decoder, x, params, num_samples, chunk, gen) -> Tensor:
-    """Average over num_samples draws of the estimator's encoder gradient, in chunks of ``chunk`` draws."""
-    total = None
-    done = 0
-    while done < num_samples:
-        c = min(chunk, num_samples - done)
-        posterior = posterior_fn(c)
-        x_rep = x.repeat(c, *([1] * (x.dim() - 1)))
-        loss = estimator.loss(posterior, decoder, x_rep, gen).sum() / (x.shape[0] * num_samples)
-        g = _flat_grad(loss, params, retain_graph=False)
-        total = g if total is None else total + g
-        done += c
-    return total
+def _sample_counts(num_samples: int) -> list[int]:
+    """The sample counts at which the running means are read: S/16, S/4 and S (each >= 2, increasing)."""
+    out: list[int] = []
+    for n in (num_samples // 16, num_samples // 4, num_samples):
+        if n >= 2 and (not out or n - out[-1] >= 2):
+            out.append(n)
+    return out
+
+
+def _running_means(step, num_samples: int, chunk: int) -> dict[int, list[Tensor]]:
+    """{n: [mean over the first n draws of each gradient step returns]} for n in :func:`_sample_counts`.
+
+    ``step(c)`` draws c samples per image and returns a list of gradient *sums* over them; chunks never straddle
+    a reading and are >= 2 draws (REINFORCE's per-image leave-one-out baseline needs two)."""
+    totals, done, out = None, 0, {}
+    for n in _sample_counts(num_samples):
+        while done < n:
+            left = n - done
+            c = left if left <= chunk else min(chunk, left - 2)
+            grads = step(c)
+            totals = grads if totals is None else [t + g for t, g in zip(totals, grads)]
+            done += c
+        out[n] = [t / n for t in totals]
+    return out
 
 
 def data_average_loss(encoder: nn.Module, decoder: nn.Module, images: Tensor, generator: torch.Generator,
@@ -188,24 +201,51 @@ def _alpha_cv(posterior, decoder: nn.Module) -> float:
     return float((std / mean.abs().clamp_min(1e-12)).mean())
 
 
+#: REINFORCE's baselines in :func:`taylor_bias_check`: one scalar for every image (as in training, or the
+#: batch's exact expected loss by default), and per image the mean loss of the other samples drawn for that image.
+REINFORCE_BASELINES = {"reinforce": "scalar", "reinforce_per_image": "per-image leave-one-out"}
+
+
+def _free_latent_counts(free_latents: int | Sequence[int] | None, d: int) -> list[int]:
+    ks = [d] if free_latents is None else [free_latents] if isinstance(free_latents, int) else list(free_latents)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k for k in ks):
+        raise ValueError(f"free_latents must be a positive int or a non-empty list of them, got {free_latents!r}")
+    return sorted({min(k, d) for k in ks})
+
+
 def taylor_bias_check(encoder: nn.Module, decoder: nn.Module, x: Tensor, *, num_samples: int = 100_000,
                       temperature: float = 0.5, chunk: int = 2_000, seed: int = 0,
                       reinforce_baseline: Tensor | float | None = None,
-                      free_latents: int | None = None) -> dict[str, float]:
+                      free_latents: int | Sequence[int] | None = None) -> dict[str, Any]:
     """L2 deviation of each estimator's encoder gradient from the exact one (Bernoulli latents).
 
-    The objective is the batch mean of -E_q[log p(x|z)] (KL is exact for every method and left out).
-    Returns ``sg``, ``gumbel``, ``reinforce`` (L2 distances), ``exact_norm`` (L2 norm of the exact gradient),
-    ``alpha_cv`` (how much the decoder's precision alpha(z) = W_a z + b_a varies under q: the mean over images
-    and pixels of Std_q[alpha] / |E_q[alpha]|, 0 for a constant precision, where the Taylor term is exact) and
-    the settings used. REINFORCE's baseline is constant over the draws (so the estimate stays unbiased):
-    ``reinforce_baseline``, e.g. the data-average loss its running average settles at in training
-    (:func:`data_average_loss`); by default the batch's exact expected loss, the most favourable constant.
+    The objective is the batch mean of -E_q[log p(x|z)] (KL is exact for every method and left out); g* is its
+    exact gradient (all 2^k states of the free latents summed). Deviations ||g - g*||_2 of:
 
-    ``free_latents`` (f): for a model with more latents than enumeration allows, every method sees q conditioned
-    on the other d - f latents (:func:`condition_on_free_latents`, held at one draw from q): the f free ones are
-    the batch's most uncertain (largest mean p(1 - p)), and the exact gradient sums their 2^f states.
+    * ``sg``: Silent Gradients (exact quadratic term, 2nd-order Taylor log term; no samples);
+    * ``gumbel``: the mean Gumbel-Softmax gradient over S = ``num_samples`` draws per image (biased: relaxed);
+    * ``reinforce``: the mean score-function gradient (f(z) - b) grad log q(z) over S draws, with one scalar
+      baseline b for every image: ``reinforce_baseline``, e.g. the data-average loss its running average settles
+      at in training (:func:`data_average_loss`), by default the batch's exact expected loss;
+    * ``reinforce_per_image``: the same draws with b_is = the mean f of the *other* draws of image i in the same
+      chunk (leave-one-out: independent of z_is, so still unbiased). A scalar b leaves the spread of E_q[f] across
+      images in every term; this one does not.
+
+    The sampled deviations are Monte Carlo error (plus Gumbel's bias), ~ 1/sqrt(S); ``curve`` gives them after
+    S/16, S/4 and S draws (the same draws, running means). ``exact_norm`` = ||g*||; ``alpha_cv`` = the mean over
+    images and pixels of Std_q[alpha] / |E_q[alpha]| for the decoder's precision alpha(z) = W_a z + b_a (0 for a
+    constant precision, where the Taylor term is exact), under the conditioned q; ``alpha_cv_full`` the same
+    under the full q; ``image_loss_std`` the standard deviation over images of E_q[-log p(x|z)].
+
+    ``free_latents`` (k, or a list of them): the check is exact over the k most uncertain latents (largest batch
+    mean p(1 - p)), the other d - k held at one draw from q (:func:`condition_on_free_latents`, the same draw for
+    every k), and every method sees that conditioned q. With a list, ``by_free_latents`` holds one result per k
+    and the top-level values are the largest k's; None (or k >= d): all d latents (d <= 20).
     """
+    if chunk < 4:
+        raise ValueError(f"chunk must be >= 4 draws (REINFORCE's per-image baseline needs two per chunk), got {chunk}")
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be >= 2, got {num_samples}")
     params = [p for p in encoder.parameters() if p.requires_grad]
     gen = torch.Generator(device=x.device).manual_seed(seed)
     was = encoder.training
@@ -214,35 +254,69 @@ def taylor_bias_check(encoder: nn.Module, decoder: nn.Module, x: Tensor, *, num_
     if post.kind != "bernoulli":
         raise ValueError("taylor_bias_check needs an encoder with Bernoulli latents")
     d = post.logits.shape[-1]
-    free = held = None
-    if free_latents is not None and free_latents < d:
-        with torch.no_grad():
-            p = post.probs
-            free = (p * (1 - p)).mean(0).topk(free_latents).indices
-            held = post.sample(gen)
+    ks = _free_latent_counts(free_latents, d)
+    with torch.no_grad():
+        p = post.probs
+        order = torch.sort((p * (1 - p)).mean(0), descending=True, stable=True).indices
+        held = post.sample(gen) if ks[0] < d else None
+    baseline = None if reinforce_baseline is None else torch.as_tensor(reinforce_baseline, device=x.device,
+                                                                       dtype=x.dtype)
+    by_k = [_taylor_at(encoder, decoder, x, params, order[:k] if k < d else None, held, num_samples, temperature,
+                       chunk, torch.Generator(device=x.device).manual_seed(seed * 1_000_003 + k), baseline)
+            for k in ks]
+    encoder.train(was)
+    main = by_k[-1]
+    return {**{k: v for k, v in main.items()}, "by_free_latents": by_k, "alpha_cv_full": _alpha_cv(post, decoder),
+            "num_samples": num_samples, "temperature": temperature, "latent_dim": d,
+            "sqrt_d_over_S": math.sqrt(main["free_latents"] / num_samples),
+            "reinforce_baselines": dict(REINFORCE_BASELINES)}
+
+
+def _taylor_at(encoder, decoder, x, params, free, held, num_samples, temperature, chunk, gen, baseline):
+    """One :func:`taylor_bias_check` result: q conditioned on ``held`` outside ``free`` (None: all free)."""
+    b = x.shape[0]
 
     def posterior(c: int = 1):
         """q(z|x) for the batch repeated c times (conditioned on the held latents)."""
         logits = encoder(x).logits
         if free is not None:
             logits = condition_on_free_latents(logits, free, held)
-        return type(post)(logits.repeat(c, 1))
+        return BernoulliPosterior(logits.repeat(c, 1))
 
     post = posterior()
-    exact_loss = -exact_expected_loglik_bernoulli(post, decoder, x).mean()
+    image_loss = -exact_expected_loglik_bernoulli(post, decoder, x)
+    exact_loss = image_loss.mean()
     g_exact = _flat_grad(exact_loss, params, retain_graph=True)
     g_sg = _flat_grad(SilentGradient().loss(post, decoder, x).mean(), params, retain_graph=False)
-    g_gumbel = _mean_sampled_grad(GumbelSoftmax(temperature), posterior, decoder, x, params, num_samples, chunk, gen)
-    reinforce = Reinforce()
-    reinforce.baseline = exact_loss.detach() if reinforce_baseline is None else torch.as_tensor(
-        reinforce_baseline, device=x.device, dtype=x.dtype)
-    reinforce.frozen = True
-    g_reinforce = _mean_sampled_grad(reinforce, posterior, decoder, x, params, num_samples, chunk, gen)
-    encoder.train(was)
+    gumbel = GumbelSoftmax(temperature)
+    scalar = exact_loss.detach() if baseline is None else baseline
+
+    def gumbel_step(c: int) -> list[Tensor]:
+        x_rep = x.repeat(c, *([1] * (x.dim() - 1)))
+        return [_flat_grad(gumbel.loss(posterior(c), decoder, x_rep, gen).sum() / b, params, retain_graph=False)]
+
+    def reinforce_step(c: int) -> list[Tensor]:
+        """Sum over c draws per image of (f - b) grad log q(z), for the scalar and the per-image baselines."""
+        q = posterior(c)
+        x_rep = x.repeat(c, *([1] * (x.dim() - 1)))
+        z = q.sample(gen)
+        with torch.no_grad():
+            f = -decoder.loglik(x_rep, z).view(c, b)
+            loo = (f.sum(0) - f) / (c - 1)
+        log_q = q.log_prob(z).view(c, b)
+        return [_flat_grad(((f - scalar) * log_q).sum() / b, params, retain_graph=True),
+                _flat_grad(((f - loo) * log_q).sum() / b, params, retain_graph=False)]
+
+    g_gumbel = _running_means(gumbel_step, num_samples, chunk)
+    g_reinforce = _running_means(reinforce_step, num_samples, chunk)
     dist = lambda g: float(torch.linalg.vector_norm((g - g_exact).double()))  # noqa: E731
-    f = d if free is None else free_latents
-    return {"sg": dist(g_sg), "gumbel": dist(g_gumbel), "reinforce": dist(g_reinforce),
-            "exact_norm": float(torch.linalg.vector_norm(g_exact.double())), "num_samples": num_samples,
-            "alpha_cv": _alpha_cv(post, decoder), "reinforce_baseline": float(reinforce.baseline),
-            "temperature": temperature, "latent_dim": d, "free_latents": f,
-            "sqrt_d_over_S": math.sqrt(f / num_samples)}
+    counts = list(g_gumbel)
+    curve = {"num_samples": counts, "gumbel": [dist(g_gumbel[n][0]) for n in counts],
+             "reinforce": [dist(g_reinforce[n][0]) for n in counts],
+             "reinforce_per_image": [dist(g_reinforce[n][1]) for n in counts]}
+    return {"free_latents": int(post.logits.shape[-1] if free is None else free.numel()),
+            "sg": dist(g_sg), "gumbel": curve["gumbel"][-1], "reinforce": curve["reinforce"][-1],
+            "reinforce_per_image": curve["reinforce_per_image"][-1],
+            "exact_norm": float(torch.linalg.vector_norm(g_exact.double())), "alpha_cv": _alpha_cv(post, decoder),
+            "reinforce_baseline": float(scalar),
+            "image_loss_std": float(image_loss.detach().std()) if b > 1 else 0.0, "curve": curve}

@@ -207,7 +207,8 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
                                temperature=settings.get("temperature", 0.5),
                                chunk=min(2000, settings["num_samples"]), seed=0, reinforce_baseline=baseline,
                                free_latents=settings.get("free_latents"))
-    result = {**result, "dataset": settings["dataset"], "train_epochs": settings.get("train_epochs", 5)}
+    result = {**result, "dataset": settings["dataset"], "train_epochs": settings.get("train_epochs", 5),
+              "init": cfg.init}
     if out_json:
         atomic_write_json(out_json, result)
     return result

@@ -142,17 +142,19 @@ class LinearDecoder(nn.Module):
     (std 0.01) collapses; from W = 0 the variance penalty grows only as fast as W learns image structure
     from the encoder's (image-dependent) initial codes. Gaussian latents do not saturate, and learn faster
     from W = 0 too (mnist5k, lr 5e-4, epoch 5: 7.14 vs 7.28 val BPD). tests/test_models.py and
-    tests/test_discrete_learns.py hold the evidence.
+    tests/test_discrete_learns.py hold the evidence; ``zero_init=False`` keeps nn.Linear's default init
+    (RunConfig ``init="pytorch"``, for the initialisation ablation tools/init_ablation.py).
     """
 
-    def __init__(self, latent_dim: int, out_shape=(1, 28, 28), sigma2: float = 0.01):
+    def __init__(self, latent_dim: int, out_shape=(1, 28, 28), sigma2: float = 0.01, zero_init: bool = True):
         super().__init__()
         if not sigma2 > 0:
             raise ValueError(f"sigma2 must be positive, got {sigma2}")
         self.out_shape = tuple(out_shape)
         self.sigma2 = float(sigma2)
         self.linear = nn.Linear(latent_dim, math.prod(out_shape))
-        nn.init.zeros_(self.linear.weight)
+        if zero_init:
+            nn.init.zeros_(self.linear.weight)
 
     def mean(self, z: Tensor) -> Tensor:
         return self.linear(z).view(-1, *self.out_shape)
@@ -177,13 +179,14 @@ class LinearPrecisionDecoder(nn.Module):
     alpha starts near 1/init_std everywhere (small random W_a, b_a = 1/init_std).
     """
 
-    def __init__(self, latent_dim: int, out_shape=(1, 28, 28), init_std: float = 0.1):
+    def __init__(self, latent_dim: int, out_shape=(1, 28, 28), init_std: float = 0.1, zero_init: bool = True):
         super().__init__()
         self.out_shape = tuple(out_shape)
         pixels = math.prod(out_shape)
         self.mu = nn.Linear(latent_dim, pixels)
         self.alpha = nn.Linear(latent_dim, pixels)
-        nn.init.zeros_(self.mu.weight)
+        if zero_init:
+            nn.init.zeros_(self.mu.weight)
         with torch.no_grad():
             self.alpha.weight.mul_(0.1 / init_std)  # keeps W_a z small relative to b_a
             self.alpha.bias.fill_(1.0 / init_std)

@@ -231,27 +231,40 @@ def variance_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
 
 
 def taylor_figure(taylor: dict[str, Any], title: str | None = None) -> Figure:
-    """Bar chart (log scale) of each estimator's L2 deviation from the exact gradient, paper values as
-    black markers."""
+    """Left: bar chart (log scale) of each estimator's L2 deviation from the exact gradient at the largest k
+    (both REINFORCE baselines), paper values as black markers (its one REINFORCE value beside both). Right,
+    when the check ran several k: each deviation against k (exact over the k most uncertain latents, the other
+    d - k held at a draw from q)."""
     import seaborn as sns
-    keys = list(pv.TAYLOR_LABELS)
+    keys = [k for k in pv.TAYLOR_LABELS if k in taylor]
+    colors = dict(zip(pv.TAYLOR_LABELS, sns.color_palette("colorblind", len(pv.TAYLOR_LABELS))))
     ours = np.array([float(taylor[k]) for k in keys])
-    paper = np.array([pv.TAYLOR_BIAS[k] for k in keys])
-    fig = Figure(figsize=(5.0, 3.8), layout="constrained")
-    ax = fig.subplots()
+    paper = np.array([pv.TAYLOR_BIAS[pv.TAYLOR_PAPER_KEY[k]] for k in keys])
+    by_k = taylor.get("by_free_latents") or []
+    fig = Figure(figsize=(9.0 if len(by_k) > 1 else 5.5, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2 if len(by_k) > 1 else 1, squeeze=False)[0]
+    ax = axes[0]
     x = np.arange(len(keys))
-    ax.bar(x, np.where(ours > 0, ours, np.nan), 0.6, color=sns.color_palette("colorblind", len(keys)),
-           label="ours")
+    ax.bar(x, np.where(ours > 0, ours, np.nan), 0.6, color=[colors[k] for k in keys], label="ours")
     ax.scatter(x, paper, marker="D", color="k", zorder=3, label="paper")
     for xi, v in zip(x, ours):
         ax.annotate(f"{v:.3g}", (xi, v if v > 0 else 1.0), xytext=(0, 3), textcoords="offset points",
                     ha="center", fontsize=8)
     ax.set_yscale("log")
     ax.set_xticks(x)
-    ax.set_xticklabels([pv.TAYLOR_LABELS[k] for k in keys], fontsize=8)
+    ax.set_xticklabels([pv.TAYLOR_LABELS[k].replace(" (", "\n(") for k in keys], fontsize=7)
     ax.set_ylabel("L2 distance to exact gradient")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
+    if len(by_k) > 1:
+        ks = [int(r["free_latents"]) for r in by_k]
+        for k in keys:
+            axes[1].plot(ks, [float(r[k]) for r in by_k], "o-", color=colors[k], label=pv.TAYLOR_LABELS[k])
+        axes[1].set_yscale("log")
+        axes[1].set_xticks(ks)
+        axes[1].set_xlabel(f"k enumerated latents (the other {taylor.get('latent_dim', 'd')} - k held)")
+        axes[1].grid(True, alpha=0.3)
+        axes[1].legend(fontsize=7)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     return fig

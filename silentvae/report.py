@@ -15,7 +15,7 @@ a string that says why:
 Differences are always ``ours - paper``. Our ``mnist5k`` (5,000-image MNIST subset) numbers are compared
 with the paper's full-MNIST column; the ``Note`` column and the captions say so.
 
-Input formats (see :mod:`silentvae.train`, :mod:`silentvae.plan`, :mod:`silentvae.diagnostics`):
+Input formats (see :mod:`silentvae.run`, :mod:`silentvae.plan`, :mod:`silentvae.diagnostics`):
 
 * result dict: ``{"config": RunConfig dict, "history": [{"epoch", "val_bpd", "val_mse", "val_kld", ...}],
   "finished": bool}``; its final numbers are those of the last history entry.
@@ -73,9 +73,11 @@ CAPTIONS: dict[str, str] = {
                "(the first seed). Our MNIST (5k subset) numbers are compared with the paper's MNIST column. "
                "diff = ours - paper."),
     "taylor_bias": ("Taylor-bias check (Sec. 4.1): L2 distance of each estimator's encoder gradient from the exact "
-               "gradient obtained by enumerating the Bernoulli latent states (learnable variance): all of them, or for "
-               "a model with more latents than enumeration allows, its most uncertain free_latents with the others "
-               "held at one draw from q."),
+               "gradient obtained by enumerating the Bernoulli latent states (learnable variance): exact over all of "
+               "them, or, for a model with more latents than enumeration allows, exact over the k most uncertain "
+               "latents, the other d - k held at a draw from q (one row group per k). REINFORCE with a scalar "
+               "baseline (as in training) and with a per-image leave-one-out one (both unbiased; the paper does not "
+               "say which it used); its Monte Carlo error ~ 1/sqrt(S) is also given at the paper's 100,000 samples."),
 }
 CAPTIONS["taylor"] = CAPTIONS["taylor_bias"]
 CAPTIONS["claims"] = ("The paper's claims: this run's evidence, the paper's, and a verdict (silentvae.claims): holds, "
@@ -366,27 +368,45 @@ def table9(learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] 
 # Taylor bias
 # ------------------------------------------------------------------------------------------------------
 
-from .paper_values import TAYLOR_LABELS  # noqa: E402  (the paper's names live with its values)
+from .paper_values import TAYLOR_LABELS, TAYLOR_PAPER_KEY  # noqa: E402  (the paper's names live with its values)
 
 
 def taylor_table(taylor: dict[str, Any]) -> pd.DataFrame:
-    """L2 deviation from the exact gradient per estimator, beside the paper's (Sec. 4.1).
+    """L2 deviation from the exact gradient per estimator and per number k of enumerated latents, beside the
+    paper's (Sec. 4.1).
 
-    Absolute L2 distances depend on the model and data scale, so the ratios to SG's deviation
-    (ours and the paper's) are given too, plus the deviation relative to the exact gradient's norm.
+    Absolute L2 distances depend on the model and data scale, so the ratios to SG's deviation (ours and the
+    paper's) are given too, plus the deviation relative to the exact gradient's norm. "At 100,000 samples"
+    scales REINFORCE's deviations by sqrt(S / 100,000) (unbiased: Monte Carlo error ~ 1/sqrt(S)) and keeps
+    Gumbel-Softmax's (mostly bias, which more samples do not remove); "At S/16, S/4" shows the measured trend.
+    "Ratio to SG" compares the "At 100,000 samples" value with SG's, as the paper's ratio does.
+    Results written before the check had a per-image baseline or several k give the rows they have.
     """
+    from .claims import PAPER_TAYLOR_SAMPLES, reinforce_at_paper_samples
     rows = []
-    sg = float(taylor["sg"])
-    for key, label in TAYLOR_LABELS.items():
-        ours = float(taylor[key])
-        paper = pv.TAYLOR_BIAS[key]
-        norm = taylor.get("exact_norm")
-        samples = "exact moments" if key == "sg" else taylor.get("num_samples", NO_PAPER)
-        rows.append({"Estimator": label, "Samples": samples, "L2 deviation": ours, "L2 deviation (paper)": paper,
-                     "L2 deviation diff": ours - paper,
-                     "Relative to exact norm": ours / float(norm) if _is_num(norm) and norm > 0 else NO_PAPER,
-                     "Ratio to SG": ours / sg if sg > 0 else NO_PAPER,
-                     "Ratio to SG (paper)": paper / pv.TAYLOR_BIAS["sg"]})
+    samples = taylor.get("num_samples", NO_PAPER)
+    d = taylor.get("latent_dim", NO_PAPER)
+    for result in taylor.get("by_free_latents") or [taylor]:
+        sg = float(result["sg"])
+        norm = result.get("exact_norm")
+        curve = result.get("curve", {})
+        for key, label in TAYLOR_LABELS.items():
+            if key not in result:
+                continue
+            ours = float(result[key])
+            paper = pv.TAYLOR_BIAS[TAYLOR_PAPER_KEY[key]]
+            sampled = key.startswith("reinforce") and _is_num(samples)
+            trend = curve.get(key)
+            at_paper = reinforce_at_paper_samples(ours, int(samples)) if sampled else ours
+            rows.append({"Free latents k": result.get("free_latents", d), "Latents d": d, "Estimator": label,
+                         "Samples": samples if key != "sg" else "exact moments",
+                         "L2 deviation": ours,
+                         f"At {PAPER_TAYLOR_SAMPLES:,} samples": at_paper,
+                         "At S/16, S/4": ", ".join(f"{v:.4g}" for v in trend[:-1]) if trend else NO_PAPER,
+                         "L2 deviation (paper)": paper, "L2 deviation diff": ours - paper,
+                         "Relative to exact norm": ours / float(norm) if _is_num(norm) and norm > 0 else NO_PAPER,
+                         "Ratio to SG": at_paper / sg if sg > 0 else NO_PAPER,
+                         "Ratio to SG (paper)": paper / pv.TAYLOR_BIAS["sg"]})
     return pd.DataFrame(rows)
 
 
@@ -513,16 +533,23 @@ def summary_convergence(full: pd.DataFrame, verdict: str) -> pd.DataFrame:
 
 
 def summary_taylor(full: pd.DataFrame, verdict: str) -> pd.DataFrame:
-    """Taylor bias, compact: L2 deviations and ratios to SG beside the paper's, with the claim's verdict."""
-    out = full[["Estimator", "Samples", "L2 deviation", "L2 deviation (paper)", "Ratio to SG",
-                "Ratio to SG (paper)"]].copy()
+    """Taylor bias, compact: per k, L2 deviations (also at the paper's sample count) and ratios to SG beside the
+    paper's, with the claim's verdict."""
+    at_paper = next(c for c in full.columns if c.startswith("At ") and c.endswith(" samples"))
+    out = full[["Free latents k", "Estimator", "Samples", "L2 deviation", at_paper, "L2 deviation (paper)",
+                "Ratio to SG", "Ratio to SG (paper)"]].copy()
     out["Verdict"] = verdict
     return out
 
 
+#: RunConfig's ``init`` default (silentvae.run.INITS), which runs saved before the option existed used.
+DEFAULT_INIT = "zero_decoder_head"
+
+
 def provenance(entries: Iterable[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
     """One row per run whose numbers the report shows: run id (its folder under results/runs/), the config
-    values that fix it, and its final validation numbers."""
+    values that fix it (with its initialisation, a choice the paper leaves open: README "Choices the paper leaves
+    open"), and its final validation numbers."""
     keys = ("experiment", "dataset", "latent", "estimator", "silent", "lr", "anneal_rate", "cutoff_epoch", "seed",
             "latent_dim", "channels", "batch_size")
     rows = []
@@ -530,6 +557,7 @@ def provenance(entries: Iterable[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
         cfg = result.get("config", {})
         final = final_metrics(result)
         rows.append({"Run": run_id, **{k: cfg.get(k, NO_PAPER) if cfg.get(k) is not None else NO_PAPER for k in keys},
+                     "Initialisation (not in the paper)": cfg.get("init") or DEFAULT_INIT,
                      "Epochs": int(final["epoch"]), "val BPD": float(final["val_bpd"]),
                      "val MSE": float(final["val_mse"]), "val KLD": float(final["val_kld"])})
     return pd.DataFrame(rows)

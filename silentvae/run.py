@@ -13,11 +13,15 @@ a plain eager loop, which the tests compare the engine against.
 
       grad_phi = w_lin * grad_phi(silent) + (1 - w_lin) * grad_phi(noisy),  w_lin = max(0, 1 - epoch * lambda)
 
-  (Eq. 8; epochs count from 1), plus the KL gradient; from ``cutoff_epoch`` on the encoder is frozen.
+  (the mixture is Eq. 8, the w_lin schedule Algorithm 1, line 11; epochs count from 1), plus the KL gradient;
+  from ``cutoff_epoch`` on the encoder is frozen.
   ``estimator="none"`` with ``silent=True`` is "None + SG": the encoder learns only from the silent
   gradient (w_lin = 1) and the nonlinear decoder trains on its samples.
 
-Each decoder trains on its own full loss. The linear decoder's mu and alpha parts have their own
+Each decoder trains on its own full loss. This departs from Algorithm 1, line 13, which weights the two losses
+(L_recon = w_lin L_lin + w_nl L_nl) before one gradient step: taken literally that would also scale each decoder's
+own gradient by its weight, and give "None + SG"'s nonlinear decoder (w_nl = 0) no gradient at all. The README's
+"Choices the paper leaves open" lists this with the others. The linear decoder's mu and alpha parts have their own
 learning rates (``lr_linear_mu``, ``lr_linear_alpha``) as AdamW parameter groups, which is the same
 update as separate optimizers.
 
@@ -104,6 +108,7 @@ class RunConfig:
     val_limit: int | None = None
     val_fraction: float = 0.1
     split_seed: int = 0
+    init: str = "zero_decoder_head"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -123,6 +128,8 @@ class RunConfig:
             raise ValueError("silent=True is for experiment='learnable' (the fixed experiment uses estimator='sg')")
         if self.estimator == "none" and not self.silent:
             raise ValueError("estimator='none' trains the encoder from nothing; set silent=True ('None + SG')")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("latent_dim", "channels", "batch_size", "epochs", "eval_samples", "eval_batch_size"):
@@ -194,6 +201,12 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
     raise ValueError(f"run config key {name!r} must be {want}, got {value!r} ({type(value).__name__})")
 
 
+#: Initialisations (the paper leaves them open): "pytorch" keeps nn.Linear's default init everywhere;
+#: "zero_decoder" starts the linear decoders' weight W (and W_mu) at 0; "zero_decoder_head" (the default) also
+#: gives the encoder head its data-dependent init (:meth:`silentvae.models.MnistEncoder.standardize_head_`).
+#: README "Choices the paper leaves open" and tools/init_ablation.py measure what each does to each estimator.
+INITS = ("pytorch", "zero_decoder", "zero_decoder_head")
+
 #: How many training images (the split's first, no noise) set the encoder head's data-dependent init.
 HEAD_INIT_IMAGES = 512
 
@@ -201,22 +214,24 @@ HEAD_INIT_IMAGES = 512
 def build_models(cfg: RunConfig, in_shape: tuple[int, ...], init_images: Tensor | None = None) -> nn.ModuleDict:
     """encoder, decoder (the model that is evaluated) and, with silent=True, the linear SG decoder.
 
-    ``init_images`` (training runs pass the first :data:`HEAD_INIT_IMAGES` training images): the encoder head's
-    data-dependent init (:meth:`silentvae.models.MnistEncoder.standardize_head_`); None keeps the default init
-    (enough wherever the weights are loaded next).
+    ``cfg.init`` (:data:`INITS`) picks the linear decoders' initial weight (0, or nn.Linear's default for
+    "pytorch") and whether ``init_images`` (training runs pass the first :data:`HEAD_INIT_IMAGES` training
+    images) set the encoder head's data-dependent init (:meth:`silentvae.models.MnistEncoder.standardize_head_`,
+    "zero_decoder_head" only); None keeps the default init (enough wherever the weights are loaded next).
     """
     torch.manual_seed(cfg.seed)
     mnist_like = cfg.dataset in _MNIST_LIKE
     enc_cls, dec_cls = (MnistEncoder, MnistConvDecoder) if mnist_like else (CifarEncoder, CifarConvDecoder)
+    zero = cfg.init != "pytorch"
     models = nn.ModuleDict({"encoder": enc_cls(in_shape, cfg.channels, cfg.latent_dim, cfg.latent)})
     if cfg.experiment == "fixed":
-        models["decoder"] = LinearDecoder(cfg.latent_dim, in_shape, cfg.sigma2)
+        models["decoder"] = LinearDecoder(cfg.latent_dim, in_shape, cfg.sigma2, zero_init=zero)
     else:
         models["decoder"] = dec_cls(cfg.latent_dim, in_shape, cfg.channels)
         if cfg.silent:
-            models["linear"] = LinearPrecisionDecoder(cfg.latent_dim, in_shape)
+            models["linear"] = LinearPrecisionDecoder(cfg.latent_dim, in_shape, zero_init=zero)
     models = models.to(device=cfg.device, dtype=cfg.torch_dtype)
-    if init_images is not None:
+    if init_images is not None and cfg.init == "zero_decoder_head":
         models["encoder"].standardize_head_(init_images.to(device=cfg.device, dtype=cfg.torch_dtype))
     return models
 
@@ -353,7 +368,8 @@ def check_same_config(saved: dict[str, Any], cfg: RunConfig, path: Path, done_ep
     location and checkpoint epochs may differ; ``epochs`` may grow (the run continues), never drop below the
     epochs already trained (the history would keep the longer run)."""
     ignore = {"device", "data_root", "download", "epochs", "checkpoint_epochs"}
-    diff = sorted(k for k, v in cfg.to_dict().items() if k not in ignore and saved.get(k) != v)
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}  # keys added later: runs saved before
+    diff = sorted(k for k, v in cfg.to_dict().items() if k not in ignore and saved.get(k, defaults[k]) != v)
     if diff:
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in diff)
         raise ValueError(f"{path} was written by a different config ({changes}); delete {path.parent} to train "

@@ -151,6 +151,23 @@ def test_taylor_verdicts_scale_reinforce_to_the_papers_sample_count():
     assert C.claim_taylor({**t, "exact_norm": 50.0})["Verdict"] == C.HOLDS
 
 
+def test_taylor_verdict_uses_the_reinforce_baseline_closer_to_the_papers_ratio():
+    """Two unbiased REINFORCE baselines; the paper's 593.1 / 212.9 = 2.8x picks the one to judge by, and the row
+    says so, what the exact gradient is exact over, and alpha's variation under the full q."""
+    t = {"sg": 10.0, "gumbel": 300.0, "reinforce": 1000.0, "reinforce_per_image": 25.0, "exact_norm": 500.0,
+         "num_samples": C.PAPER_TAYLOR_SAMPLES, "latent_dim": 200, "free_latents": 14, "alpha_cv": 0.017,
+         "alpha_cv_full": 0.055, "by_free_latents": [{"free_latents": 6}, {"free_latents": 10}, {"free_latents": 14}]}
+    row = C.claim_taylor(t)
+    assert row["Verdict"] == C.HOLDS  # per-image: 2.5x, near the paper's 2.8x (scalar: 100x)
+    assert "per-image baseline matches the paper's ratio" in row["Ours"] and "not specified" in row["Paper"]
+    assert "exact over the k = 6/10/14 most uncertain latents, the other d - k held at a draw from q" in row["Ours"]
+    assert "0.055 under the full q" in row["Ours"]
+    # per-image 1.5x (the issue's embedded measurement) is closer to 2.8x than the scalar 100x: not "far" below
+    assert C.claim_taylor({**t, "reinforce_per_image": 15.0})["Verdict"] == C.NOT_SHOWN
+    # a scalar ratio nearer the paper's decides instead
+    assert "scalar baseline matches" in C.claim_taylor({**t, "reinforce": 30.0, "reinforce_per_image": 1.0})["Ours"]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Tables 3, 4, 9
 # ---------------------------------------------------------------------------------------------------
@@ -270,7 +287,8 @@ def test_embedded_config_is_built_for_the_claims():
     epochs = cfg["variance_decomposition"]["epochs"]
     assert epochs[0] == 1 and epochs[-1] == run["epochs"] and len(epochs) == 3
     tb = cfg["taylor_bias"]  # the paper's model size, checked on as many latents as a CPU enumerates quickly
-    assert tb["latent_dim"] == 200 and 12 <= tb["free_latents"] <= 20 and tb["num_samples"] >= 10_000
+    assert tb["latent_dim"] == 200 and 12 <= max(tb["free_latents"]) <= 20 and tb["num_samples"] >= 10_000
+    assert len(tb["free_latents"]) >= 3  # the trend in k, not one conditioning
     lv = cfg["learnable_variance"]
     assert len(lv["seeds"]) >= 2                                     # the seed-spread rule applies
     assert max(lv["cutoff_grid"]) <= lv["datasets"]["mnist5k"]["epochs"]   # Algorithm 1's cut-off happens

@@ -1,6 +1,7 @@
 """Table 1's variance decomposition and Section 4.1's Taylor-bias check against brute-force computations."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -238,3 +239,99 @@ def test_taylor_check_on_free_latents():
         dec.alpha.weight.zero_()
     const = taylor_bias_check(enc, dec, x, num_samples=200, chunk=100, seed=0, free_latents=3)
     assert const["sg"] < 1e-9 * const["exact_norm"]
+
+
+def _taylor_objective_by_enumeration(enc, dec, x, free, held):
+    """-mean_i E_q[log p(x_i|z)] with E[log alpha^2] replaced by its 2nd-order Taylor form (paper Eq. 7), every
+    moment (E[(x - mu)^2 alpha^2], E[alpha^2], Var[alpha^2]) summed over the free latents' states one by one, q
+    conditioned on ``held`` outside ``free``. Independent of silentvae.analytic's closed forms."""
+    post = enc(x)
+    p = post.probs
+    terms = []
+    for bits in itertools.product((0.0, 1.0), repeat=len(free)):
+        z = held.clone()
+        z[:, free] = torch.tensor(bits, dtype=x.dtype)
+        q = (p[:, free] ** z[:, free] * (1 - p[:, free]) ** (1 - z[:, free])).prod(-1, keepdim=True)  # (B, 1)
+        a2 = dec.alpha(z).square()
+        terms.append((q, (x.flatten(1) - dec.mu(z)).square() * a2, a2))
+    quad = sum(q * t for q, t, _ in terms)
+    e_a2 = sum(q * a2 for q, _, a2 in terms)
+    var_a2 = sum(q * (a2 - e_a2).square() for q, _, a2 in terms)
+    assert e_a2.min() > 1e-3  # the closed form's clamp of E[alpha^2] does not bind here
+    e_log_a2 = torch.log(e_a2) - var_a2 / (2 * e_a2.square())
+    return -(-0.5 * quad + 0.5 * e_log_a2 - 0.5 * math.log(2 * math.pi)).sum(-1).mean()
+
+
+def _exact_objective_by_enumeration(enc, dec, x, free, held):
+    post = enc(x)
+    p = post.probs
+    total = 0.0
+    for bits in itertools.product((0.0, 1.0), repeat=len(free)):
+        z = held.clone()
+        z[:, free] = torch.tensor(bits, dtype=x.dtype)
+        q = (p[:, free] ** z[:, free] * (1 - p[:, free]) ** (1 - z[:, free])).prod(-1)
+        total = total + q * dec.loglik(x, z)
+    return -total.mean()
+
+
+@pytest.mark.parametrize("free_latents", [None, 3])
+def test_sg_deviation_is_the_taylor_objectives_gradient_minus_the_exact_one(free_latents):
+    """SG's deviation equals ||grad(Taylor objective) - grad(exact objective)||, both objectives summed state by
+    state, with the k most uncertain latents free and the others held at the check's one draw from q."""
+    enc, dec = _tiny("bernoulli", d=5, decoder="learnable")
+    with torch.no_grad():
+        dec.alpha.weight.normal_(0, 1.0)
+    x = _batches(1)[0]
+    res = taylor_bias_check(enc, dec, x, num_samples=64, chunk=32, seed=3, free_latents=free_latents)
+    post = enc(x)
+    if free_latents is None:
+        free, held = list(range(5)), torch.zeros(4, 5, dtype=torch.float64)
+    else:
+        p = post.probs.detach()
+        free = sorted((p * (1 - p)).mean(0).argsort(descending=True)[:free_latents].tolist())
+        held = post.sample(torch.Generator().manual_seed(3))
+    params = list(enc.parameters())
+    grad = lambda loss: torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])  # noqa: E731
+    g_exact = grad(_exact_objective_by_enumeration(enc, dec, x, free, held))
+    g_taylor = grad(_taylor_objective_by_enumeration(enc, dec, x, free, held))
+    assert res["exact_norm"] == pytest.approx(float(g_exact.norm()), rel=1e-9)
+    assert res["sg"] == pytest.approx(float((g_taylor - g_exact).norm()), rel=1e-7)
+    assert res["sg"] > 1e-4 * res["exact_norm"]  # a real Taylor error is measured, not round-off
+
+
+def test_per_image_reinforce_baseline_removes_the_spread_across_images():
+    """Images with very different expected losses: one scalar baseline leaves that spread in every term, the
+    per-image leave-one-out one does not (the same draws); both are Monte Carlo error ~ 1/sqrt(S)."""
+    enc, dec = _tiny("bernoulli", d=4, decoder="learnable")
+    x = _batches(1, b=6)[0]
+    x[:3] *= 0.1  # three dark images: expected losses far apart
+    res = taylor_bias_check(enc, dec, x, num_samples=3200, chunk=400, seed=0)
+    assert res["image_loss_std"] > 0.1 * abs(res["reinforce_baseline"])
+    assert res["reinforce_per_image"] < 0.5 * res["reinforce"]
+    curve = res["curve"]
+    assert curve["num_samples"] == [200, 800, 3200]
+    for key in ("reinforce", "reinforce_per_image"):  # unbiased: 16x the draws, ~1/4 the error
+        assert 1.5 < curve[key][0] / curve[key][-1] < 10
+    assert res["reinforce"] == curve["reinforce"][-1] and res["gumbel"] == curve["gumbel"][-1]
+    assert res["reinforce_baselines"] == {"reinforce": "scalar", "reinforce_per_image": "per-image leave-one-out"}
+
+
+def test_several_free_latent_counts_share_one_held_draw():
+    """A list of k: one result per k (ascending), the largest on top, each the same as asking for that k alone;
+    alpha's variation under the full q is reported beside the conditioned one."""
+    enc, dec = _tiny("bernoulli", d=6, decoder="learnable")
+    with torch.no_grad():
+        dec.alpha.weight.normal_(0, 1.0)
+    x = _batches(1)[0]
+    both = taylor_bias_check(enc, dec, x, num_samples=64, chunk=32, seed=0, free_latents=[4, 2])
+    assert [r["free_latents"] for r in both["by_free_latents"]] == [2, 4]
+    assert both["free_latents"] == 4 and both["sg"] == both["by_free_latents"][1]["sg"]
+    alone = taylor_bias_check(enc, dec, x, num_samples=64, chunk=32, seed=0, free_latents=2)
+    assert alone["by_free_latents"][0] == both["by_free_latents"][0]
+    assert both["by_free_latents"][0]["alpha_cv"] < both["alpha_cv"] < both["alpha_cv_full"]
+    full = taylor_bias_check(enc, dec, x, num_samples=64, chunk=32, seed=0)
+    assert full["alpha_cv"] == pytest.approx(full["alpha_cv_full"])
+    with pytest.raises(ValueError, match="free_latents must be"):
+        taylor_bias_check(enc, dec, x, num_samples=64, free_latents=[])
+    with pytest.raises(ValueError, match="chunk must be >= 4"):
+        taylor_bias_check(enc, dec, x, num_samples=64, chunk=2)

@@ -54,6 +54,8 @@ def test_both_configs_are_valid():
     (lambda c: c["fixed_variance"].update(lr_grid=[-1e-3]), "fixed_variance/lr_grid/0"),
     (lambda c: c["datasets"].update(svhn={"download": True}), "datasets"),
     (lambda c: c["taylor_bias"].pop("free_latents"), "taylor_bias"),  # 200 latents: too many to enumerate
+    (lambda c: c["taylor_bias"].update(free_latents=[12, 21]), "taylor_bias/free_latents/1"),  # 2^21 states
+    (lambda c: c["taylor_bias"].update(free_latents=[]), "taylor_bias/free_latents"),
 ])
 def test_bad_config_names_the_key(mutate, where):
     cfg = load_config(ROOT / "config" / "paper.yaml")

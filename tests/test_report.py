@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from pathlib import Path
 
 import matplotlib
 
@@ -79,20 +80,88 @@ def test_paper_values_keys_and_spot_checks():
     assert pv.paper_dataset("mnist5k") == "mnist" and pv.paper_dataset("fashion_mnist") is None
 
 
-def test_paper_values_match_paper_text():
-    """Every published number of Tables 2, 3, 4, 9 occurs in the paper text (when it is available)."""
-    from pathlib import Path
-    paper = Path("/work/shared/paper/zero-variance-gradients-vae.txt")
-    if not paper.exists():
-        pytest.skip("paper text not available")
-    text = paper.read_text()
-    for m, v in pv.TABLE2.items():
-        assert f"{FIXED_METHODS[m].label} {v['bpd']:.3f} {v['mse']:.3f}" in text
-    for ds in ("mnist", "imagenet32", "cifar10"):
-        for m in LEARNABLE_METHODS:
-            mean, std = pv.TABLE3[ds][m]
-            assert re.search(rf"{mean:.2f} ±\S* \S*{std:.2f}", text.replace("\\pm", "±")), (ds, m)
-            assert f"{pv.TABLE4[ds][m]:.2f}" in text and f"{pv.TABLE9[ds][m]:.2f}" in text
+PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables.txt"
+
+
+def _paper_blocks() -> dict[str, list[str]]:
+    """tests/paper_tables.txt as {block name: its lines}; the name is what follows '## ' up to ' ['."""
+    blocks: dict[str, list[str]] = {}
+    for line in PAPER_TABLES.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            name = line[3:].split(" [")[0]
+            blocks[name] = []
+        elif not line.startswith("#") and line:
+            blocks[name].append(line)
+    return blocks
+
+
+def _paper_number(token: str) -> float:
+    """A number as the paper's text extraction prints it: "1.49×1041.49{\\times}10^{4}" (rendered, then LaTeX),
+    "82.3682.36" (rendered, then LaTeX: the same digits twice), or plain "6.718"."""
+    sci = re.fullmatch(r"(\d+\.\d+)×10\d+(\d+\.\d+)\{\\times\}10\^\{(-?\d+)\}", token)
+    if sci:
+        assert sci[1] == sci[2], token  # the rendered mantissa is the LaTeX one
+        return float(f"{sci[1]}e{sci[3]}")
+    half = len(token) // 2
+    if len(token) % 2 == 0 and token[:half] == token[half:] and "." in token[:half]:
+        return float(token[:half])
+    return float(token)
+
+
+def _paper_rows(lines: list[str]) -> list[tuple[str, list[float]]]:
+    """(row label, its numbers) for every table row (a label, then numbers; "±\\pm" dropped)."""
+    rows = []
+    for line in lines:
+        tokens = line.replace("±\\pm ", "").split()
+        if tokens[0] in ("Method", "Epoch", "BPD", "Without"):
+            continue  # a header
+        first = next((i for i, t in enumerate(tokens) if t[0].isdigit()), None)
+        if first is None:
+            continue  # a header
+        rows.append((" ".join(tokens[:first]), [_paper_number(t) for t in tokens[first:]]))
+    return rows
+
+
+def _learnable_from_paper(lines: list[str], pairs: bool) -> dict[str, dict[str, object]]:
+    """Table 3 / 4 / 9 as paper_values keys them: {dataset: {method: value or (mean, std)}}. Rows follow
+    pv.LEARNABLE_ROWS; a "None" row has the With-SG column of each dataset only."""
+    out: dict[str, dict[str, object]] = {ds: {} for ds in pv.PAPER_DATASETS}
+    rows = _paper_rows(lines)
+    assert len(rows) == len(pv.LEARNABLE_ROWS)
+    for (label, numbers), (row_label, without, with_sg) in zip(rows, pv.LEARNABLE_ROWS):
+        assert label.split()[0] == row_label.split()[0], (label, row_label)
+        values = [tuple(numbers[i:i + 2]) for i in range(0, len(numbers), 2)] if pairs else numbers
+        methods = [with_sg] if without is None else [without, with_sg]
+        assert len(values) == len(methods) * len(pv.PAPER_DATASETS), label
+        for i, ds in enumerate(pv.PAPER_DATASETS):
+            for j, m in enumerate(methods):
+                out[ds][m] = values[i * len(methods) + j]
+    return out
+
+
+def test_paper_values_equal_the_papers_tables():
+    """Every value of silentvae.paper_values (TABLE1, TABLE2, TABLE3, TABLE4, TABLE9, CONVERGENCE, TAYLOR_BIAS)
+    equals the paper's, as tests/paper_tables.txt keeps its lines verbatim (no value missing, none extra)."""
+    blocks = _paper_blocks()
+    by_label = {m.label: key for key, m in FIXED_METHODS.items()}
+    table1 = {}
+    for label, numbers in _paper_rows(blocks["Table 1"]):
+        assert len(numbers) == 3 * len(pv.TABLE1_EPOCHS), label
+        table1[by_label[label]] = {e: {"batch_var": numbers[3 * i], "est_var": numbers[3 * i + 1],
+                                       "est_pct": numbers[3 * i + 2]} for i, e in enumerate(pv.TABLE1_EPOCHS)}
+    assert table1 == pv.TABLE1
+    assert {by_label[label]: {"bpd": bpd, "mse": mse}
+            for label, (bpd, mse) in _paper_rows(blocks["Table 2"])} == pv.TABLE2
+    assert _learnable_from_paper(blocks["Table 3"], pairs=True) == pv.TABLE3
+    assert _learnable_from_paper(blocks["Table 4"], pairs=False) == pv.TABLE4
+    assert _learnable_from_paper(blocks["Table 9"], pairs=False) == pv.TABLE9
+    (sentence,) = blocks["Convergence (Sec. 3.2)"]
+    target, sg, rep = re.search(r"reaches ([0-9.]+) BPD in just (\d+) epochs, .* requires (\d+) epochs", sentence).groups()
+    assert pv.CONVERGENCE == {"target_bpd": float(target), "sg_gaussian": int(sg), "reparam": int(rep)}
+    (sentence,) = blocks["Taylor bias (Sec. 4.1)"]
+    sg, gumbel_k, reinforce = re.search(r"Silent Gradient \(([0-9.]+)\).*Gumbel-Softmax \(([0-9.]+)k\).*"
+                                        r"REINFORCE \(([0-9.]+)\)", sentence).groups()
+    assert pv.TAYLOR_BIAS == {"sg": float(sg), "gumbel": float(gumbel_k) * 1000, "reinforce": float(reinforce)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -294,18 +363,44 @@ def test_dataset_not_in_config():
 # ---------------------------------------------------------------------------------------------------
 
 TAYLOR = {"sg": 12.5, "gumbel": 400.0, "reinforce": 60.0, "exact_norm": 250.0, "num_samples": 5000,
-          "temperature": 0.5, "latent_dim": 8, "sqrt_d_over_S": 0.04}
+          "temperature": 0.5, "latent_dim": 8, "sqrt_d_over_S": 0.04}  # a result from before the per-image baseline
+_K4 = {"free_latents": 4, "sg": 5.0, "gumbel": 100.0, "reinforce": 80.0, "reinforce_per_image": 8.0,
+       "exact_norm": 200.0, "curve": {"num_samples": [312, 1250, 5000], "gumbel": [120.0, 105.0, 100.0],
+                                      "reinforce": [320.0, 160.0, 80.0], "reinforce_per_image": [32.0, 16.0, 8.0]}}
+_K6 = {**_K4, "free_latents": 6, "sg": 12.5, "gumbel": 400.0, "reinforce": 60.0, "reinforce_per_image": 20.0,
+       "exact_norm": 250.0}
+TAYLOR_K = {**_K6, "num_samples": 5000, "temperature": 0.5, "latent_dim": 8, "alpha_cv": 0.01,
+            "alpha_cv_full": 0.05, "by_free_latents": [_K4, _K6]}
 
 
 def test_taylor_table():
     df = report.taylor_table(TAYLOR)
-    assert list(df["Estimator"]) == ["Silent Gradients (Taylor)", "Gumbel-Softmax", "REINFORCE"]
+    assert list(df["Estimator"]) == ["Silent Gradients (Taylor)", "Gumbel-Softmax", "REINFORCE (scalar baseline)"]
     g = row(df, Estimator="Gumbel-Softmax")
     assert g["L2 deviation"] == 400.0 and g["L2 deviation (paper)"] == 6100.0
     assert g["L2 deviation diff"] == pytest.approx(400.0 - 6100.0)
     assert g["Ratio to SG"] == pytest.approx(32.0) and g["Ratio to SG (paper)"] == pytest.approx(6100 / 212.9)
     assert g["Relative to exact norm"] == pytest.approx(1.6) and g["Samples"] == 5000
-    assert row(df, Estimator="REINFORCE")["L2 deviation (paper)"] == 593.1
+    assert row(df, Estimator="REINFORCE (scalar baseline)")["L2 deviation (paper)"] == 593.1
+
+
+def test_taylor_table_has_both_reinforce_baselines_for_every_k():
+    """One row group per k; REINFORCE's Monte Carlo error scaled to the paper's 100,000 samples (x sqrt(S/1e5)),
+    Gumbel-Softmax's (bias) kept; the running deviations at S/16 and S/4 beside."""
+    df = report.taylor_table(TAYLOR_K)
+    assert list(df["Free latents k"]) == [4] * 4 + [6] * 4
+    k6 = df[df["Free latents k"] == 6]
+    per_image = row(k6, Estimator="REINFORCE (per-image baseline)")
+    assert per_image["L2 deviation"] == 20.0 and per_image["L2 deviation (paper)"] == 593.1
+    assert per_image["At 100,000 samples"] == pytest.approx(20.0 * (5000 / 100_000) ** 0.5)
+    assert per_image["Ratio to SG"] == pytest.approx(20.0 * 0.05 ** 0.5 / 12.5)  # at the paper's count, as its ratio
+    assert per_image["At S/16, S/4"] == "32, 16"
+    assert row(k6, Estimator="Gumbel-Softmax")["At 100,000 samples"] == 400.0
+    assert row(df[df["Free latents k"] == 4], Estimator="Silent Gradients (Taylor)")["L2 deviation"] == 5.0
+    summary = report.summary_taylor(df, "holds")
+    assert "At 100,000 samples" in summary and set(summary["Verdict"]) == {"holds"}
+    fig = plots.taylor_figure(TAYLOR_K)
+    assert len(fig.axes) == 2 and fig.axes[1].get_xlabel().startswith("k enumerated latents")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -516,3 +611,15 @@ def test_report_notebook_html_has_claims_first_and_every_figure_as_an_image(tmp_
     assert cifar_claim_rows == 3                                     # Tables 3, 4, 9 for CIFAR-10
     assert html.count(reason) == cifar_claim_rows + 1                # + one note; no table cell repeats it
     assert "fixed/mnist5k/sg_gaussian/lr0.001" in html               # provenance: numbers traceable to runs
+
+
+def test_provenance_names_each_runs_initialisation():
+    """The initialisation is a choice the paper leaves open: every provenance row names it; runs saved before
+    RunConfig had ``init`` used its default."""
+    from silentvae.run import RunConfig
+    _, runs = fixed_results()
+    (old_id, old), (new_id, new) = list(runs.items())[:2]
+    new = {**new, "config": {**new["config"], "init": "pytorch"}}
+    df = report.provenance([(old_id, old), (new_id, new)])
+    assert list(df["Initialisation (not in the paper)"]) == [RunConfig().init, "pytorch"]
+    assert report.DEFAULT_INIT == RunConfig().init

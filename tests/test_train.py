@@ -504,3 +504,35 @@ def test_val_mse_of_a_conv_decoder_is_its_mean_at_the_posterior_mean():
         at_mean = (x - models["decoder"].mean(models["encoder"](x).probs)).square().flatten(1).sum(-1).mean().item()
     assert got["val_mse"] == pytest.approx(at_mean, rel=1e-10)
     assert got["val_expected_sq_error"] != pytest.approx(at_mean, rel=1e-6)  # hard samples differ from E[z]
+
+
+@pytest.mark.parametrize("experiment", ["fixed", "learnable"])
+def test_init_option_picks_the_linear_decoders_weight_and_the_head_init(experiment):
+    """init="zero_decoder_head" (default): W = 0 and the head standardised over the init images (each latent's
+    logit mean 0, std 1); "zero_decoder": W = 0, the head as PyTorch made it; "pytorch": nn.Linear's W too."""
+    from silentvae.run import build_models
+    fields = dict(experiment=experiment, latent="bernoulli", latent_dim=6, channels=2, dtype="float64")
+    fields |= {"estimator": "sg"} if experiment == "fixed" else {"estimator": "gumbel", "silent": True}
+    images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    built = {init: build_models(RunConfig(**fields, init=init), (1, 28, 28), images)
+             for init in ("pytorch", "zero_decoder", "zero_decoder_head")}
+    assert RunConfig(**fields).init == "zero_decoder_head"
+    linear = {init: (m["decoder"].linear if experiment == "fixed" else m["linear"].mu) for init, m in built.items()}
+    assert linear["zero_decoder"].weight.abs().max() == 0 and linear["zero_decoder_head"].weight.abs().max() == 0
+    assert linear["pytorch"].weight.std() > 1e-3
+    with torch.no_grad():
+        logits = {init: m["encoder"](images).logits for init, m in built.items()}
+    torch.testing.assert_close(logits["pytorch"], logits["zero_decoder"])
+    torch.testing.assert_close(logits["zero_decoder_head"].mean(0), torch.zeros(6, dtype=torch.float64))
+    torch.testing.assert_close(logits["zero_decoder_head"].std(0), torch.ones(6, dtype=torch.float64))
+    assert logits["zero_decoder"].std(0).max() < 0.5  # PyTorch's head: logits near 0 for every image
+    with pytest.raises(ValueError, match="init must be one of"):
+        RunConfig(**fields, init="zero")
+
+
+def test_runs_saved_before_a_config_key_existed_resume_at_its_default(tmp_path):
+    from silentvae.run import check_same_config
+    saved = {k: v for k, v in RunConfig().to_dict().items() if k != "init"}
+    check_same_config(saved, RunConfig(), tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="init"):
+        check_same_config(saved, RunConfig(init="pytorch"), tmp_path / "last.pt")

@@ -1,0 +1,142 @@
+"""What the initialisation does to each estimator: the Table 2 (fixed-variance) methods trained from each of
+``silentvae.run.INITS`` at the paper config's size, a few seeds, and how far each got.
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python tools/init_ablation.py --epochs 10 --seeds 0 1 --jobs 2 \\
+        --out results/init_ablation_10ep.csv        # the README's table: 5 methods x 3 inits x 2 seeds = 30 runs
+
+The runs are ``config/paper.yaml``'s ``fixed_variance`` runs (latent 200, channels 32, sigma2 0.01, batch 64,
+temperature 0.5, REINFORCE momentum 0.99) at ``--lr`` (default 5e-4), with ``init`` and ``seed`` replaced:
+
+* ``pytorch``: nn.Linear's default init for the linear decoder's W and the encoder head;
+* ``zero_decoder``: W = 0, default encoder head;
+* ``zero_decoder_head``: W = 0 and the head's data-dependent init (the project's default).
+
+Each finished run appends one row to ``--out`` (CSV) at once, so an interrupted ablation keeps what it measured;
+``--out`` with ``.md`` instead of ``.csv`` gets the markdown table of the rows so far. Runs go to ``--runs``;
+finished ones are read back, an interrupted one resumes. The distinct codes are
+:func:`silentvae.metrics.code_diversity` of the validation images' Bernoulli probabilities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import torch
+
+from silentvae.methods import FIXED_METHODS
+from silentvae.metrics import code_diversity
+from silentvae.paths import last_checkpoint_in
+from silentvae.plan import load_config
+from silentvae.engine import train
+from silentvae.run import INITS, RunConfig, load_run, load_splits
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE2_METHODS = ["sg_gaussian", "reparam", "sg_bernoulli", "gumbel", "reinforce"]
+COLUMNS = ["method", "init", "seed", "lr", "epochs", "val_bpd", "val_mse", "val_kld", "kl_vs_max", "distinct_codes",
+           "code_spread"]
+
+
+def run_config(method: str, init: str, seed: int, lr: float, epochs: int, dataset: str) -> RunConfig:
+    """paper.yaml's fixed-variance run for ``method``, with ``init``, ``seed``, ``lr``, ``epochs``, ``dataset``."""
+    fixed = load_config(ROOT / "config" / "paper.yaml")["fixed_variance"]
+    run = {k: v for k, v in fixed["run"].items() if k != "checkpoint_epochs"}
+    return RunConfig.from_dict({**run, **FIXED_METHODS[method].run_fields(), "experiment": "fixed",
+                                "dataset": dataset, "epochs": epochs, "lr": lr, "seed": seed, "init": init,
+                                "data_root": str(ROOT / "data")})
+
+
+def train_and_measure(method: str, init: str, seed: int, lr: float, epochs: int, dataset: str, runs: Path) -> dict:
+    torch.set_num_threads(1)
+    cfg = run_config(method, init, seed, lr, epochs, dataset)
+    out = runs / method / init / f"seed{seed}"
+    history = train(cfg, out, log=lambda line: print(f"[{method} {init} {seed}] {line}", flush=True))
+    _, models, _ = load_run(last_checkpoint_in(out))
+    _, val = load_splits(cfg)
+    with torch.no_grad():
+        post = models["encoder"].eval()(val.images.to(cfg.torch_dtype))
+    last = history[-1]
+    row = {"method": method, "init": init, "seed": seed, "lr": lr, "epochs": last["epoch"],
+           **{k: last[k] for k in ("val_bpd", "val_mse", "val_kld")}}
+    if cfg.latent == "bernoulli":
+        distinct, spread = code_diversity(post.probs)
+        row |= {"kl_vs_max": last["val_kld"] / (cfg.latent_dim * math.log(2)), "distinct_codes": distinct,
+                "code_spread": spread}
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    fmt = {"val_bpd": "{:.3f}", "val_mse": "{:.2f}", "val_kld": "{:.1f}", "kl_vs_max": "{:.2f}",
+           "code_spread": "{:.3f}", "lr": "{:g}"}
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        cells = [fmt.get(c, "{}").format(r[c]) if r.get(c) not in (None, "") else "" for c in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def append_row(out: Path, row: dict) -> None:
+    """One finished run's row, appended (header first if the file is new) and flushed at once."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new = not out.exists() or out.stat().st_size == 0
+    with out.open("a", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def read_rows(out: Path) -> list[dict]:
+    """The CSV's rows, numbers parsed, in Table 2's method order, then initialisation, then seed."""
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["seed"], r["epochs"] = int(r["seed"]), int(r["epochs"])
+        for k in ("lr", "val_bpd", "val_mse", "val_kld", "kl_vs_max", "code_spread"):
+            r[k] = float(r[k]) if r.get(k) else None
+    order = {m: i for i, m in enumerate(TABLE2_METHODS)}
+    return sorted(rows, key=lambda r: (order.get(r["method"], len(order)), INITS.index(r["init"]), r["seed"]))
+
+
+def write_markdown(out: Path) -> str:
+    """The markdown table of the rows so far, beside the CSV (``.md``); returns it."""
+    table = markdown(read_rows(out)) if out.exists() else markdown([])
+    out.with_suffix(".md").write_text(table + "\n")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", nargs="+", default=TABLE2_METHODS, choices=sorted(FIXED_METHODS))
+    ap.add_argument("--inits", nargs="+", default=list(INITS), choices=INITS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--dataset", default="mnist5k")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--runs", type=Path, default=ROOT / "results" / "init_ablation")
+    ap.add_argument("--out", type=Path, required=True, help="CSV, one row appended per finished run")
+    args = ap.parse_args(argv)
+    if args.out.suffix != ".csv":
+        raise SystemExit(f"--out must end in .csv (the markdown goes beside it), got {args.out}")
+    done = set()
+    if args.out.exists():
+        with args.out.open() as f:
+            done = {(r["method"], r["init"], int(r["seed"])) for r in csv.DictReader(f)}
+    grid = [(m, i, s) for s in args.seeds for m in args.methods for i in args.inits if (m, i, s) not in done]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(train_and_measure, m, i, s, args.lr, args.epochs, args.dataset, args.runs)
+                   for m, i, s in grid]
+        for future in as_completed(futures):
+            append_row(args.out, future.result())
+            write_markdown(args.out)
+    print(write_markdown(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
