@@ -91,10 +91,13 @@ def est_pct_interval(est_var_per_batch, gram, num_samples: int, *, confidence_le
                      n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
     """Confidence interval of Est % from resampling the batches (``scipy.stats.bootstrap``, BCa): each resample
     recomputes the whole :func:`decompose` from the resampled batches' statistics. An estimator whose draws
-    never differ (every V_i == 0, e.g. Silent Gradients) has the interval (0, 0)."""
+    never differ (every V_i == 0, e.g. Silent Gradients) has the interval (0, 0); fewer than 3 batches give no
+    interval (nan, nan)."""
     v = np.asarray(est_var_per_batch, dtype=np.float64)
     if not np.any(v):
         return 0.0, 0.0
+    if v.size < 3:
+        return math.nan, math.nan
     try:
         from scipy.stats import bootstrap
     except ImportError as e:  # the library alone needs only torch and numpy
@@ -132,7 +135,8 @@ def gradient_variance(encoder: nn.Module, decoder: nn.Module, estimator, batches
         confidence_level: of Est %'s interval from resampling the batches (:func:`est_pct_interval`); None: none.
     Returns:
         :func:`decompose`'s ``est_var``, ``batch_var_raw``, ``batch_var`` (can be negative), ``est_pct``;
-        ``est_pct_ci`` [low, high] (or None); ``batch_var_negative``; the per-batch statistics that let any resample
+        ``est_pct_ci`` [low, high] (None when not asked for or not computable, e.g. 2 batches);
+        ``batch_var_negative``; the per-batch statistics that let any resample
         recompute it all: ``est_var_per_batch`` (N,) and ``gram`` (N x N, of the mean gradients less the first
         batch's); ``num_batches``, ``num_samples`` (S used), ``confidence_level``.
 
@@ -176,6 +180,7 @@ def gradient_variance(encoder: nn.Module, decoder: nn.Module, estimator, batches
     if confidence_level is not None:
         ci = list(est_pct_interval(est_var_b, gram, draws, confidence_level=confidence_level,
                                    n_resamples=n_resamples, seed=seed))
+        ci = ci if all(math.isfinite(c) for c in ci) else None   # too few batches, or a degenerate resample
     return {**out, "est_pct_ci": ci, "batch_var_negative": out["batch_var"] < 0, "est_var_per_batch": est_var_b,
             "gram": gram.tolist(), "num_batches": len(batches), "num_samples": draws,
             "confidence_level": confidence_level}

@@ -349,3 +349,11 @@ def test_taylor_check_on_free_latents():
         dec.alpha.weight.zero_()
     const = taylor_bias_check(enc, dec, x, num_samples=200, chunk=100, seed=0, free_latents=3)
     assert const["sg"] < 1e-9 * const["exact_norm"]
+
+
+def test_two_batches_give_no_interval_rather_than_nan():
+    enc, dec = _tiny("gaussian")
+    got = gradient_variance(enc, dec, Reparameterization(), _batches(2), num_samples=3)
+    assert got["est_pct_ci"] is None and got["est_var"] > 0
+    low, high = est_pct_interval(got["est_var_per_batch"], got["gram"], 3)
+    assert np.isnan(low) and np.isnan(high)
