@@ -44,7 +44,7 @@ CONFIDENCE_LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 9999
 
 
-def decompose(est_var_per_batch, gram, num_samples: int, counts=None) -> dict[str, np.ndarray]:
+def decompose(est_var_per_batch, gram, num_samples: int, counts=None) -> dict[str, Any]:
     r"""Table 1's decomposition from per-batch statistics, for the batches as measured or a resample of them.
 
     Args:

@@ -20,7 +20,8 @@ Input formats (see :mod:`silentvae.train`, :mod:`silentvae.plan`, :mod:`silentva
 * result dict: ``{"config": RunConfig dict, "history": [{"epoch", "val_bpd", "val_mse", "val_kld", ...}],
   "finished": bool}``; its final numbers are those of the last history entry.
 * selection dict: ``{"best_run", "best_val_bpd", "best_config", "candidates"}``.
-* variance result: ``{"batch_var", "est_var", "est_pct", ...}``; Taylor result ``{"sg", "gumbel",
+* variance result: ``{"batch_var", "batch_var_raw", "est_var", "est_pct", "est_pct_ci", "steps", ...}``
+  (:func:`silentvae.jobs.variance_job`); Taylor result ``{"sg", "gumbel",
   "reinforce", "exact_norm", "num_samples", ...}``.
 
 :func:`write_table` writes ``<name>.csv`` (full precision), ``<name>.md`` and ``<name>.tex`` (numbers
