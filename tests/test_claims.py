@@ -332,7 +332,8 @@ def test_claims_table_has_every_claim_and_one_row_per_missing_dataset():
 
 def test_embedded_config_is_built_for_the_claims():
     """The default run trains paper-size fixed-variance models on the whole mnist5k split (Tables 1, 2,
-    convergence), measures variance at its first, middle and last epoch, and runs the paper's Taylor check."""
+    convergence), measures variance at its first epoch and at the paper's epoch 1 in optimizer steps, and runs the
+    paper's Taylor check."""
     from pathlib import Path
 
     from silentvae.plan import load_config
@@ -343,7 +344,7 @@ def test_embedded_config_is_built_for_the_claims():
     assert set(cfg["fixed_variance"]["methods"]) == {"sg_gaussian", "reparam", "sg_bernoulli", "gumbel", "reinforce"}
     vd = cfg["variance_decomposition"]
     epochs = vd["epochs"]
-    assert epochs[0] == 1 and epochs[-1] == run["epochs"] and set(epochs) <= set(run["checkpoint_epochs"])
+    assert epochs[0] == 1 and max(epochs) <= run["epochs"] and set(epochs) <= set(run["checkpoint_epochs"])
     assert vd["num_batches"] >= 20 and vd["num_samples"] >= 2
     # Table 1 compares stages by optimizer steps: one measured epoch is at the paper's epoch 1 (844 steps)
     from silentvae.data import load_dataset
