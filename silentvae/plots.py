@@ -227,7 +227,11 @@ def variance_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
         ax.set_title(f"{head}\n({tail})", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("Est % of gradient variance")
-    axes[0].legend(fontsize=7)
+    legend = {}
+    for ax in axes:                                 # the paper's markers appear only in panels with a paper point
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    axes[0].legend(list(legend.values()), list(legend), fontsize=7)
     if title:
         fig.suptitle(title)
     return fig

@@ -440,6 +440,7 @@ def test_table_figures_save(tmp_path):
     titles = [ax.get_title() for ax in fig.axes]
     assert "852 steps" in titles[1] and "paper epoch 1 = 844 steps" in titles[1]
     assert "no paper point" in titles[0] and "no paper point" in titles[2]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["ours (95% CI)", "paper, same steps"]
     assert_saved(plots.save_figure(fig, tmp_path / "figs" / "variance", dpi=40))
     fig = plots.taylor_figure(TAYLOR)
     assert fig.axes[0].get_yscale() == "log"
