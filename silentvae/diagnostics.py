@@ -42,6 +42,8 @@ def _flat_grad(loss: Tensor, params: list[nn.Parameter], retain_graph: bool) -> 
 #: Table 1's intervals: 95% bootstrap (BCa) over batches, this many resamples
 CONFIDENCE_LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 9999
+#: latent draws whose encoder gradients are held at once (block x #params) and reduced in one pass
+DRAW_BLOCK = 16
 
 
 def decompose(est_var_per_batch, gram, num_samples: int, counts=None) -> dict[str, Any]:
@@ -140,7 +142,8 @@ def gradient_variance(encoder: nn.Module, decoder: nn.Module, estimator, batches
         recompute it all: ``est_var_per_batch`` (N,) and ``gram`` (N x N, of the mean gradients less the first
         batch's); ``num_batches``, ``num_samples`` (S used), ``confidence_level``.
 
-    Memory: the N mean gradients (float32, N x #params) for the Gram matrix; streaming sums over the draws.
+    Memory: the N mean gradients (float32, N x #params) for the Gram matrix; up to DRAW_BLOCK draws' gradients
+    at a time, combined in float64.
     """
     if num_samples < 2 or len(batches) < 2:
         raise ValueError("gradient_variance needs num_samples >= 2 and at least 2 batches")
@@ -155,16 +158,20 @@ def gradient_variance(encoder: nn.Module, decoder: nn.Module, estimator, batches
     est_var_b, deviations, shift = [], [], None
     for x in batches:
         posterior = encoder(x)
-        mean_s, m2_s = None, None
-        for s in range(draws):
-            g = _flat_grad(estimator.loss(posterior, decoder, x, gen).mean(), params, retain_graph=True).double()
+        n_s, mean_s, m2_s = 0, None, None
+        for start in range(0, draws, DRAW_BLOCK):
+            k = min(DRAW_BLOCK, draws - start)
+            block = torch.stack([_flat_grad(estimator.loss(posterior, decoder, x, gen).mean(), params,
+                                            retain_graph=True) for _ in range(k)])
+            var_k, mean_k = torch.var_mean(block, dim=0, correction=0)   # one pass (CPU accumulates in double)
+            mean_k, m2_k = mean_k.double(), var_k.double() * k
             if mean_s is None:
-                mean_s, m2_s = g.clone(), torch.zeros_like(g)
-            else:
-                delta = g - mean_s
-                mean_s += delta / (s + 1)
-                m2_s += delta * (g - mean_s)
-        est_var_b.append(float((m2_s / (draws - 1)).sum()))
+                n_s, mean_s, m2_s = k, mean_k, m2_k
+            else:  # Chan et al.'s pairwise update of (count, mean, sum of squared deviations)
+                delta, n_new = mean_k - mean_s, n_s + k
+                mean_s, m2_s = mean_s + delta * (k / n_new), m2_s + m2_k + delta.square() * (n_s * k / n_new)
+                n_s = n_new
+        est_var_b.append(float(m2_s.sum()) / (draws - 1))
         shift = mean_s if shift is None else shift
         deviations.append((mean_s - shift).float())
     encoder.train(was_training[0])

@@ -43,7 +43,9 @@ def _all_grads(enc, dec, estimator, batches, num_samples, seed):
     return torch.stack(out)  # (N, S, P)
 
 
-def test_variance_decomposition_matches_law_of_total_variance():
+@pytest.mark.parametrize("block", [16, 2])
+def test_variance_decomposition_matches_law_of_total_variance(block, monkeypatch):
+    monkeypatch.setattr("silentvae.diagnostics.DRAW_BLOCK", block)   # 2: draws combined over blocks of 2, 2, 1
     enc, dec = _tiny("gaussian")
     batches = _batches(4)
     got = gradient_variance(enc, dec, Reparameterization(), batches, num_samples=5, seed=3)
