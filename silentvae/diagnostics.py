@@ -46,6 +46,19 @@ BOOTSTRAP_RESAMPLES = 9999
 DRAW_BLOCK = 16
 
 
+def _mean_m2(block: Tensor, chunk: int = 1 << 20) -> tuple[Tensor, Tensor]:
+    """Per column of a (k, P) block: mean and sum of squared deviations, in float64, ``chunk`` columns at a time
+    (two passes over a float64 copy of the chunk; faster on CPU than ``torch.var_mean`` over dim 0)."""
+    mean = torch.empty(block.shape[1], dtype=torch.float64, device=block.device)
+    m2 = torch.empty_like(mean)
+    for start in range(0, block.shape[1], chunk):
+        x = block[:, start:start + chunk].double()
+        mu = x.mean(0)
+        mean[start:start + chunk] = mu
+        m2[start:start + chunk] = (x - mu).square_().sum(0)
+    return mean, m2
+
+
 def decompose(est_var_per_batch, gram, num_samples: int, counts=None) -> dict[str, Any]:
     r"""Table 1's decomposition from per-batch statistics, for the batches as measured or a resample of them.
 
@@ -163,8 +176,7 @@ def gradient_variance(encoder: nn.Module, decoder: nn.Module, estimator, batches
             k = min(DRAW_BLOCK, draws - start)
             block = torch.stack([_flat_grad(estimator.loss(posterior, decoder, x, gen).mean(), params,
                                             retain_graph=True) for _ in range(k)])
-            var_k, mean_k = torch.var_mean(block, dim=0, correction=0)   # one pass (CPU accumulates in double)
-            mean_k, m2_k = mean_k.double(), var_k.double() * k
+            mean_k, m2_k = _mean_m2(block)
             if mean_s is None:
                 n_s, mean_s, m2_s = k, mean_k, m2_k
             else:  # Chan et al.'s pairwise update of (count, mean, sum of squared deviations)
