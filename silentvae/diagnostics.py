@@ -1,14 +1,16 @@
 r"""Diagnostics of the paper: gradient-variance decomposition (Table 1) and the Taylor-bias check (Sec. 4.1).
 
-Gradient variance (Table 1). For an encoder gradient g(batch, eps) that depends on a data batch and on
-latent draws eps, the law of total variance splits, per parameter,
+Gradient variance (Table 1). For the encoder gradient g(batch, eps) of the reconstruction estimate (the term
+the estimators differ in; the KL is exact for every method), which depends on a data batch and on latent draws
+eps, the law of total variance splits, per parameter,
 
     Var[g] = E_batch[ Var_eps(g | batch) ]  +  Var_batch( E_eps[g | batch] )
              (estimator variance)              (mini-batch variance)
 
-Both are estimated from N batches x S latent draws (streaming Welford sums, O(#params) memory), then
-summed over encoder parameters. Pixels are not dequantised here (the paper fixes the batch to isolate
-latent sampling noise).
+Both are estimated from N batches x S latent draws, then summed over encoder parameters. Per-batch statistics
+(each batch's estimator variance, the Gram matrix of the batches' mean gradients) are kept, so the whole
+decomposition is recomputed on resamples of the batches: Est % gets a bootstrap confidence interval. Pixels are
+not dequantised here (the paper fixes the batch to isolate latent sampling noise).
 
 Taylor bias (Sec. 4.1). With Bernoulli latents (small d) and the learnable-precision linear decoder, the
 exact encoder gradient of E_q[log p(x|z)] is computed by enumerating all 2^d latent states and compared
@@ -21,13 +23,15 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .estimators import GumbelSoftmax, Reinforce, SilentGradient
 from .posteriors import BernoulliPosterior
 
-__all__ = ["gradient_variance", "enumerate_states", "exact_expected_loglik_bernoulli", "condition_on_free_latents",
+__all__ = ["CONFIDENCE_LEVEL", "BOOTSTRAP_RESAMPLES", "decompose", "est_pct_interval", "gradient_variance",
+           "enumerate_states", "exact_expected_loglik_bernoulli", "condition_on_free_latents",
            "taylor_bias_check", "REINFORCE_BASELINES"]
 
 
@@ -36,25 +40,128 @@ def _flat_grad(loss: Tensor, params: list[nn.Parameter], retain_graph: bool) -> 
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
 
 
+#: Table 1's intervals: 95% bootstrap (BCa) over batches, this many resamples
+CONFIDENCE_LEVEL = 0.95
+BOOTSTRAP_RESAMPLES = 9999
+#: latent draws whose encoder gradients are held at once (block x #params) and reduced in one pass
+DRAW_BLOCK = 16
+
+
+def _mean_m2(block: Tensor, chunk: int = 1 << 20) -> tuple[Tensor, Tensor]:
+    """Per column of a (k, P) block: mean and sum of squared deviations, in float64, ``chunk`` columns at a time
+    (two passes over a float64 copy of the chunk; faster on CPU than ``torch.var_mean`` over dim 0)."""
+    mean = torch.empty(block.shape[1], dtype=torch.float64, device=block.device)
+    m2 = torch.empty_like(mean)
+    for start in range(0, block.shape[1], chunk):
+        x = block[:, start:start + chunk].double()
+        mu = x.mean(0)
+        mean[start:start + chunk] = mu
+        m2[start:start + chunk] = (x - mu).square_().sum(0)
+    return mean, m2
+
+
+def decompose(est_var_per_batch, gram, num_samples: int, counts=None) -> dict[str, Any]:
+    r"""Table 1's decomposition from per-batch statistics, for the batches as measured or a resample of them.
+
+    Args:
+        est_var_per_batch: (N,) V_i = sum_p Var_eps[g_p | batch i], unbiased over the S draws of batch i.
+        gram: (N, N) G_ij = <d_i, d_j> of the batches' S-draw mean gradients less a common shift c,
+            d_i = mean_s g(i, s) - c (any c: variances do not see it).
+        num_samples: S, the draws per batch.
+        counts: (R, N) how often each batch is in each of R resamples (rows sum to n); default: each once.
+    Returns (arrays of shape (R,), or scalars without ``counts``), with n = sum_i w_i over a resample w:
+
+        est_var       = sum_i w_i V_i / n                                    E_batch Var_eps (estimator variance)
+        batch_var_raw = sum_{i != j} w_i w_j |d_i - d_j|^2 / 2 / sum_{i != j} w_i w_j
+                      = (n sum_i w_i G_ii - w^T G w) / (n^2 - sum_i w_i^2)   Var_batch of the S-draw means
+        batch_var     = batch_var_raw - est_var / S                          Var_batch E_eps (unbiased; can be < 0)
+        est_pct       = 100 est_var / (batch_var + est_var)
+
+    With every w_i = 1, batch_var_raw is the usual unbiased sample variance of the N means. Pairs of distinct
+    batches only: a batch drawn twice into a resample is not two independent S-draw means (its copies would pull
+    the resample's variance, and so its noise correction, down).
+    batch_var_raw still carries the estimator noise of each S-draw mean, E_b Var[g | b] / S (law of total
+    variance), hence the correction. The corrected batch_var is an unbiased estimate and is left negative when
+    the noise floor exceeds what was measured; est_pct then exceeds 100, which flags it (the total
+    batch_var + est_var = batch_var_raw + est_var (S - 1) / S is never negative).
+    """
+    v = np.asarray(est_var_per_batch, dtype=np.float64)
+    g = np.asarray(gram, dtype=np.float64)
+    single = counts is None
+    w = np.ones((1, v.size)) if single else np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    n = w.sum(-1)
+    est = w @ v / n
+    # half the mean squared distance over pairs of distinct batches, |d_i - d_j|^2 = G_ii + G_jj - 2 G_ij
+    pairs = n * n - (w * w).sum(-1)                       # 0 when a resample holds one batch only: no spread
+    spread = n * (w @ np.diag(g)) - np.einsum("ri,ij,rj->r", w, g, w)
+    raw = np.where(pairs > 0, spread / np.where(pairs > 0, pairs, 1.0), 0.0)
+    batch = raw - est / num_samples
+    total = batch + est
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pct = np.where(est == 0, 0.0, 100.0 * est / np.where(total > 0, total, np.nan))
+    out = {"est_var": est, "batch_var_raw": raw, "batch_var": batch, "est_pct": pct}
+    return {k: float(a[0]) for k, a in out.items()} if single else out
+
+
+def est_pct_interval(est_var_per_batch, gram, num_samples: int, *, confidence_level: float = CONFIDENCE_LEVEL,
+                     n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Confidence interval of Est % from resampling the batches (``scipy.stats.bootstrap``, BCa): each resample
+    recomputes the whole :func:`decompose` from the resampled batches' statistics. An estimator whose draws
+    never differ (every V_i == 0, e.g. Silent Gradients) has the interval (0, 0); fewer than 3 batches give no
+    interval (nan, nan)."""
+    v = np.asarray(est_var_per_batch, dtype=np.float64)
+    if not np.any(v):
+        return 0.0, 0.0
+    if v.size < 3:
+        return math.nan, math.nan
+    try:
+        from scipy.stats import bootstrap
+    except ImportError as e:  # the library alone needs only torch and numpy
+        raise ImportError("Table 1's interval needs scipy: pip install 'silentvae[pipeline]' (or scipy), or call "
+                          "gradient_variance(..., confidence_level=None)") from e
+    n_batches = v.size
+
+    def statistic(idx, axis=-1):
+        idx = np.asarray(idx)
+        flat = idx.reshape(-1, idx.shape[-1])
+        counts = np.zeros((flat.shape[0], n_batches))
+        np.add.at(counts, (np.arange(flat.shape[0])[:, None], flat), 1.0)
+        return decompose(v, gram, num_samples, counts)["est_pct"].reshape(idx.shape[:-1])
+
+    res = bootstrap((np.arange(n_batches),), statistic, vectorized=True, n_resamples=n_resamples,
+                    confidence_level=confidence_level, method="BCa", rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def gradient_variance(encoder: nn.Module, decoder: nn.Module, estimator, batches: list[Tensor], *,
-                      num_samples: int, seed: int = 0) -> dict[str, float]:
-    """Decompose the encoder-gradient variance of the per-batch mean loss (recon surrogate + KL).
+                      num_samples: int, seed: int = 0, confidence_level: float | None = CONFIDENCE_LEVEL,
+                      n_resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+    r"""Decompose the variance of the encoder gradient of the reconstruction estimate (Table 1).
+
+    g(i, s) = d/d(encoder) of the batch mean of ``estimator.loss`` (its estimate of -E_q[log p(x|z)]; no KL,
+    which is exact for every method) for batch i and latent draw s. Per parameter, then summed over the encoder's:
+
+        Var[g] = E_batch[ Var_eps(g | batch) ]  +  Var_batch( E_eps[g | batch] )
+                 (estimator variance, est_var)     (mini-batch variance, batch_var)
 
     Args:
         batches: N fixed data batches (not dequantised), each (B, C, H, W).
-        num_samples: S latent draws per batch (S >= 2).
+        num_samples: S latent draws per batch (S >= 2). A deterministic estimator (``estimator.deterministic``,
+            Silent Gradients) is drawn twice per batch: its two gradients must agree exactly (est_var == 0).
+        confidence_level: of Est %'s interval from resampling the batches (:func:`est_pct_interval`); None: none.
     Returns:
-        ``est_var``: E_b Var_eps[g | b], the mean over batches of the variance over draws (unbiased).
-        ``batch_var``: Var_b E_eps[g | b], the variance over batches of the *true* per-batch mean gradient.
-        The variance over batches of the S-draw means, ``batch_var_raw``, also carries the estimator noise
-        left in each mean: E[batch_var_raw] = Var_b E[g | b] + E_b Var[g | b] / S (law of total variance),
-        so ``batch_var = max(0, batch_var_raw - est_var / S)``. Without that correction Est % could never
-        pass S / (S + 1) (99.5% for S = 200), while the paper reports 99.60% for REINFORCE.
-        ``est_pct`` = 100 * est_var / (batch_var + est_var). Each is summed over encoder parameters; a
-        deterministic estimator (SG) gives est_var == 0 exactly.
+        :func:`decompose`'s ``est_var``, ``batch_var_raw``, ``batch_var`` (can be negative), ``est_pct``;
+        ``est_pct_ci`` [low, high] (None when not asked for or not computable, e.g. 2 batches);
+        ``batch_var_negative``; the per-batch statistics that let any resample
+        recompute it all: ``est_var_per_batch`` (N,) and ``gram`` (N x N, of the mean gradients less the first
+        batch's); ``num_batches``, ``num_samples`` (S used), ``confidence_level``.
+
+    Memory: the N mean gradients (float32, N x #params) for the Gram matrix; up to DRAW_BLOCK draws' gradients
+    at a time, combined in float64.
     """
     if num_samples < 2 or len(batches) < 2:
         raise ValueError("gradient_variance needs num_samples >= 2 and at least 2 batches")
+    draws = 2 if getattr(estimator, "deterministic", False) else num_samples
     params = [p for p in encoder.parameters() if p.requires_grad]
     if isinstance(estimator, Reinforce):
         estimator.frozen = True
@@ -62,36 +169,41 @@ def gradient_variance(encoder: nn.Module, decoder: nn.Module, estimator, batches
     was_training = encoder.training, decoder.training
     encoder.eval()
     decoder.eval()
-    n_b, mean_b, m2_b, est_var_total = 0, None, None, 0.0
+    est_var_b, deviations, shift = [], [], None
     for x in batches:
         posterior = encoder(x)
-        kl = posterior.kl().mean()
-        mean_s, m2_s = None, None
-        for s in range(num_samples):
-            loss = estimator.loss(posterior, decoder, x, gen).mean() + kl
-            g = _flat_grad(loss, params, retain_graph=True).double()
+        n_s, mean_s, m2_s = 0, None, None
+        for start in range(0, draws, DRAW_BLOCK):
+            k = min(DRAW_BLOCK, draws - start)
+            block = torch.stack([_flat_grad(estimator.loss(posterior, decoder, x, gen).mean(), params,
+                                            retain_graph=True) for _ in range(k)])
+            mean_k, m2_k = _mean_m2(block)
             if mean_s is None:
-                mean_s, m2_s = g.clone(), torch.zeros_like(g)
-            else:
-                delta = g - mean_s
-                mean_s += delta / (s + 1)
-                m2_s += delta * (g - mean_s)
-        est_var_total += float((m2_s / (num_samples - 1)).sum())
-        n_b += 1
-        if mean_b is None:
-            mean_b, m2_b = mean_s.clone(), torch.zeros_like(mean_s)
-        else:
-            delta = mean_s - mean_b
-            mean_b += delta / n_b
-            m2_b += delta * (mean_s - mean_b)
+                n_s, mean_s, m2_s = k, mean_k, m2_k
+            else:  # Chan et al.'s pairwise update of (count, mean, sum of squared deviations)
+                delta, n_new = mean_k - mean_s, n_s + k
+                mean_s, m2_s = mean_s + delta * (k / n_new), m2_s + m2_k + delta.square() * (n_s * k / n_new)
+                n_s = n_new
+        est_var_b.append(float(m2_s.sum()) / (draws - 1))
+        shift = mean_s if shift is None else shift
+        deviations.append((mean_s - shift).float())
     encoder.train(was_training[0])
     decoder.train(was_training[1])
-    batch_var_raw = float((m2_b / (n_b - 1)).sum())
-    est_var = est_var_total / n_b
-    batch_var = max(0.0, batch_var_raw - est_var / num_samples)
-    total = batch_var + est_var
-    return {"batch_var": batch_var, "est_var": est_var, "est_pct": 100.0 * est_var / total if total > 0 else 0.0,
-            "batch_var_raw": batch_var_raw, "num_batches": n_b, "num_samples": num_samples}
+    d = torch.stack(deviations)
+    gram = torch.zeros(len(batches), len(batches), dtype=torch.float64, device=d.device)
+    for chunk in d.split(1 << 20, dim=1):
+        c = chunk.double()
+        gram += c @ c.T
+    gram = gram.cpu().numpy()
+    out: dict[str, Any] = decompose(est_var_b, gram, draws)
+    ci = None
+    if confidence_level is not None:
+        ci = list(est_pct_interval(est_var_b, gram, draws, confidence_level=confidence_level,
+                                   n_resamples=n_resamples, seed=seed))
+        ci = ci if all(math.isfinite(c) for c in ci) else None   # too few batches, or a degenerate resample
+    return {**out, "est_pct_ci": ci, "batch_var_negative": out["batch_var"] < 0, "est_var_per_batch": est_var_b,
+            "gram": gram.tolist(), "num_batches": len(batches), "num_samples": draws,
+            "confidence_level": confidence_level}
 
 
 def enumerate_states(d: int, device=None, dtype=torch.float64, start: int = 0, stop: int | None = None) -> Tensor:

@@ -112,13 +112,16 @@ def _job_setup(device: str, threads: int) -> str:
 
 
 def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, out_json: str, *,
-                 device: str = "auto", threads: int = 1) -> dict[int, dict[str, float]]:
+                 device: str = "auto", threads: int = 1) -> dict[int, dict[str, Any]]:
     """Table 1 for one method: gradient-variance decomposition at each checkpoint epoch of the selected run.
 
     Batches are the first ``num_batches * batch_size`` training images (seeded order, no dequantisation).
+    Each epoch's result (:func:`silentvae.diagnostics.gradient_variance`) is labelled by the optimizer steps the
+    run had taken: ``steps`` = epoch x ``steps_per_epoch``, ceil(train images / batch size) of that run.
     With an empty ``selection_path`` a tiny demo run is trained first (for the notebook's defaults).
     Returns {epoch: result} and writes it to ``out_json`` (if given) with the run it came from.
     """
+    import math
     import tempfile
 
     import torch
@@ -157,8 +160,12 @@ def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, o
         order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(cfg.seed))[:n]
         images = train_split.images[order].to(device=dev, dtype=cfg.torch_dtype)
         batches = list(images.split(settings["batch_size"]))
-        results[epoch] = gradient_variance(models["encoder"], models["decoder"], estimator, batches,
-                                           num_samples=settings["num_samples"], seed=cfg.seed)
+        steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
+        result = gradient_variance(models["encoder"], models["decoder"], estimator, batches,
+                                   num_samples=settings["num_samples"], seed=cfg.seed)
+        results[epoch] = {**result, "epoch": epoch, "steps": epoch * steps_per_epoch,
+                          "steps_per_epoch": steps_per_epoch, "train_size": len(train_split),
+                          "train_batch_size": cfg.batch_size}
     if out_json:
         atomic_write_json(out_json, {"method": settings["method"], "dataset": settings["dataset"], "run": run_id,
                                      "results": {str(e): r for e, r in results.items()}})

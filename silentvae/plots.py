@@ -191,40 +191,47 @@ def _num(x: Any) -> float:
 
 
 def variance_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
-    """Grouped bars (log scale) of our batch vs estimator variance per method, one panel per epoch, with
-    the paper's values as black markers. ``table`` is :func:`silentvae.report.table1`'s DataFrame.
-    Zero (SG) estimator variance cannot show on a log axis and is labelled "0"."""
+    """Est % (share of the reconstruction gradient's variance due to latent sampling) per method with its 95%
+    bootstrap interval, one panel per measured epoch titled by its optimizer steps, the 50% line ("dominates")
+    dashed, and the paper's Est % as black markers only where the paper's point is at the same steps.
+    ``table`` is :func:`silentvae.report.table1`'s DataFrame. Est % above 100 (corrected Batch Var < 0) is drawn
+    as measured; an exactly zero Est Var (SG) is labelled "0"."""
     import seaborn as sns
     df = table[pd.to_numeric(table["Epoch"], errors="coerce").notna()].copy()
     epochs = sorted(int(e) for e in df["Epoch"].unique())
     fig = Figure(figsize=(max(5.0, 3.6 * max(1, len(epochs))), 4.2), layout="constrained")
     axes = fig.subplots(1, max(1, len(epochs)), squeeze=False, sharey=True)[0]
-    colors = sns.color_palette("colorblind", 2)
-    width = 0.38
+    color = sns.color_palette("colorblind", 1)[0]
     for ax, epoch in zip(axes, epochs):
         sub = df[df["Epoch"].astype(int) == epoch]
         x = np.arange(len(sub))
-        for i, (col, color) in enumerate(zip(("Batch Var", "Est Var"), colors)):
-            ours = np.array([_num(v) for v in sub[col]])
-            paper = np.array([_num(v) for v in sub[f"{col} (paper)"]])
-            pos = x + (i - 0.5) * width
-            shown = np.where(ours > 0, ours, np.nan)
-            ax.bar(pos, shown, width, color=color, label=f"{col} (ours)")
-            for p, v in zip(pos, ours):
-                if v == 0:
-                    ax.annotate("0", (p, 0), xycoords=("data", "axes fraction"), xytext=(0, 2),
-                                textcoords="offset points", ha="center", fontsize=7)
-            ax.scatter(pos, np.where(paper > 0, paper, np.nan), marker="_", s=120, color="k", zorder=3,
-                       label="paper" if i == 0 else None)
-        ax.set_yscale("log")
+        pct = np.array([_num(v) for v in sub["Est %"]])
+        low = np.array([_num(v) for v in sub["Est % CI low"]])
+        high = np.array([_num(v) for v in sub["Est % CI high"]])
+        yerr = np.vstack([np.where(np.isnan(low), 0, pct - low), np.where(np.isnan(high), 0, high - pct)])
+        ax.bar(x, pct, 0.6, color=color, yerr=np.clip(yerr, 0, None), capsize=3, label="ours (95% CI)")
+        for xi, v in zip(x, pct):
+            if v == 0:
+                ax.annotate("0", (xi, 0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                            textcoords="offset points", ha="center", fontsize=7)
+        paper = np.array([_num(v) for v in sub["Est % (paper)"]])
+        if np.isfinite(paper).any():
+            ax.scatter(x, paper, marker="_", s=160, color="k", zorder=3, label="paper, same steps")
+        ax.axhline(50.0, color="0.4", ls="--", lw=0.8)
         ax.set_xticks(x)
         ax.set_xticklabels(list(sub["Method"]), rotation=35, ha="right", fontsize=8)
-        pe = sub["Paper epoch"].iloc[0] if len(sub) else None
-        ax.set_title(f"epoch {epoch}" + (f" (paper epoch {pe})" if _num(pe) == _num(pe) and pe != epoch else ""),
-                     fontsize=9)
+        steps, pe = sub["Steps"].iloc[0], sub["Paper epoch"].iloc[0]
+        head = f"epoch {epoch}" + (f" = {int(_num(steps)):,} steps" if np.isfinite(_num(steps)) else "")
+        tail = (f"paper epoch {int(_num(pe))} = {int(_num(sub['Paper steps'].iloc[0])):,} steps"
+                if np.isfinite(_num(pe)) else "no paper point at these steps")
+        ax.set_title(f"{head}\n({tail})", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_ylabel("summed gradient variance")
-    axes[0].legend(fontsize=7)
+    axes[0].set_ylabel("Est % of gradient variance")
+    legend = {}
+    for ax in axes:                                 # the paper's markers appear only in panels with a paper point
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    axes[0].legend(list(legend.values()), list(legend), fontsize=7)
     if title:
         fig.suptitle(title)
     return fig

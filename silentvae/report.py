@@ -20,7 +20,8 @@ Input formats (see :mod:`silentvae.run`, :mod:`silentvae.plan`, :mod:`silentvae.
 * result dict: ``{"config": RunConfig dict, "history": [{"epoch", "val_bpd", "val_mse", "val_kld", ...}],
   "finished": bool}``; its final numbers are those of the last history entry.
 * selection dict: ``{"best_run", "best_val_bpd", "best_config", "candidates"}``.
-* variance result: ``{"batch_var", "est_var", "est_pct", ...}``; Taylor result ``{"sg", "gumbel",
+* variance result: ``{"batch_var", "batch_var_raw", "est_var", "est_pct", "est_pct_ci", "steps", ...}``
+  (:func:`silentvae.jobs.variance_job`); Taylor result ``{"sg", "gumbel",
   "reinforce", "exact_norm", "num_samples", ...}``.
 
 :func:`write_table` writes ``<name>.csv`` (full precision), ``<name>.md`` and ``<name>.tex`` (numbers
@@ -55,10 +56,14 @@ NO_PAPER = "—"
 NA = "n/a"
 
 CAPTIONS: dict[str, str] = {
-    "table1": ("Table 1: encoder-gradient variance decomposed into mini-batch variance (Batch Var) and estimator "
-               "variance (Est Var); Est % = 100 Est Var / (Batch Var + Est Var). Ours beside the paper's "
-               "(MNIST, epochs 1/50/250; 'Paper epoch' is the paper column each of our epochs is compared with). "
-               "diff = ours - paper."),
+    "table1": ("Table 1: variance of the encoder gradient of the reconstruction estimate, decomposed into mini-batch "
+               "variance (Batch Var) and estimator variance (Est Var) over N batches x S latent draws; Batch Var raw "
+               "is the variance of the S-draw batch means, Batch Var = raw - Est Var / S (unbiased, negative when "
+               "the estimator noise exceeds it: Est % > 100 flags that). Est % = 100 Est Var / (Batch Var + Est "
+               "Var) with a 95% bootstrap interval (BCa) over the batches. Points are labelled by optimizer steps "
+               "(epoch x ceil(train images / batch)) and compared with the paper's point at the same steps (MNIST: "
+               "844 steps per epoch, epochs 1 / 50 / 250 = 844 / 42,200 / 211,000 steps); other points have no "
+               "paper value. diff = ours - paper."),
     "table2": ("Table 2: fixed variance (sigma^2 = 0.01), linear decoder: final validation BPD and MSE of the run "
                "with the best learning rate per method. Our MNIST (5k subset) runs are compared with the paper's "
                "full-MNIST values (epoch 500). diff = ours - paper."),
@@ -135,57 +140,66 @@ def dataset_note(dataset: str) -> str:
 # Table 1: gradient variance
 # ------------------------------------------------------------------------------------------------------
 
-def table1_epoch_map(epochs: Iterable[int]) -> dict[int, int | None]:
-    """Which paper epoch (1 / 50 / 250) each of our epochs is compared with.
+def table1_epoch_map(steps: dict[int, int]) -> dict[int, int | None]:
+    """Which paper epoch (1 / 50 / 250) each of our measured points is compared with, by optimizer steps.
 
-    Epochs the paper reports map to themselves. Otherwise, when exactly three epochs were measured (a
-    reduced run, e.g. 1 / 6 / 12), they map in order onto the paper's early / middle / late columns;
-    any other epoch has no paper counterpart (None).
+    ``steps``: {our epoch: optimizer steps the run had taken}. A point pairs with the paper's point at the same
+    step count (:func:`silentvae.claims.step_pairs`: paper MNIST 844 steps per epoch, within 10%); any other
+    point has no paper counterpart (None), whatever its epoch number.
     """
-    epochs = sorted(set(int(e) for e in epochs))
-    paper = pv.TABLE1_EPOCHS
-    if set(epochs) <= set(paper):
-        return {e: e for e in epochs}
-    if len(epochs) == len(paper):
-        return dict(zip(epochs, paper))
-    return {e: (e if e in paper else None) for e in epochs}
+    from .claims import step_pairs
+    pairs = step_pairs({int(e): int(s) for e, s in steps.items()})
+    return {int(e): pairs.get(int(e)) for e in sorted(steps, key=int)}
 
 
 T1_KEYS = (("batch_var", "Batch Var"), ("est_var", "Est Var"), ("est_pct", "Est %"))
+T1_NEGATIVE = "Batch Var < 0: below the estimator-noise floor (Est % > 100)"
 
 
 def table1(variance_results: dict[str, dict[int, dict[str, Any]]], *,
-           epoch_map: dict[int, int | None] | None = None, methods: Iterable[str] | None = None) -> pd.DataFrame:
-    """Rows method x epoch: Batch Var, Est Var, Est % (ours, paper, diff).
+           methods: Iterable[str] | None = None) -> pd.DataFrame:
+    """Rows method x measured point: Epoch, Steps, the paper point at those steps, Batch Var (raw, and corrected:
+    an unbiased estimate, negative when noise), Est Var, Est % with its confidence interval (ours, paper, diff).
 
     Args:
-        variance_results: method -> epoch -> :func:`silentvae.diagnostics.gradient_variance` result.
-        epoch_map: our epoch -> paper epoch (default :func:`table1_epoch_map` of all epochs measured).
+        variance_results: method -> epoch -> :func:`silentvae.diagnostics.gradient_variance` result labelled with
+            ``steps`` (:func:`silentvae.jobs.variance_job`); a result without steps pairs with no paper point.
         methods: the methods to list (default: those in ``variance_results``); a listed method with no
             results gets one row of "not run: method not in config".
+    Paper values and differences appear only where our point pairs with the paper's by steps
+    (:func:`table1_epoch_map`); ``Paper epoch`` says which, or "—".
     """
-    all_epochs = {int(e) for per in variance_results.values() for e in per}
-    emap = table1_epoch_map(all_epochs) if epoch_map is None else {int(k): v for k, v in epoch_map.items()}
+    from .claims import paper_steps
     methods = _ordered(variance_results if methods is None else methods, FIXED_METHODS)
     rows = []
     for m in methods:
         label = method_label("fixed", m)
         per = variance_results.get(m)
         if not per:
-            row = {"Method": label, "Epoch": NOT_CONFIGURED, "Paper epoch": NO_PAPER}
+            row = {"Method": label, "Epoch": NOT_CONFIGURED, "Steps": NOT_CONFIGURED, "Paper epoch": NO_PAPER,
+                   "Paper steps": NO_PAPER, "Batch Var raw": NOT_CONFIGURED}
             for _, col in T1_KEYS:
                 row.update({col: NOT_CONFIGURED, f"{col} (paper)": NO_PAPER, f"{col} diff": NOT_CONFIGURED})
+            row.update({"Est % CI low": NOT_CONFIGURED, "Est % CI high": NOT_CONFIGURED, "Note": ""})
             rows.append(row)
             continue
+        steps = {int(e): int(r["steps"]) for e, r in per.items() if "steps" in r}
+        emap = table1_epoch_map(steps)
         for epoch in sorted(per, key=int):
             res = per[epoch]
             pe = emap.get(int(epoch))
             paper = pv.TABLE1.get(m, {}).get(pe) if pe is not None else None
-            row = {"Method": label, "Epoch": int(epoch), "Paper epoch": pe if pe is not None else NO_PAPER}
+            ci = res.get("est_pct_ci") or (NA, NA)
+            row = {"Method": label, "Epoch": int(epoch), "Steps": steps.get(int(epoch), NA),
+                   "Paper epoch": pe if pe is not None else NO_PAPER,
+                   "Paper steps": paper_steps(pe) if pe is not None else NO_PAPER,
+                   "Batch Var raw": float(res.get("batch_var_raw", res["batch_var"]))}
             for key, col in T1_KEYS:
                 ours = float(res[key])
                 ref = paper[key] if paper else NO_PAPER
                 row.update({col: ours, f"{col} (paper)": ref, f"{col} diff": _diff(ours, ref)})
+            row.update({"Est % CI low": ci[0], "Est % CI high": ci[1],
+                        "Note": T1_NEGATIVE if float(res["batch_var"]) < 0 else ""})
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -476,17 +490,28 @@ _OUTCOME_VERDICT = {"supports": "holds", "against": "contradicted", "unshown": "
 
 
 def summary_table1(variance: dict[str, dict[int, dict[str, Any]]]) -> pd.DataFrame:
-    """Table 1, compact: per method and epoch our Est % and Est Var beside the paper's, and the verdict of
-    the claim that row bears on (SG: exactly zero; the others: estimator variance dominates)."""
+    """Table 1, compact: per method and measured point (epoch and optimizer steps, and the paper point at those
+    steps) our Est % with its 95% interval, Batch Var (raw and corrected) and Est Var beside the paper's, and the
+    verdict of the claim that row bears on (SG: exactly zero, at every point; the others: estimator variance
+    dominates, decided by the interval, only at points paired with the paper's by steps: other rows say so)."""
     from . import claims
     full = table1(variance)
     rows = []
     for _, r in full[pd.to_numeric(full["Epoch"], errors="coerce").notna()].iterrows():
         m = next(k for k, v in FIXED_METHODS.items() if v.label == r["Method"])
         measured = next(res for e, res in variance[m].items() if int(e) == int(r["Epoch"]))
-        rows.append({"Method": r["Method"], "Epoch (paper)": f"{r['Epoch']} ({r['Paper epoch']})",
-                     "Est %": r["Est %"], "Est % (paper)": r["Est % (paper)"], "Est Var": r["Est Var"],
-                     "Est Var (paper)": r["Est Var (paper)"], "Verdict": claims.variance_row_verdict(m, measured)})
+        paired = _is_num(r["Paper epoch"])
+        steps = f"{int(r['Steps']):,}" if _is_num(r["Steps"]) else str(r["Steps"])
+        paper_point = f"epoch {int(r['Paper epoch'])} ({int(r['Paper steps']):,})" if paired else NO_PAPER
+        ci = (f"[{float(r['Est % CI low']):.1f}, {float(r['Est % CI high']):.1f}]"
+              if _is_num(r["Est % CI low"]) else NA)
+        sg = FIXED_METHODS[m].estimator == "sg"
+        verdict = claims.variance_row_verdict(m, measured) if sg or paired else "— (no paper point at these steps)"
+        rows.append({"Method": r["Method"], "Epoch": int(r["Epoch"]), "Steps": steps,
+                     "Paper point (steps)": paper_point, "Est %": r["Est %"], "Est % 95% CI": ci, "Est % (paper)": r["Est % (paper)"],
+                     "Batch Var raw": r["Batch Var raw"], "Batch Var": r["Batch Var"],
+                     "Batch Var (paper)": r["Batch Var (paper)"], "Est Var": r["Est Var"],
+                     "Est Var (paper)": r["Est Var (paper)"], "Verdict": verdict, "Note": r["Note"]})
     return pd.DataFrame(rows)
 
 

@@ -64,9 +64,13 @@ def test_aggregate():
 # Table 1
 # ---------------------------------------------------------------------------------------------------
 
-def var(est_var, est_pct=None, batch_var=10.0):
+def var(est_var, est_pct=None, batch_var=10.0, ci=None, steps=None, steps_per_epoch=71):
     pct = est_pct if est_pct is not None else 100 * est_var / (batch_var + est_var)
-    return {"batch_var": batch_var, "est_var": est_var, "est_pct": pct}
+    out = {"batch_var": batch_var, "est_var": est_var, "est_pct": pct,
+           "est_pct_ci": list(ci) if ci is not None else [pct - 1.0, pct + 1.0]}
+    if steps is not None:
+        out.update(steps=steps, steps_per_epoch=steps_per_epoch)
+    return out
 
 
 def test_zero_variance_verdicts():
@@ -76,18 +80,88 @@ def test_zero_variance_verdicts():
     row = C.claim_zero_variance({"sg_gaussian": {1: var(0.0), 30: var(1e-9)}})
     assert row["Verdict"] == C.CONTRADICTED and "epoch 30" in row["Why / what it would take"]
     assert C.claim_zero_variance({"reparam": {1: var(5.0)}})["Verdict"] == C.NOT_RUN
+    row = C.claim_zero_variance({"sg_gaussian": {12: var(0.0, steps=852)}})
+    assert "ep 12 = 852 steps" in row["Ours"]
 
 
-def test_variance_dominates_verdicts():
-    ok = {m: {1: var(100.0), 30: var(60.0)} for m in ("reparam", "gumbel", "reinforce")}
+def test_paper_steps_and_step_pairs():
+    """The paper's MNIST: 54,000 / 64 -> 844 steps per epoch; epochs 1 / 50 / 250 = 844 / 42,200 / 211,000 steps.
+    mnist5k (4,500 / 64 -> 71 per epoch): epoch 12 = 852 steps pairs with the paper's epoch 1; epoch 11 (781
+    steps) only when 12 is not measured (within 10%); epochs 1 and 22 have no paper point."""
+    assert C.PAPER_TABLE1_STEPS_PER_EPOCH == 844
+    assert [C.paper_steps(e) for e in (1, 50, 250)] == [844, 42_200, 211_000]
+    ours = {1: 71, 12: 852, 22: 1562}
+    assert C.step_pairs(ours) == {12: 1}
+    assert C.step_pairs({1: 71, 11: 781, 12: 852}) == {12: 1}
+    assert C.step_pairs({11: 781, 22: 1562}) == {11: 1}
+    assert C.step_pairs({1: 71, 10: 710, 22: 1562}) == {}                       # 710 is 16% short of 844
+    assert C.step_pairs({1: 844, 50: 42_200, 250: 211_000}) == {1: 1, 50: 50, 250: 250}   # the paper config
+    text = C.unreached_paper_points(ours, 71)
+    assert "paper epoch 50 (42,200 steps) needs epoch 594" in text
+    assert "paper epoch 250 (211,000 steps) needs epoch 2,972" in text
+    assert "paper epoch 1 " not in text and "up to 1,562 steps" in text
+    assert C.unreached_paper_points({1: 844, 50: 42_200, 250: 211_000}, 844) == ""
+
+
+@pytest.mark.parametrize("ci, verdict", [((55.0, 70.0), C.HOLDS), ((30.0, 45.0), C.CONTRADICTED),
+                                         ((45.0, 60.0), C.NOT_SHOWN), ((40.0, 50.0), C.NOT_SHOWN),
+                                         ((50.0, 60.0), C.NOT_SHOWN)])
+def test_variance_row_verdict_is_decided_by_the_interval_both_ways(ci, verdict):
+    """Est % above 50 is "dominates": shown when the whole 95% interval is above 50, its opposite when the whole
+    interval is below, not shown when it contains 50, whatever the point estimate."""
+    point = (ci[0] + ci[1]) / 2
+    assert C.variance_row_verdict("gumbel", var(1.0, est_pct=point, ci=ci)) == verdict
+    mirrored = (100 - ci[1], 100 - ci[0])        # the same evidence the other way: the mirrored verdict
+    flip = {C.HOLDS: C.CONTRADICTED, C.CONTRADICTED: C.HOLDS, C.NOT_SHOWN: C.NOT_SHOWN}
+    assert C.variance_row_verdict("reinforce", var(1.0, est_pct=100 - point, ci=mirrored)) == flip[verdict]
+
+
+def test_variance_row_verdict_sg_is_structural_and_no_interval_decides_nothing():
+    assert C.variance_row_verdict("sg_gaussian", var(0.0, ci=(0.0, 0.0))) == C.HOLDS
+    assert C.variance_row_verdict("sg_bernoulli", var(1e-12)) == C.CONTRADICTED
+    no_ci = {"batch_var": 1.0, "est_var": 99.0, "est_pct": 99.0}
+    assert C.variance_row_verdict("reparam", no_ci) == C.NOT_SHOWN
+
+
+def _study(paired_ci, early_ci=(5.0, 20.0)):
+    """Points at epochs 1 / 12 / 22 of mnist5k (71 steps per epoch): only epoch 12 (852 steps) pairs with the
+    paper's epoch 1 (844); the early and late points carry an interval below 50 that must not decide."""
+    return {1: var(1.0, est_pct=sum(early_ci) / 2, ci=early_ci, steps=71),
+            12: var(1.0, est_pct=sum(paired_ci) / 2, ci=paired_ci, steps=852),
+            22: var(1.0, est_pct=sum(early_ci) / 2, ci=early_ci, steps=1562)}
+
+
+def test_variance_dominates_is_decided_at_the_paper_step_counts_only():
+    ok = {m: _study((60.0, 80.0)) for m in ("reparam", "gumbel", "reinforce")}
     row = C.claim_variance_dominates(ok)
-    assert row["Verdict"] == C.HOLDS and "up to epoch 30" in row["Why / what it would take"]
-    bad = {**ok, "gumbel": {1: var(100.0), 30: var(5.0)}}
+    assert row["Verdict"] == C.HOLDS                                  # unpaired points below 50 do not count
+    why = row["Why / what it would take"]
+    assert "needs epoch 594" in why and "needs epoch 2,972" in why and "95% bootstrap interval" in why
+    assert "ep 12 = 852 steps, paper epoch 1: 82.4" in row["Ours"] and "ep 1 = 71 steps, no paper point" in row["Ours"]
+    bad = {**ok, "gumbel": _study((20.0, 40.0), early_ci=(60.0, 80.0))}
     row = C.claim_variance_dominates(bad)
-    assert row["Verdict"] == C.CONTRADICTED and "Gumbel-Softmax epoch 30" in row["Why / what it would take"]
+    assert row["Verdict"] == C.CONTRADICTED and "Gumbel-Softmax at 852 steps: interval below 50" in \
+        row["Why / what it would take"]
+    unsure = {**ok, "reinforce": _study((40.0, 70.0))}
+    row = C.claim_variance_dominates(unsure)
+    assert row["Verdict"] == C.NOT_SHOWN
+    assert "REINFORCE at 852 steps: interval contains 50" in row["Why / what it would take"]
     assert C.claim_variance_dominates({"sg_gaussian": {1: var(0.0)}})["Verdict"] == C.NOT_RUN
     row = C.claim_variance_dominates({"reparam": ok["reparam"]})
     assert row["Verdict"] == C.NOT_SHOWN and "not measured: Gumbel-Softmax, REINFORCE" in row["Why / what it would take"]
+
+
+def test_variance_dominates_without_a_step_matched_point_is_not_shown_and_says_what_it_would_take():
+    early = {m: {1: var(1.0, est_pct=90.0, ci=(85.0, 95.0), steps=71), 2: var(1.0, est_pct=90.0, ci=(85.0, 95.0),
+                                                                         steps=142)}
+             for m in ("reparam", "gumbel", "reinforce")}
+    row = C.claim_variance_dominates(early)
+    assert row["Verdict"] == C.NOT_SHOWN
+    why = row["Why / what it would take"]
+    assert "no measured point at the paper's step counts" in why and "paper epoch 1 (844 steps) needs epoch 12" in why
+    legacy = {m: {1: var(1.0, est_pct=90.0, ci=(85.0, 95.0))} for m in ("reparam", "gumbel", "reinforce")}
+    row = C.claim_variance_dominates(legacy)
+    assert row["Verdict"] == C.NOT_SHOWN and "no step labels" in row["Why / what it would take"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -275,7 +349,8 @@ def test_claims_table_has_every_claim_and_one_row_per_missing_dataset():
 
 def test_embedded_config_is_built_for_the_claims():
     """The default run trains paper-size fixed-variance models on the whole mnist5k split (Tables 1, 2,
-    convergence), measures variance at its first, middle and last epoch, and runs the paper's Taylor check."""
+    convergence), measures variance at its first epoch and at the paper's epoch 1 in optimizer steps, and runs the
+    paper's Taylor check."""
     from pathlib import Path
 
     from silentvae.plan import load_config
@@ -284,8 +359,14 @@ def test_embedded_config_is_built_for_the_claims():
     assert (run["latent_dim"], run["channels"], run["sigma2"]) == (200, 32, 0.01)
     assert run.get("train_limit") is None and run.get("val_limit") is None
     assert set(cfg["fixed_variance"]["methods"]) == {"sg_gaussian", "reparam", "sg_bernoulli", "gumbel", "reinforce"}
-    epochs = cfg["variance_decomposition"]["epochs"]
-    assert epochs[0] == 1 and epochs[-1] == run["epochs"] and len(epochs) == 3
+    vd = cfg["variance_decomposition"]
+    epochs = vd["epochs"]
+    assert epochs[0] == 1 and max(epochs) <= run["epochs"] and set(epochs) <= set(run["checkpoint_epochs"])
+    assert vd["num_batches"] >= 20 and vd["num_samples"] >= 2
+    # Table 1 compares stages by optimizer steps: one measured epoch is at the paper's epoch 1 (844 steps)
+    from silentvae.data import load_dataset
+    steps_per_epoch = -(-len(load_dataset(cfg["fixed_variance"]["dataset"], split="train")) // run["batch_size"])
+    assert C.step_pairs({e: e * steps_per_epoch for e in epochs}) == {12: 1}
     tb = cfg["taylor_bias"]  # the paper's model size, checked on as many latents as a CPU enumerates quickly
     assert tb["latent_dim"] == 200 and 12 <= max(tb["free_latents"]) <= 20 and tb["num_samples"] >= 10_000
     assert len(tb["free_latents"]) >= 3  # the trend in k, not one conditioning

@@ -3,11 +3,12 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from silentvae.diagnostics import (condition_on_free_latents, enumerate_states, exact_expected_loglik_bernoulli, gradient_variance,
-                                   taylor_bias_check)
+from silentvae.diagnostics import (condition_on_free_latents, decompose, enumerate_states, est_pct_interval,
+                                   exact_expected_loglik_bernoulli, gradient_variance, taylor_bias_check)
 from silentvae.estimators import Reinforce, Reparameterization, SilentGradient
 from silentvae.models import LinearDecoder, LinearPrecisionDecoder, MnistEncoder
 
@@ -28,43 +29,155 @@ def _batches(n: int, b: int = 4, seed: int = 1):
 
 
 def _all_grads(enc, dec, estimator, batches, num_samples, seed):
-    """Every (batch, sample) encoder gradient, drawing latents in gradient_variance's order."""
+    """Every (batch, sample) encoder gradient of the reconstruction estimate alone (no KL), drawing latents in
+    gradient_variance's order."""
     params = list(enc.parameters())
     gen = torch.Generator().manual_seed(seed)
     out = []
     for x in batches:
         post = enc(x)
-        kl = post.kl().mean()
         rows = []
         for _ in range(num_samples):
-            loss = estimator.loss(post, dec, x, gen).mean() + kl
-            grads = torch.autograd.grad(loss, params, retain_graph=True)
+            grads = torch.autograd.grad(estimator.loss(post, dec, x, gen).mean(), params, retain_graph=True)
             rows.append(torch.cat([g.reshape(-1) for g in grads]))
         out.append(torch.stack(rows))
     return torch.stack(out)  # (N, S, P)
 
 
-def test_variance_decomposition_matches_law_of_total_variance():
+@pytest.mark.parametrize("block", [16, 2])
+def test_variance_decomposition_matches_law_of_total_variance(block, monkeypatch):
+    monkeypatch.setattr("silentvae.diagnostics.DRAW_BLOCK", block)   # 2: draws combined over blocks of 2, 2, 1
     enc, dec = _tiny("gaussian")
     batches = _batches(4)
     got = gradient_variance(enc, dec, Reparameterization(), batches, num_samples=5, seed=3)
     g = _all_grads(enc, dec, Reparameterization(), batches, 5, seed=3)
     est_var = g.var(dim=1, unbiased=True).mean(0).sum().item()
     batch_var_raw = g.mean(dim=1).var(dim=0, unbiased=True).sum().item()
-    batch_var = max(0.0, batch_var_raw - est_var / 5)  # less the estimator noise left in the 5-draw means
+    batch_var = batch_var_raw - est_var / 5  # less the estimator noise left in the 5-draw means; never clamped
     assert got["est_var"] == pytest.approx(est_var, rel=1e-9)
-    assert got["batch_var_raw"] == pytest.approx(batch_var_raw, rel=1e-9)
-    assert got["batch_var"] == pytest.approx(batch_var, rel=1e-9)
-    assert got["est_pct"] == pytest.approx(100 * est_var / (est_var + batch_var), rel=1e-9)
-    assert est_var > 0 and batch_var_raw > 0
+    assert got["batch_var_raw"] == pytest.approx(batch_var_raw, rel=1e-6)
+    assert got["batch_var"] == pytest.approx(batch_var, rel=1e-6)
+    assert got["est_pct"] == pytest.approx(100 * est_var / (est_var + batch_var), rel=1e-6)
+    assert got["est_var_per_batch"] == pytest.approx(g.var(dim=1, unbiased=True).sum(-1).tolist(), rel=1e-9)
+    assert est_var > 0 and batch_var_raw > 0 and got["num_samples"] == 5 and got["num_batches"] == 4
+    low, high = got["est_pct_ci"]
+    assert low < got["est_pct"] < high
+
+
+def test_variance_is_of_the_reconstruction_term_without_kl():
+    """The KL is exact for every method: Table 1 decomposes the reconstruction estimate's gradient only."""
+    enc, dec = _tiny("gaussian")
+    batches = _batches(3)
+    got = gradient_variance(enc, dec, SilentGradient(), batches, num_samples=2, confidence_level=None)
+    params = list(enc.parameters())
+    recon, elbo = [], []
+    for x in batches:
+        post = enc(x)
+        loss = SilentGradient().loss(post, dec, x).mean()
+        recon.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, retain_graph=True)]))
+        elbo.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss + post.kl().mean(), params)]))
+    recon_var = torch.stack(recon).var(0).sum().item()
+    assert got["batch_var"] == pytest.approx(recon_var, rel=1e-7)   # mean gradients kept in float32
+    assert abs(torch.stack(elbo).var(0).sum().item() - recon_var) > 1e-5 * recon_var   # with the KL it would differ
 
 
 @pytest.mark.parametrize("latent", ["gaussian", "bernoulli"])
 def test_silent_gradient_has_exactly_zero_estimator_variance(latent):
     enc, dec = _tiny(latent)
     got = gradient_variance(enc, dec, SilentGradient(), _batches(3), num_samples=4)
-    assert got["est_var"] == 0.0 and got["est_pct"] == 0.0
-    assert got["batch_var"] > 0
+    assert got["est_var"] == 0.0 and got["est_pct"] == 0.0 and got["est_pct_ci"] == [0.0, 0.0]
+    assert got["est_var_per_batch"] == [0.0, 0.0, 0.0]
+    assert got["num_samples"] == 2    # deterministic: two draws per batch, which must agree exactly
+    assert got["batch_var"] > 0 and got["batch_var"] == got["batch_var_raw"]
+
+
+class _Synthetic(torch.nn.Module):
+    """An 'encoder' whose reconstruction gradient is g(batch, eps) = mu_batch + sigma * eps exactly, mu_batch ~
+    N(0, tau^2 I) carried by the batch, eps ~ N(0, I): per parameter Est Var = sigma^2, Batch Var = tau^2."""
+
+    def __init__(self, p: int):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.zeros(p, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.theta
+
+
+class _SyntheticEstimator:
+    deterministic = False
+
+    def __init__(self, sigma: float):
+        self.sigma = sigma
+
+    def loss(self, theta, decoder, x, generator=None):
+        eps = torch.randn(theta.shape, generator=generator, dtype=theta.dtype)
+        return (theta * (x + self.sigma * eps)).sum().reshape(1)
+
+
+def test_decomposition_recovers_known_variance_components():
+    p, tau, sigma = 4000, 1.0, 2.0
+    g = torch.Generator().manual_seed(0)
+    batches = [tau * torch.randn(p, generator=g, dtype=torch.float64) for _ in range(20)]
+    got = gradient_variance(_Synthetic(p), torch.nn.Identity(), _SyntheticEstimator(sigma), batches, num_samples=4,
+                            n_resamples=999)
+    assert got["est_var"] == pytest.approx(p * sigma ** 2, rel=0.02)
+    assert got["batch_var"] == pytest.approx(p * tau ** 2, rel=0.1)
+    truth = 100 * sigma ** 2 / (sigma ** 2 + tau ** 2)
+    low, high = got["est_pct_ci"]
+    assert low < truth < high and high - low < 10
+
+
+@pytest.mark.parametrize("n_batches, num_samples, p, tau2, sig2", [(20, 8, 50, 1.0, 2.0), (20, 4, 20, 1.0, 1.0)])
+def test_est_pct_interval_covers_the_truth_about_95_percent_of_the_time(n_batches, num_samples, p, tau2, sig2):
+    """Many synthetic studies with known components: the bootstrap interval over batches covers the true Est % in
+    about 95% of them (200 studies: 0.85-0.99 allows the binomial spread and BCa's small-sample error)."""
+    rng = np.random.default_rng(0)
+    truth = 100 * sig2 / (sig2 + tau2)
+    hits, points = 0, []
+    for r in range(200):
+        grads = (rng.normal(0, np.sqrt(tau2), (n_batches, 1, p))
+                 + rng.normal(0, np.sqrt(sig2), (n_batches, num_samples, p)))
+        per_batch = grads.var(1, ddof=1).sum(-1)
+        means = grads.mean(1) - grads[0].mean(0)
+        gram = means @ means.T
+        points.append(decompose(per_batch, gram, num_samples)["est_pct"])
+        low, high = est_pct_interval(per_batch, gram, num_samples, n_resamples=999, seed=r)
+        hits += low <= truth <= high
+    assert abs(np.mean(points) - truth) < 0.5       # the corrected decomposition is unbiased enough
+    assert 0.85 <= hits / 200 <= 0.99
+
+
+def test_negative_corrected_batch_variance_is_kept_and_flagged():
+    """One batch repeated: no mini-batch variance at all, so the corrected estimate falls below 0 about half the
+    time. It is left negative (not clamped and printed as 100%), and Est % exceeds 100."""
+    enc, dec = _tiny("gaussian")
+    x = _batches(1)[0]
+    seen = []
+    for seed in range(12):
+        got = gradient_variance(enc, dec, Reparameterization(), [x] * 4, num_samples=3, seed=seed,
+                                confidence_level=None)
+        assert got["batch_var"] == pytest.approx(got["batch_var_raw"] - got["est_var"] / 3, rel=1e-9)
+        assert got["batch_var_negative"] == (got["batch_var"] < 0)
+        seen.append(got["batch_var"] < 0)
+        if got["batch_var"] < 0:
+            assert got["est_pct"] > 100
+    assert any(seen) and not all(seen)
+
+
+def test_decompose_on_a_resample_equals_the_decomposition_of_the_resampled_batches():
+    """A resample without repeats is just a subset of batches: decompose() with its counts equals decompose() of
+    the subset's own statistics."""
+    rng = np.random.default_rng(1)
+    grads = rng.normal(size=(6, 5, 3)) + rng.normal(size=(6, 1, 3))
+    per_batch, means = grads.var(1, ddof=1).sum(-1), grads.mean(1)
+    gram = means @ means.T
+    counts = np.array([[1, 0, 1, 1, 0, 1]], dtype=float)
+    keep = counts[0] > 0
+    sub = decompose(per_batch[keep], gram[np.ix_(keep, keep)], 5)
+    full = decompose(per_batch, gram, 5, counts)
+    for key in ("est_var", "batch_var_raw", "batch_var", "est_pct"):
+        assert full[key][0] == pytest.approx(sub[key], rel=1e-12)
+    assert sub["batch_var_raw"] == pytest.approx(means[keep].var(0, ddof=1).sum(), rel=1e-12)
 
 
 def test_reinforce_variance_uses_a_frozen_baseline():
@@ -335,3 +448,11 @@ def test_several_free_latent_counts_share_one_held_draw():
         taylor_bias_check(enc, dec, x, num_samples=64, free_latents=[])
     with pytest.raises(ValueError, match="chunk must be >= 4"):
         taylor_bias_check(enc, dec, x, num_samples=64, chunk=2)
+
+
+def test_two_batches_give_no_interval_rather_than_nan():
+    enc, dec = _tiny("gaussian")
+    got = gradient_variance(enc, dec, Reparameterization(), _batches(2), num_samples=3)
+    assert got["est_pct_ci"] is None and got["est_var"] > 0
+    low, high = est_pct_interval(got["est_var_per_batch"], got["gram"], 3)
+    assert np.isnan(low) and np.isnan(high)

@@ -168,43 +168,84 @@ def test_paper_values_equal_the_papers_tables():
 # Table 1
 # ---------------------------------------------------------------------------------------------------
 
-def vres(batch, est):
-    return {"batch_var": batch, "est_var": est, "est_pct": 100 * est / (batch + est), "num_batches": 5,
-            "num_samples": 20}
+def vres(batch, est, steps=None, ci=None, raw=None, num_samples=20):
+    pct = 100 * est / (batch + est)
+    out = {"batch_var": batch, "est_var": est, "est_pct": pct, "num_batches": 20, "num_samples": num_samples,
+           "batch_var_raw": batch + est / num_samples if raw is None else raw,
+           "est_pct_ci": list(ci) if ci is not None else [max(0.0, pct - 2), pct + 2]}
+    if steps is not None:
+        out.update(steps=steps, steps_per_epoch=71)
+    return out
 
 
+# mnist5k points: epoch 1 = 71 steps, 12 = 852 (the paper's epoch 1 = 844 steps), 22 = 1,562 (no paper point)
 VARIANCE = {
-    "sg_gaussian": {1: vres(1.0e4, 0.0), 6: vres(500.0, 0.0), 12: vres(40.0, 0.0)},
-    "reparam": {1: vres(7.0e4, 3.0e5), 6: vres(3.0e3, 3.0e4), 12: vres(600.0, 1.5e4)},
+    "sg_gaussian": {1: vres(1.0e4, 0.0, 71), 12: vres(500.0, 0.0, 852), 22: vres(40.0, 0.0, 1562)},
+    "reparam": {1: vres(7.0e4, 3.0e5, 71), 12: vres(3.0e3, 3.0e4, 852), 22: vres(600.0, 1.5e4, 1562)},
 }
 
 
-def test_table1_values_paper_and_differences():
+def test_table1_values_paper_and_differences_by_steps():
     df = report.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
-    # reduced epochs 1 / 6 / 12 are compared with the paper's 1 / 50 / 250
-    r = row(df, Method="Reparameterization", Epoch=6)
-    assert r["Paper epoch"] == 50
-    assert r["Batch Var"] == 3.0e3 and r["Batch Var (paper)"] == 2.96e3
-    assert r["Batch Var diff"] == pytest.approx(3.0e3 - 2.96e3)
-    assert r["Est Var (paper)"] == 3.28e4 and r["Est Var diff"] == pytest.approx(3.0e4 - 3.28e4)
+    r = row(df, Method="Reparameterization", Epoch=12)
+    assert r["Steps"] == 852 and r["Paper epoch"] == 1 and r["Paper steps"] == 844
+    assert r["Batch Var"] == 3.0e3 and r["Batch Var (paper)"] == 6.97e4
+    assert r["Batch Var diff"] == pytest.approx(3.0e3 - 6.97e4)
+    assert r["Batch Var raw"] == pytest.approx(3.0e3 + 3.0e4 / 20)
+    assert r["Est Var (paper)"] == 3.26e5 and r["Est Var diff"] == pytest.approx(3.0e4 - 3.26e5)
     assert r["Est %"] == pytest.approx(100 * 3e4 / 3.3e4)
-    assert r["Est % diff"] == pytest.approx(100 * 3e4 / 3.3e4 - 91.72)
+    assert r["Est % diff"] == pytest.approx(100 * 3e4 / 3.3e4 - 82.36)
+    assert r["Est % CI low"] == pytest.approx(100 * 3e4 / 3.3e4 - 2)
+    for epoch in (1, 22):            # no paper point at 71 or 1,562 steps: no paper value, no difference
+        r = row(df, Method="Reparameterization", Epoch=epoch)
+        assert r["Paper epoch"] == report.NO_PAPER and r["Est % (paper)"] == report.NO_PAPER
+        assert r["Est % diff"] == report.NO_PAPER
     sg = row(df, Method="Continuous Silent Gradients", Epoch=12)
-    assert sg["Paper epoch"] == 250 and sg["Est Var"] == 0 and sg["Est Var (paper)"] == 0
-    assert sg["Batch Var diff"] == pytest.approx(40.0 - 45.3)
+    assert sg["Paper epoch"] == 1 and sg["Est Var"] == 0 and sg["Est Var (paper)"] == 0
+    assert sg["Batch Var diff"] == pytest.approx(500.0 - 1.49e4)
     gumbel = row(df, Method="Gumbel-Softmax")
     assert gumbel["Batch Var"] == report.NOT_CONFIGURED and gumbel["Est %"] == report.NOT_CONFIGURED
     assert len(df) == 7
 
 
-def test_table1_epoch_map():
-    assert report.table1_epoch_map([1, 50, 250]) == {1: 1, 50: 50, 250: 250}
-    assert report.table1_epoch_map([12, 1, 6]) == {1: 1, 6: 50, 12: 250}
-    assert report.table1_epoch_map([1, 50]) == {1: 1, 50: 50}
-    assert report.table1_epoch_map([1, 2]) == {1: 1, 2: None}
-    df = report.table1({"reparam": {1: vres(1.0, 1.0), 2: vres(2.0, 2.0)}})
+def test_table1_epoch_map_pairs_by_optimizer_steps():
+    assert report.table1_epoch_map({1: 844, 50: 42_200, 250: 211_000}) == {1: 1, 50: 50, 250: 250}
+    assert report.table1_epoch_map({1: 71, 12: 852, 22: 1562}) == {1: None, 12: 1, 22: None}
+    assert report.table1_epoch_map({1: 4, 2: 8}) == {1: None, 2: None}
+    # the same epoch numbers as the paper's are no pair when the steps differ (a small data set)
+    assert report.table1_epoch_map({1: 71, 50: 3550}) == {1: None, 50: None}
+    df = report.table1({"reparam": {1: vres(1.0, 1.0), 2: vres(2.0, 2.0)}})   # results without step labels
     r = row(df, Epoch=2)
-    assert r["Paper epoch"] == report.NO_PAPER and r["Batch Var diff"] == report.NO_PAPER
+    assert r["Paper epoch"] == report.NO_PAPER and r["Batch Var diff"] == report.NO_PAPER and r["Steps"] == report.NA
+
+
+def test_table1_shows_a_negative_corrected_batch_variance_and_flags_it():
+    """Raw 1.2e8 below Est Var / S = 1.66e8: the corrected Batch Var is negative and shown so, never clamped to 0
+    and printed as Est % 100; Est % exceeds 100 and the row says why."""
+    est, s, raw = 3.32e9, 20, 1.2e8
+    res = {"batch_var": raw - est / s, "batch_var_raw": raw, "est_var": est,
+           "est_pct": 100 * est / (raw - est / s + est), "est_pct_ci": [99.0, 101.5], "steps": 71,
+           "steps_per_epoch": 71}
+    df = report.table1({"reinforce": {1: res}})
+    r = row(df, Epoch=1)
+    assert r["Batch Var"] == pytest.approx(1.2e8 - 1.66e8) and r["Batch Var raw"] == 1.2e8
+    assert r["Est %"] > 100 and "Batch Var < 0" in r["Note"]
+    summary = report.summary_table1({"reinforce": {1: res}})
+    assert summary.loc[0, "Batch Var"] < 0 and "Batch Var < 0" in summary.loc[0, "Note"]
+
+
+def test_summary_table1_labels_steps_intervals_and_verdicts():
+    variance = {"reparam": {1: vres(7.0e4, 3.0e5, 71, ci=(70.0, 85.0)), 12: vres(3.0e3, 3.0e4, 852, ci=(85.0, 95.0)),
+                            22: vres(600.0, 1.5e4, 1562, ci=(30.0, 45.0))},
+                "sg_gaussian": VARIANCE["sg_gaussian"]}
+    df = report.summary_table1(variance)
+    r = df[(df["Method"] == "Reparameterization") & (df["Epoch"] == 12)].iloc[0]
+    assert r["Steps"] == "852" and r["Paper point (steps)"] == "epoch 1 (844)"
+    assert r["Est % 95% CI"] == "[85.0, 95.0]" and r["Verdict"] == "holds" and r["Est % (paper)"] == 82.36
+    late = df[(df["Method"] == "Reparameterization") & (df["Epoch"] == 22)].iloc[0]
+    assert late["Paper point (steps)"] == report.NO_PAPER and late["Verdict"].startswith("—")   # decides nothing
+    sg = df[(df["Method"] == "Continuous Silent Gradients") & (df["Epoch"] == 22)].iloc[0]
+    assert sg["Verdict"] == "holds"                           # structural: every point
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -491,6 +532,10 @@ def test_table_figures_save(tmp_path):
     t1 = report.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
     fig = plots.variance_figure(t1, "Table 1")
     assert len(fig.axes) == 3                                     # one panel per epoch
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "852 steps" in titles[1] and "paper epoch 1 = 844 steps" in titles[1]
+    assert "no paper point" in titles[0] and "no paper point" in titles[2]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["ours (95% CI)", "paper, same steps"]
     assert_saved(plots.save_figure(fig, tmp_path / "figs" / "variance", dpi=40))
     fig = plots.taylor_figure(TAYLOR)
     assert fig.axes[0].get_yscale() == "log"
