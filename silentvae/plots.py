@@ -192,7 +192,7 @@ def _num(x: Any) -> float:
 
 def variance_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Grouped bars (log scale) of our batch vs estimator variance per method, one panel per epoch, with
-    the paper's values as black markers. ``table`` is :func:`silentvae.report.table1`'s DataFrame.
+    the paper's values as black markers. ``table`` is :func:`silentvae.tables.table1`'s DataFrame.
     Zero (SG) estimator variance cannot show on a log axis and is labelled "0"."""
     import seaborn as sns
     df = table[pd.to_numeric(table["Epoch"], errors="coerce").notna()].copy()
@@ -234,7 +234,7 @@ def taylor_figure(taylor: dict[str, Any], title: str | None = None) -> Figure:
     """Bar chart (log scale) of each estimator's L2 deviation from the exact gradient, paper values as
     black markers."""
     import seaborn as sns
-    from .report import TAYLOR_LABELS
+    from .tables import TAYLOR_LABELS
     keys = list(TAYLOR_LABELS)
     ours = np.array([float(taylor[k]) for k in keys])
     paper = np.array([pv.TAYLOR_BIAS[k] for k in keys])

@@ -1,4 +1,5 @@
-r"""Tables of the report: every reproduced number beside the paper's value and the difference.
+r"""Table formatting of the report: every reproduced number beside the paper's value and the difference
+(assembly, i.e. gathering results and writing the report files, is :mod:`silentvae.report`).
 
 Each ``table*`` function is pure: result dicts in, a flat :class:`pandas.DataFrame` out (one row per
 table row, a RangeIndex, no MultiIndex). Numeric cells are floats / ints; a cell that has no number holds
@@ -18,7 +19,8 @@ with the paper's full-MNIST column; the ``Note`` column and the captions say so.
 Input formats (see :mod:`silentvae.train`, :mod:`silentvae.plan`, :mod:`silentvae.diagnostics`):
 
 * result dict: ``{"config": RunConfig dict, "history": [{"epoch", "val_bpd", "val_mse", "val_kld", ...}],
-  "finished": bool}``; its final numbers are those of the last history entry.
+  "finished": bool}``; its final value of a metric is :func:`silentvae.stats.final_value` (the mean of the
+  last 3 epochs), as in the claims; over seeds, tables show mean ± sd (sample sd, ddof=1).
 * selection dict: ``{"best_run", "best_val_bpd", "best_config", "candidates"}``.
 * variance result: ``{"batch_var", "est_var", "est_pct", ...}``; Taylor result ``{"sg", "gumbel",
   "reinforce", "exact_norm", "num_samples", ...}``.
@@ -37,16 +39,18 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from . import claims
 from . import paper_values as pv
 from . import paths
 from .io import atomic_write_text
 from .methods import FIXED_METHODS, label as method_label
+from .stats import FINAL_EPOCHS, final_value, mean_curve
 
 __all__ = ["NOT_CONFIGURED", "NO_RESULT", "NO_DATASET", "NO_PAPER", "NA", "CAPTIONS", "load_json",
            "final_metrics", "table1", "table1_epoch_map", "table2", "convergence", "table3", "table4", "table9",
            "taylor_table", "format_value", "format_table", "write_table", "dataset_note", "latex_escape",
            "summary_table1", "summary_table2", "summary_learnable", "summary_convergence", "summary_taylor",
-           "provenance", "html_table", "VERDICT_COLORS"]
+           "provenance", "html_table", "VERDICT_COLORS", "verdict_by_id"]
 
 NOT_CONFIGURED = "not run: method not in config"
 NO_RESULT = "not run: no finished result"
@@ -59,13 +63,14 @@ CAPTIONS: dict[str, str] = {
                "variance (Est Var); Est % = 100 Est Var / (Batch Var + Est Var). Ours beside the paper's "
                "(MNIST, epochs 1/50/250; 'Paper epoch' is the paper column each of our epochs is compared with). "
                "diff = ours - paper."),
-    "table2": ("Table 2: fixed variance (sigma^2 = 0.01), linear decoder: final validation BPD and MSE of the run "
-               "with the best learning rate per method. Our MNIST (5k subset) runs are compared with the paper's "
-               "full-MNIST values (epoch 500). diff = ours - paper."),
-    "convergence": ("Convergence (Sec. 3.2): first epoch at which validation BPD <= the target (paper: 6.73 BPD; "
-                    "SG 45 epochs, reparameterization 90)."),
-    "table3": ("Table 3: learnable variance, validation BPD, mean ± std over seeds (sample std, ddof=1; n/a for "
-               "one seed). Our MNIST (5k subset) numbers are compared with the paper's MNIST column. "
+    "table2": ("Table 2: fixed variance (sigma^2 = 0.01), linear decoder: final validation BPD and MSE (each seed's "
+               f"mean over its last {FINAL_EPOCHS} epochs), mean ± sd over the seeds of the best learning rate per "
+               "method (selected at the first seed). Our MNIST (5k subset) runs are compared with the paper's "
+               "full-MNIST values (epoch 500). diff = our mean - paper."),
+    "convergence": ("Convergence (Sec. 3.2): first epoch at which the seeds' mean validation BPD <= the target "
+                    "(paper: 6.73 BPD; SG 45 epochs, reparameterization 90)."),
+    "table3": (f"Table 3: learnable variance, final validation BPD (each seed's mean over its last {FINAL_EPOCHS} "
+               "epochs), mean ± std over seeds (sample std, ddof=1; n/a for one seed). Our MNIST (5k subset) numbers are compared with the paper's MNIST column. "
                "diff = our mean - paper mean."),
     "table4": ("Table 4: learnable variance, validation KL divergence (mean over seeds). Our MNIST (5k subset) "
                "numbers are compared with the paper's MNIST column. diff = ours - paper."),
@@ -79,7 +84,7 @@ CAPTIONS: dict[str, str] = {
 }
 CAPTIONS["taylor"] = CAPTIONS["taylor_bias"]
 CAPTIONS["claims"] = ("The paper's claims: this run's evidence, the paper's, and a verdict (silentvae.claims): holds, "
-                      "contradicted, not shown at this scale (with what it would take), or not run.")
+                      "contradicted, not shown at this scale (with what it would take), or not run. " + claims.RULE)
 CAPTIONS["provenance"] = (f"Every run whose numbers the report shows: its folder under {paths.runs_dir('results')}/, "
                           "config and seed.")
 
@@ -196,10 +201,16 @@ def _lr_str(lr: Any) -> str:
     return f"{float(lr):g}" if _is_num(lr) else str(lr)
 
 
+def _sd(vals: list[float]) -> Any:
+    return statistics.stdev(vals) if len(vals) > 1 else NA
+
+
 def table2(selections: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]], *,
            methods: Iterable[str] | None = None, not_run: dict[str, str] | None = None,
-           dataset: str | None = None) -> pd.DataFrame:
-    """Final-epoch validation BPD / MSE of the selected (best learning rate) run per method.
+           dataset: str | None = None, seeds: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """Final validation BPD / MSE (:func:`silentvae.stats.final_value`) of the selected learning rate per
+    method: the mean over its seeds (column ``BPD``), their sample sd (``BPD sd``, "n/a" for one seed) and
+    count (``Seeds``).
 
     Args:
         selections: method -> selection dict (``best_run``, ``best_config`` ...).
@@ -207,6 +218,8 @@ def table2(selections: dict[str, dict[str, Any]], results: dict[str, dict[str, A
         methods: the methods to list (default: those in ``selections``, in the paper's order).
         not_run / dataset: when ``dataset`` (default: the selections' dataset) is in ``not_run``, every
             reproduced cell holds that reason.
+        seeds: method -> the run ids of the selected setting's seeds (default: the selection's best run
+            alone); those without a result are left out.
     """
     not_run = not_run or {}
     if dataset is None:
@@ -228,25 +241,30 @@ def table2(selections: dict[str, dict[str, Any]], results: dict[str, dict[str, A
         else:
             reason = None
         if reason is None:
-            final = final_metrics(results[sel["best_run"]])
-            row.update({"lr": _lr_str(sel["best_config"].get("lr")), "Epochs": int(final["epoch"])})
-            ours = {"bpd": float(final["val_bpd"]), "mse": float(final["val_mse"])}
+            runs = [results[r] for r in (seeds or {}).get(m, [sel["best_run"]]) if r in results]
+            row.update({"lr": _lr_str(sel["best_config"].get("lr")),
+                        "Epochs": max(int(final_metrics(r)["epoch"]) for r in runs), "Seeds": len(runs)})
+            vals = {key: [final_value(r, f"val_{key}") for r in runs] for key in ("bpd", "mse")}
+            ours = {key: statistics.fmean(v) for key, v in vals.items()}
+            sds = {key: _sd(v) for key, v in vals.items()}
         else:
-            row.update({"lr": reason, "Epochs": reason})
-            ours = {"bpd": reason, "mse": reason}
+            row.update({"lr": reason, "Epochs": reason, "Seeds": reason})
+            ours = sds = {"bpd": reason, "mse": reason}
         for key, col in (("bpd", "BPD"), ("mse", "MSE")):
             ref = paper.get(key, NO_PAPER)
-            row.update({col: ours[key], f"{col} (paper)": ref, f"{col} diff": _diff(ours[key], ref)})
+            row.update({col: ours[key], f"{col} sd": sds[key], f"{col} (paper)": ref,
+                        f"{col} diff": _diff(ours[key], ref)})
         row["Note"] = (dataset_note(dataset) + " (paper: epoch 500)") if dataset else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def convergence(results: dict[str, dict[str, Any]], target: float = pv.CONVERGENCE["target_bpd"], *,
-                methods: Iterable[str] | None = None) -> pd.DataFrame:
-    """First epoch whose validation BPD <= ``target`` per method (selected fixed-variance runs).
+def convergence(results: dict[str, list[dict[str, Any]] | dict[str, Any]],
+                target: float = pv.CONVERGENCE["target_bpd"], *, methods: Iterable[str] | None = None) -> pd.DataFrame:
+    """First epoch whose seeds' mean validation BPD (:func:`silentvae.stats.mean_curve`) <= ``target`` per
+    method (the selected learning rate's seeds).
 
-    ``results``: method -> result dict. Not reached: "not reached (best X.XXX)".
+    ``results``: method -> its seeds' result dicts (or one result dict). Not reached: "not reached (best X.XXX)".
     """
     methods = _ordered(results if methods is None else methods, FIXED_METHODS)
     rows = []
@@ -254,16 +272,18 @@ def convergence(results: dict[str, dict[str, Any]], target: float = pv.CONVERGEN
         paper = pv.CONVERGENCE.get(m, NO_PAPER) if target == pv.CONVERGENCE["target_bpd"] else NO_PAPER
         row: dict[str, Any] = {"Method": method_label("fixed", m), "Target BPD": float(target)}
         res = results.get(m)
-        if res is None:
+        if isinstance(res, dict):
+            res = [res]
+        if not res:
             row.update({"Epoch reached": NOT_CONFIGURED, "Paper epoch": paper, "diff": NOT_CONFIGURED,
-                        "Epochs run": NOT_CONFIGURED, "Best BPD": NOT_CONFIGURED})
+                        "Epochs run": NOT_CONFIGURED, "Best BPD": NOT_CONFIGURED, "Seeds": NOT_CONFIGURED})
         else:
-            hist = res["history"]
-            hit = next((int(h["epoch"]) for h in hist if float(h["val_bpd"]) <= target), None)
-            best = min(float(h["val_bpd"]) for h in hist)
+            curve = mean_curve(res)
+            hit = next((e for e, v in curve if v <= target), None)
+            best = min(v for _, v in curve)
             reached: Any = hit if hit is not None else f"not reached (best {best:.3f})"
             row.update({"Epoch reached": reached, "Paper epoch": paper, "diff": _diff(reached, paper),
-                        "Epochs run": int(hist[-1]["epoch"]), "Best BPD": best})
+                        "Epochs run": curve[-1][0], "Best BPD": best, "Seeds": len(res)})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -298,16 +318,15 @@ def _cell(kind: str, dataset: str, method: str | None, learnable: dict[str, dict
     runs = learnable[dataset][method]
     if not runs:
         return NO_RESULT, paper, NO_RESULT, 0
-    finals = [final_metrics(r) for r in runs]
     if kind == "table3":
-        vals = [float(f["val_bpd"]) for f in finals]
+        vals = [final_value(r, "val_bpd") for r in runs]
         mean = statistics.fmean(vals)
         std = None if len(vals) < 2 else (statistics.stdev(vals) if ddof == 1 else statistics.pstdev(vals))
         return _mean_std_str(mean, std), paper, _diff(mean, paper_num), len(vals)
     if kind == "table4":
-        mean = statistics.fmean(float(f["val_kld"]) for f in finals)
-        return mean, paper, _diff(mean, paper_num), len(finals)
-    ours = float(finals[0]["val_mse"])
+        mean = statistics.fmean(final_value(r, "val_kld") for r in runs)
+        return mean, paper, _diff(mean, paper_num), len(runs)
+    ours = final_value(runs[0], "val_mse")
     return ours, paper, _diff(ours, paper_num), 1
 
 
@@ -470,23 +489,44 @@ def summary_table1(variance: dict[str, dict[int, dict[str, Any]]]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def summary_table2(full: pd.DataFrame, verdicts: dict[str, str], runs: dict[str, str] | None = None) -> pd.DataFrame:
-    """Table 2, compact: our BPD / MSE beside the paper's, with the verdict of the continuous or discrete
-    claim (``verdicts``: {"continuous": v, "discrete": v}) and the run each row comes from (``runs``:
-    {method: run id})."""
-    out = full[["Method", "lr", "Epochs", "BPD", "BPD (paper)", "MSE", "MSE (paper)"]].copy()
-    discrete = {m.label for m in FIXED_METHODS.values() if m.latent == "bernoulli"}
-    out["Verdict"] = [verdicts["discrete" if m in discrete else "continuous"] for m in out["Method"]]
-    by_label = {method_label("fixed", m): r for m, r in (runs or {}).items()}
-    out["Run"] = [by_label.get(m, NO_PAPER) for m in out["Method"]]
+def verdict_by_id(claims_df: pd.DataFrame) -> dict[str, str]:
+    """{claim id: verdict} of a :func:`silentvae.claims.claims_table` (the report looks claims up by id)."""
+    return dict(zip(claims_df["Id"], claims_df["Verdict"]))
+
+
+#: the claim each Table 2 method is compared in
+TABLE2_CLAIM = {m: claims.claim_id("discrete_order" if spec.latent == "bernoulli" else "continuous_sg")
+                for m, spec in FIXED_METHODS.items()}
+#: the methods the convergence claim compares
+CONVERGENCE_METHODS = ("sg_gaussian", "reparam")
+
+
+def _pm(mean: Any, sd: Any) -> Any:
+    if not _is_num(mean):
+        return mean
+    return f"{mean:.3f} ± {sd:.3f}" if _is_num(sd) else f"{mean:.3f} ± {NA}"
+
+
+def summary_table2(full: pd.DataFrame, verdicts: dict[str, str], runs: dict[str, list[str]] | None = None
+                   ) -> pd.DataFrame:
+    """Table 2, compact: our BPD / MSE (mean ± sd over seeds, n) beside the paper's, with the verdict of the
+    claim each method is compared in (``verdicts``: {claim id: verdict}, :data:`TABLE2_CLAIM`) and the runs
+    each row comes from (``runs``: {method: run ids})."""
+    out = full[["Method", "lr", "Epochs", "Seeds"]].copy()
+    for col in ("BPD", "MSE"):
+        out[col] = [_pm(m, sd) for m, sd in zip(full[col], full[f"{col} sd"])]
+        out[f"{col} (paper)"] = full[f"{col} (paper)"]
+    by_label = {method_label("fixed", m): m for m in FIXED_METHODS}
+    out["Verdict"] = [verdicts.get(TABLE2_CLAIM[by_label[m]], "") if m in by_label else "" for m in out["Method"]]
+    out["Runs"] = [", ".join((runs or {}).get(by_label.get(m, ""), [])) or NO_PAPER for m in out["Method"]]
     return out
 
 
 def summary_learnable(kind: str, learnable: dict[str, dict[str, list[dict]]], datasets: Iterable[str],
                       not_run: dict[str, str]) -> pd.DataFrame:
     """Tables 3 / 4 / 9, compact: the datasets that ran only (a missing dataset is one note elsewhere), our
-    "Without SG" / "With SG" beside the paper's, and the verdict of each "X vs X + SG" pair."""
-    from . import claims
+    "Without SG" / "With SG" beside the paper's, and the verdict of each "X vs X + SG" pair (no verdict cell
+    on a row without a pair)."""
     key = {"table3": "val_bpd", "table4": "val_kld", "table9": "val_mse"}[kind]
     shown = [d for d in datasets if d not in not_run and d in learnable]
     full = _learnable_table(kind, learnable, not_run, shown)
@@ -498,7 +538,7 @@ def summary_learnable(kind: str, learnable: dict[str, dict[str, list[dict]]], da
     for _, r in full.iterrows():
         est = next((w for label, w, _ in pv.LEARNABLE_ROWS if label == r["Method"] and w), None)
         o = outcomes[labels[r["Dataset"]]].get(est) if est else None
-        verdict.append(_OUTCOME_VERDICT[o[0]] if o else NO_PAPER)
+        verdict.append(_OUTCOME_VERDICT[o[0]] if o else "")
     cols = ["Dataset", "Method", "Without SG", "Without SG (paper)", "With SG", "With SG (paper)"]
     out = full[cols].copy()
     out["Verdict (X vs X + SG)"] = verdict
@@ -506,9 +546,11 @@ def summary_learnable(kind: str, learnable: dict[str, dict[str, list[dict]]], da
 
 
 def summary_convergence(full: pd.DataFrame, verdict: str) -> pd.DataFrame:
-    """Convergence, compact: epoch reached by each method beside the paper's, with the claim's verdict."""
-    out = full[["Method", "Target BPD", "Epoch reached", "Paper epoch", "Epochs run"]].copy()
-    out["Verdict"] = verdict
+    """Convergence, compact: epoch reached by each method's mean curve beside the paper's, with the claim's
+    verdict on the methods the claim compares (:data:`CONVERGENCE_METHODS`) and no verdict cell on the others."""
+    out = full[["Method", "Seeds", "Target BPD", "Epoch reached", "Paper epoch", "Epochs run"]].copy()
+    compared = {method_label("fixed", m) for m in CONVERGENCE_METHODS}
+    out["Verdict"] = [verdict if m in compared else "" for m in out["Method"]]
     return out
 
 
@@ -553,156 +595,3 @@ def html_table(df: pd.DataFrame) -> str:
         styler = styler.map(color, subset=verdict_cols)
     return styler.set_table_styles([{"selector": "td, th", "props": "text-align: left; vertical-align: top; "
                                                                      "padding: 2px 6px; font-size: 12px"}]).to_html()
-
-
-# ------------------------------------------------------------------------------------------------------
-# Assembly: a results folder's finished outputs -> every claim, table and figure
-# ------------------------------------------------------------------------------------------------------
-
-def _load_if_present(path: str) -> dict[str, Any] | None:
-    return load_json(path) if Path(path).exists() else None
-
-
-def gather_results(results_dir: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Collect every finished output of the plan of ``cfg`` under ``results_dir`` for the report.
-
-    Returns a dict with ``fixed_dataset``, ``fixed_selections`` {method: selection}, ``fixed_results``
-    {run id: result}, ``variance`` {method: {epoch: result}}, ``learnable`` {dataset: {method: [results over
-    seeds, the selected grid run first]}}, ``learnable_runs`` (the same with run ids), ``learnable_selections``
-    {dataset: {method: selection}}, ``taylor`` (result or None) and ``not_run`` {dataset: reason}. Outputs
-    that do not exist are left out.
-    """
-    from .plan import make_plan
-    results = str(results_dir)
-    plan = make_plan(cfg)
-    out: dict[str, Any] = {"fixed_dataset": cfg["fixed_variance"]["dataset"], "fixed_selections": {},
-                           "fixed_results": {}, "variance": {}, "learnable": {}, "learnable_runs": {},
-                           "learnable_selections": {}, "taylor": None, "not_run": dict(plan.not_run)}
-    for selection_id, run_ids in plan.selections.items():
-        selection = _load_if_present(paths.selection_json(results, selection_id))
-        experiment, dataset, method = selection_id.split("/")
-        if experiment == "fixed":
-            for run_id in run_ids:
-                result = _load_if_present(paths.result_json(results, run_id))
-                if result is not None:
-                    out["fixed_results"][run_id] = result
-            if selection is not None:
-                out["fixed_selections"][method] = selection
-        elif selection is not None:
-            out["learnable_selections"].setdefault(dataset, {})[method] = selection
-            found = [(run_id, _load_if_present(paths.result_json(results, run_id)))
-                     for run_id in [selection["best_run"]] + plan.final_runs.get(selection_id, [])]
-            found = [(run_id, r) for run_id, r in found if r is not None]
-            out["learnable"].setdefault(dataset, {})[method] = [r for _, r in found]
-            out["learnable_runs"].setdefault(dataset, {})[method] = [run_id for run_id, _ in found]
-    for job, settings in plan.variance.items():
-        result = _load_if_present(paths.diagnostic_json(results, job))
-        if result is not None:
-            out["variance"][settings["method"]] = {int(e): r for e, r in result["results"].items()}
-    for job in plan.taylor:
-        out["taylor"] = _load_if_present(paths.diagnostic_json(results, job))
-    return out
-
-
-PAPER_FIGURE = {"mnist": "figure3", "mnist5k": "figure3", "imagenet32": "figure4", "cifar10": "figure5"}
-LEARNABLE_TITLES = {"table3": "Table 3: learnable variance, BPD", "table4": "Table 4: KLD", "table9": "Table 9: MSE"}
-
-
-def write_report(results_dir: str | Path, cfg: dict[str, Any], *, out_dir: str | Path | None = None,
-                 num_images: int = 8, device: str = "cpu") -> dict[str, Any]:
-    """Every claim, table and figure of the paper from the finished outputs under ``results_dir``.
-
-    Writes ``tables/<name>.{csv,md,tex}`` (``claims`` first: :func:`silentvae.claims.claims_table`; the long
-    comparisons ``table1`` ... ``taylor_bias``; ``provenance``: every run shown) and
-    ``figures/<name>.{png,pdf}`` under ``out_dir`` (default ``results_dir``). Returns {"claims": DataFrame,
-    "sections": [{"title", "caption", "table": compact DataFrame, "figures": [names]}], "tables": {name:
-    DataFrame}, "figures": {name: Figure}, "notes": [one line per missing dataset], "provenance": DataFrame}.
-    """
-    from . import claims, plots
-    from .train import RunConfig, load_splits
-
-    results = str(results_dir)
-    gathered = gather_results(results, cfg)
-    not_run = gathered["not_run"]
-    claims_df = claims.claims_table(gathered, cfg)
-    verdict = list(claims_df["Verdict"])   # rows 0-5: zero var, dominates, continuous, discrete, convergence, Taylor
-    tables: dict[str, Any] = {"claims": claims_df}
-    figures: dict[str, Any] = {}
-    sections: list[dict[str, Any]] = []
-    fixed_dataset = gathered["fixed_dataset"]
-    fixed_selections = gathered["fixed_selections"]
-    selected_fixed = {m: gathered["fixed_results"][s["best_run"]] for m, s in fixed_selections.items()
-                      if s["best_run"] in gathered["fixed_results"]}
-    shown_runs = [(fixed_selections[m]["best_run"], r) for m, r in selected_fixed.items()]
-
-    def val_images(result: dict[str, Any]):
-        run_cfg = RunConfig.from_dict({**result["config"], "device": device})
-        return load_splits(run_cfg)[1].images[:num_images]
-
-    def reconstructions(run_id: str, images):
-        return plots.reconstructions_from_checkpoint(paths.last_checkpoint(results, run_id), images, device)
-
-    if gathered["variance"]:
-        tables["table1"] = table1(gathered["variance"])
-        figures["variance"] = plots.variance_figure(tables["table1"])
-        sections.append({"title": "Table 1: gradient variance", "caption": CAPTIONS["table1"],
-                         "table": summary_table1(gathered["variance"]), "figures": ["variance"]})
-    tables["table2"] = table2(fixed_selections, gathered["fixed_results"], not_run=not_run, dataset=fixed_dataset)
-    if selected_fixed:
-        target = cfg["fixed_variance"].get("target_bpd", pv.CONVERGENCE["target_bpd"])
-        tables["convergence"] = convergence(selected_fixed, target)
-        figures["fixed_curves"] = plots.curves_panels({FIXED_METHODS[m].label: r["history"]
-                                                       for m, r in selected_fixed.items()}, target=target,
-                                                      title=f"Learning curves of the Table 2 runs ({fixed_dataset})")
-        images = val_images(next(iter(selected_fixed.values())))
-        rows = {"original": images}
-        for m, selection in fixed_selections.items():
-            rows[FIXED_METHODS[m].label] = reconstructions(selection["best_run"], images)[0]
-        figures["figure2_fixed_reconstructions"] = plots.reconstruction_figure(rows, f"Figure 2 ({fixed_dataset})")
-        sections.append({"title": "Table 2: fixed variance", "caption": CAPTIONS["table2"],
-                         "table": summary_table2(tables["table2"], {"continuous": verdict[2], "discrete": verdict[3]},
-                                                 {m: s["best_run"] for m, s in fixed_selections.items()}),
-                         "figures": ["fixed_curves", "figure2_fixed_reconstructions"]})
-        sections.append({"title": "Convergence (Sec. 3.2)", "caption": CAPTIONS["convergence"],
-                         "table": summary_convergence(tables["convergence"], verdict[4]), "figures": []})
-    datasets = list(cfg["learnable_variance"]["datasets"]) if cfg["learnable_variance"]["enabled"] else []
-    for name, table in (("table3", table3), ("table4", table4), ("table9", table9)):
-        tables[name] = table(gathered["learnable"], not_run, datasets)
-        summary = summary_learnable(name, gathered["learnable"], datasets, not_run)
-        if not summary.empty:
-            sections.append({"title": LEARNABLE_TITLES[name], "caption": CAPTIONS[name], "table": summary,
-                             "figures": []})
-    for dataset in datasets:
-        selections = gathered["learnable_selections"].get(dataset, {})
-        if not selections:
-            continue
-        learnable = gathered["learnable"][dataset]
-        shown_runs += [(run_id, r) for m in selections
-                       for run_id, r in zip(gathered["learnable_runs"][dataset][m], learnable[m])]
-        curves = f"learnable_curves_{dataset}"
-        figures[curves] = plots.curves_panels(
-            {method_label("learnable", m): runs[0]["history"] for m, runs in learnable.items() if runs},
-            keys=("val_bpd", "val_kld"), title=f"Learnable variance, {dataset}: first seed of each method")
-        images = val_images(learnable[next(iter(selections))][0])
-        by_method = {method_label("learnable", m): reconstructions(s["best_run"], images)
-                     for m, s in selections.items()}
-        name = f"{PAPER_FIGURE.get(dataset, 'figure')}_{dataset}_reconstructions"
-        figures[name] = plots.reconstruction_with_std_figure(images, by_method,
-                                                             title=f"{dataset}: means and learned std")
-        sections.append({"title": f"Learnable variance on {dataset}: curves and Figure {name[6]}-style "
-                                  f"reconstructions", "caption": "", "table": None, "figures": [curves, name]})
-    if gathered["taylor"] is not None:
-        tables["taylor_bias"] = taylor_table(gathered["taylor"])
-        figures["taylor_bias"] = plots.taylor_figure(gathered["taylor"])
-        sections.append({"title": "Taylor bias (Sec. 4.1)", "caption": CAPTIONS["taylor_bias"],
-                         "table": summary_taylor(tables["taylor_bias"], verdict[5]), "figures": ["taylor_bias"]})
-    tables["provenance"] = provenance(shown_runs)
-    dest = out_dir if out_dir is not None else results
-    for name, df in tables.items():
-        write_table(df, paths.tables_dir(dest), name)
-    for name, fig in figures.items():
-        plots.save_figure(fig, Path(paths.figures_dir(dest)) / name)
-    notes = [f"{reason}: every claim and table cell of {pv.DATASET_LABELS.get(ds, ds)} is \"not run\"."
-             for ds, reason in not_run.items()]
-    return {"claims": claims_df, "sections": sections, "tables": tables, "figures": figures, "notes": notes,
-            "provenance": tables["provenance"]}
