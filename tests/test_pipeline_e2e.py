@@ -81,7 +81,7 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, re.M))
     fixed = cfg["fixed_variance"]
     assert sum(int(n) for rule, n in counts.items() if rule.startswith("train_fixed_")) == \
-        len(fixed["methods"]) * len(fixed["lr_grid"])
+        len(fixed["methods"]) * (len(fixed["lr_grid"]) + len(fixed["seeds"]) - 1)   # the grid and the other seeds
     assert not any(rule.startswith("train_learnable_") for rule in counts)
 
     # A job killed after epoch 1 of 2 (its last.pt is the epoch-1 checkpoint, nothing downstream exists yet)
