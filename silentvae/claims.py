@@ -22,7 +22,7 @@ is exactly 0) and the Taylor check keep their own rules, stated in their functio
 
 Each row has an ``Id`` (:data:`CLAIM_IDS`, e.g. ``t2_continuous_sg``, ``t3_bpd_mnist``): the report, the
 tests and everything else look claims up by id, never by position. Each ``claim_*`` function takes plain
-result dicts (see :mod:`silentvae.report`) and returns a row dict with the keys of :data:`COLUMNS` (``Id``
+result dicts (formats: :mod:`silentvae.tables`) and returns a row dict with the keys of :data:`COLUMNS` (``Id``
 filled by :func:`claims_table`, which assembles every row from :func:`silentvae.report.gather_results`).
 """
 

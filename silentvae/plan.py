@@ -191,17 +191,14 @@ def _plan_fixed(cfg: dict[str, Any], builder: _PlanBuilder, variance: dict[str, 
     for method_id in fixed["methods"]:
         method = FIXED_METHODS[method_id]
         selection = f"fixed/{dataset}/{method_id}"
+        # every seed saves the checkpoints Table 1 reads (the same config but for the seed: one stack can hold them)
         base = {"data_root": cfg["data_root"], **fixed["run"], **method.run_fields(), "experiment": "fixed",
-                "dataset": dataset}
+                "dataset": dataset, "checkpoint_epochs": checkpoints, "download": _download(cfg, dataset)}
         points = _grid_points(method, fixed)
         builder.selections[selection] = [
-            builder.add(f"{selection}/{name}", "fixed", {**base, **values, "seed": first_seed,
-                                                         "checkpoint_epochs": checkpoints,
-                                                         "download": _download(cfg, dataset)})
+            builder.add(f"{selection}/{name}", "fixed", {**base, **values, "seed": first_seed})
             for name, values in points]
-        final_runs[selection] = _other_seeds(builder, selection, "fixed",
-                                             {**base, "download": _download(cfg, dataset)}, points, ["lr"],
-                                             other_seeds, [])
+        final_runs[selection] = _other_seeds(builder, selection, "fixed", base, points, ["lr"], other_seeds, [])
         if cfg["variance_decomposition"]["enabled"]:
             variance[f"variance/{dataset}/{method_id}"] = {**cfg["variance_decomposition"], "selection": selection,
                                                            "method": method_id, "dataset": dataset}

@@ -533,11 +533,12 @@ def test_report_notebook_html_has_claims_first_and_every_figure_as_an_image(tmp_
         html.index("The paper's claims")
     first_table = html.index("<table")
     assert claims_at < first_table < html.index("<img")                # the claims table is the first thing
+    assert "Welch" in html[claims_at:first_table]                     # the rule is stated above the table
     claims_df = pd.read_csv(tmp_path / "out" / "tables" / "claims.csv", keep_default_na=False)
     assert len(claims_df) >= 16 and set(claims_df["Verdict"]) <= set(claims.VERDICTS)
     first = html[first_table:html.index("</table>") + len("</table>")]
-    for claim in claims_df["Claim"]:
-        assert claim.replace('"', "&quot;") in first or claim in first, claim
+    for claim, claim_id in zip(claims_df["Claim"], claims_df["Id"]):
+        assert (claim.replace('"', "&quot;") in first or claim in first) and claim_id in first, claim
     reason = "not run: cifar10 not found at"
     cifar_claim_rows = int(claims_df["Why / what it would take"].str.startswith(reason).sum())
     assert cifar_claim_rows == 3                                     # Tables 3, 4, 9 for CIFAR-10
