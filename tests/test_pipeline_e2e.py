@@ -65,11 +65,14 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     table3 = pd.read_csv(results / "tables" / "table3.csv")
     assert (table3.astype(str) == reason).any().any()
     # tiny.yaml stacks the learnable grids: one job (notebook, done file) per grid and per grid's other seeds
-    for job in ("learnable/mnist5k/reparam_sg/grid", "learnable/mnist5k/reparam_sg/final"):
+    for job in ("learnable/mnist5k/reparam/grid", "learnable/mnist5k/reparam/final"):
         assert Path(paths.training_notebook(str(results), job)).exists()
-    done = json.loads(Path(paths.training_json(str(results), "learnable/mnist5k/reparam_sg/final")).read_text())
-    assert list(done["runs"]) == ["learnable/mnist5k/reparam_sg/final_s1"]
+    done = json.loads(Path(paths.training_json(str(results), "learnable/mnist5k/reparam/final")).read_text())
+    assert list(done["runs"]) == ["learnable/mnist5k/reparam/final_s1"]
     assert all(Path(p).exists() for p in done["runs"].values())
+    # a one-point grid (reparam_sg: one annealing rate, one cut-off) trains its seeds in the grid's job
+    done = json.loads(Path(paths.training_json(str(results), "learnable/mnist5k/reparam_sg/grid")).read_text())
+    assert list(done["runs"]) == ["learnable/mnist5k/reparam_sg/ar0.5_co2_s0", "learnable/mnist5k/reparam_sg/final_s1"]
     # fixed_variance runs one job per run: a stack of one, with its own done file
     single = json.loads(Path(paths.training_json(str(results), sel["best_run"])).read_text())
     assert list(single["runs"]) == [sel["best_run"]] and single["stack_size"] >= 1
