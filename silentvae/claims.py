@@ -1,25 +1,29 @@
-r"""The paper's claims, each with this run's evidence, the paper's, and a verdict decided by code.
+r"""The paper's claims, each with a stable id, this run's evidence, the paper's, and a verdict decided by code.
 
 Verdicts (:data:`VERDICTS`):
 
 * ``holds``: our numbers show the claim;
-* ``contradicted``: our numbers show the opposite, at a scale where the paper's effect should be visible;
-* ``not shown at this scale``: neither (runs shorter than the paper's and not plateaued, a difference
-  inside the seed spread, a threshold not reached); the row says what it would take;
+* ``contradicted``: our numbers show the opposite;
+* ``not shown at this scale``: neither (no significant difference, fewer than 2 seeds a side, a threshold not
+  reached); the row gives the gap, its direction and what it would take;
 * ``not run``: the inputs do not exist (dataset missing, experiment or method not in the config).
 
-Rules shared by the comparisons (:func:`compare`): values ``a`` and ``b`` (one per seed) differ when the
-gap between them exceeds ``rel_tol * max(|mean a|, |mean b|)``; with two or more seeds on a side the gap is
-measured between the seed ranges (``min(b) - max(a)``), so a difference inside the seed spread is no
-difference. A comparison that goes against the paper only contradicts it when the runs are *at scale*
-(:func:`at_scale`): as long as the paper's, or plateaued (the last quarter of epochs improved validation BPD
-by less than ``PLATEAU_REL_TOL`` relative), and, for "+ SG" runs, past Algorithm 1's cut-off or annealing
-(the encoder no longer trained by the linear decoder). A comparison that agrees with the paper holds at any
-scale (the data show it).
+**The rule for every comparison between methods** (one rule, both directions; :mod:`silentvae.stats`): each
+seed's final value is the mean validation metric of its last 3 epochs; the methods' final values are compared
+by Welch's two-sided t-test at 5% (``scipy.stats.ttest_ind(equal_var=False)``). A significant difference in the
+paper's direction holds, a significant difference in the opposite direction contradicts; no significant
+difference, fewer than 2 seeds on a side, or a test that cannot be computed is "not shown", with the gap and
+its direction. The verdict never depends on whether the data agree with the paper. A claim of several
+comparisons (BPD and MSE; SG < Gumbel < REINFORCE; every "X vs X + SG" pair) holds when every comparison holds
+and is contradicted when any is. Runs shorter than the paper's are judged by the same rule at their length,
+and the row says so ("at 22 of 500 epochs"), whichever way the verdict goes. The convergence claim compares the
+seeds' mean learning curves (at least 2 seeds a method). Structural claims (Table 1: SG's estimator variance
+is exactly 0) and the Taylor check keep their own rules, stated in their functions.
 
-Each ``claim_*`` function takes plain result dicts (see :mod:`silentvae.report`) and returns a row dict
-with the keys of :data:`COLUMNS`; :func:`claims_table` assembles every row from
-:func:`silentvae.report.gather_results`' output.
+Each row has an ``Id`` (:data:`CLAIM_IDS`, e.g. ``t2_continuous_sg``, ``t3_bpd_mnist``): the report, the
+tests and everything else look claims up by id, never by position. Each ``claim_*`` function takes plain
+result dicts (formats: :mod:`silentvae.tables`) and returns a row dict with the keys of :data:`COLUMNS` (``Id``
+filled by :func:`claims_table`, which assembles every row from :func:`silentvae.report.gather_results`).
 """
 
 from __future__ import annotations
@@ -32,24 +36,29 @@ import pandas as pd
 
 from . import paper_values as pv
 from .methods import FIXED_METHODS, LEARNABLE_METHODS, with_sg
+from .stats import ALPHA, FINAL_EPOCHS, MIN_SEEDS, Comparison, final_value, mean_curve, welch
 
-__all__ = ["HOLDS", "CONTRADICTED", "NOT_SHOWN", "NOT_RUN", "VERDICTS", "COLUMNS", "REL_TOL", "PLATEAU_REL_TOL",
-           "PAPER_FIXED_EPOCHS", "EXACT_NORM_FLOOR", "PAPER_LEARNABLE_EPOCHS", "PAPER_TAYLOR_SAMPLES", "FAR_BELOW", "HALF_RATIO",
-           "compare", "plateaued", "variance_row_verdict", "at_scale", "annealing_done", "aggregate", "claim_zero_variance",
+__all__ = ["HOLDS", "CONTRADICTED", "NOT_SHOWN", "NOT_RUN", "VERDICTS", "COLUMNS", "RULE", "CLAIM_IDS",
+           "PAPER_FIXED_EPOCHS", "EXACT_NORM_FLOOR", "PAPER_LEARNABLE_EPOCHS", "PAPER_TAYLOR_SAMPLES", "FAR_BELOW",
+           "HALF_RATIO", "variance_row_verdict", "annealing_done", "aggregate", "outcome", "claim_zero_variance",
            "claim_variance_dominates", "claim_continuous_sg", "claim_discrete_order", "claim_convergence",
            "claim_taylor", "taylor_conditioning", "reinforce_at_paper_samples", "TAYLOR_BASELINES",
-           "claim_learnable_pairs", "claim_sg_beats_reinforce", "pair_outcomes", "claims_table"]
+           "claim_learnable_pairs", "claim_sg_beats_reinforce", "pair_outcomes", "claims_table", "claim_id"]
 
 HOLDS = "holds"
 CONTRADICTED = "contradicted"
 NOT_SHOWN = "not shown at this scale"
 NOT_RUN = "not run"
 VERDICTS = (HOLDS, CONTRADICTED, NOT_SHOWN, NOT_RUN)
-COLUMNS = ("Claim", "Source", "Ours", "Paper", "Verdict", "Why / what it would take", "Runs")
+COLUMNS = ("Id", "Claim", "Source", "Ours", "Paper", "Verdict", "Why / what it would take", "Runs")
+#: the rule as the report states it (above the claims table)
+RULE = (f"Rule: a comparison between methods is decided by Welch's two-sided t-test at {ALPHA:.0%} on the seeds' "
+        f"final values (each seed's mean validation value over its last {FINAL_EPOCHS} epochs): a significant "
+        "difference in the paper's direction holds, in the opposite direction contradicts; otherwise, or with fewer "
+        f"than {MIN_SEEDS} seeds a side, not shown (gap and direction given). Runs shorter than the paper's are "
+        "judged the same way and say so (\"at 22 of 500 epochs\"). Convergence: the seeds' mean curves. Table 1's "
+        "zero variance is structural (exactly 0).")
 
-#: relative tolerance under which two single-seed values count as equal, per metric
-REL_TOL = {"val_bpd": 1e-3, "val_mse": 1e-2, "val_kld": 1e-2}
-PLATEAU_REL_TOL = 1e-3
 PAPER_FIXED_EPOCHS = 500
 #: paper run length per (our) dataset of the learnable experiment: (epochs, REINFORCE epochs), Appendix B.2
 PAPER_LEARNABLE_EPOCHS = {"mnist": (200, 300), "imagenet32": (100, 100), "cifar10": (2000, 2000)}
@@ -60,42 +69,27 @@ EXACT_NORM_FLOOR = 1e-6   # Taylor check: an exact gradient below this norm (col
 #: the sampling estimators, each with a learnable "+ SG" variant
 ESTIMATORS = tuple(m.baseline for m in LEARNABLE_METHODS.values() if m.baseline is not None)
 
+#: the stable id of each claim (learnable ones per paper dataset: ``t3_bpd_mnist``, ``t3_sg_vs_reinforce_imagenet32``)
+CLAIM_IDS = {"zero_variance": "t1_zero_variance", "variance_dominates": "t1_variance_dominates",
+             "continuous_sg": "t2_continuous_sg", "discrete_order": "t2_discrete_order",
+             "convergence": "s32_convergence", "taylor": "s41_taylor", "val_bpd": "t3_bpd", "val_kld": "t4_kld",
+             "val_mse": "t9_mse", "sg_vs_reinforce": "t3_sg_vs_reinforce"}
+
 # outcomes of one comparison item
 SUPPORTS, AGAINST, UNSHOWN = "supports", "against", "unshown"
+
+
+def claim_id(name: str, paper_dataset: str | None = None) -> str:
+    """The stable id of claim ``name`` (a :data:`CLAIM_IDS` key), per paper dataset for the learnable claims."""
+    base = CLAIM_IDS[name]
+    return f"{base}_{paper_dataset}" if paper_dataset else base
 
 
 def _row(claim: str, source: str, ours: str, paper: str, verdict: str, why: str = "",
          runs: Iterable[str] = ()) -> dict[str, str]:
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-    return dict(zip(COLUMNS, (claim, source, ours, paper, verdict, why, ", ".join(runs))))
-
-
-def compare(a: list[float], b: list[float], rel_tol: float) -> int:
-    """-1 when ``a`` is shown below ``b``, +1 when shown above, 0 when not shown apart.
-
-    Shown apart: the gap between the seed ranges (``min(b) - max(a)`` for a below b) exceeds
-    ``rel_tol * max(|mean a|, |mean b|)``. With one value per side the range is the value itself.
-    """
-    if not a or not b:
-        raise ValueError("compare needs at least one value on each side")
-    tol = rel_tol * max(abs(statistics.fmean(a)), abs(statistics.fmean(b)))
-    if min(b) - max(a) > tol:
-        return -1
-    if min(a) - max(b) > tol:
-        return 1
-    return 0
-
-
-def plateaued(history: list[dict[str, Any]], key: str = "val_bpd", rel_tol: float = PLATEAU_REL_TOL) -> bool:
-    """True when the best ``key`` of the last quarter of epochs improved on the best before it by less than
-    ``rel_tol`` relative (at least 8 epochs needed)."""
-    vals = [float(h[key]) for h in history if h.get(key) is not None]
-    if len(vals) < 8:
-        return False
-    w = math.ceil(len(vals) / 4)
-    before, last = min(vals[:-w]), min(vals[-w:])
-    return before - last <= rel_tol * abs(before)
+    return dict(zip(COLUMNS, ("", claim, source, ours, paper, verdict, why, ", ".join(runs))))
 
 
 def annealing_done(result: dict[str, Any]) -> bool:
@@ -108,15 +102,9 @@ def annealing_done(result: dict[str, Any]) -> bool:
     return bool(last.get("encoder_frozen")) or float(last.get("w_lin", 1.0)) == 0.0
 
 
-def at_scale(result: dict[str, Any], paper_epochs: int) -> bool:
-    """A run long enough for the paper's final numbers: as many epochs as the paper's, or plateaued in
-    validation BPD; for "+ SG" runs also past Algorithm 1's annealing / cut-off."""
-    epochs = int(result["history"][-1]["epoch"])
-    return annealing_done(result) and (epochs >= paper_epochs or plateaued(result["history"]))
-
-
 def aggregate(outcomes: list[str]) -> str:
-    """Any item against -> contradicted; every item supporting -> holds; else not shown at this scale."""
+    """A conjunction of comparisons: any item against -> contradicted; every item supporting -> holds; else
+    not shown at this scale."""
     if not outcomes:
         return NOT_RUN
     if AGAINST in outcomes:
@@ -126,29 +114,46 @@ def aggregate(outcomes: list[str]) -> str:
     return NOT_SHOWN
 
 
-def _final(results: list[dict[str, Any]], key: str) -> list[float]:
-    return [float(r["history"][-1][key]) for r in results]
+def outcome(comparison: Comparison, wanted: int) -> str:
+    """One comparison against the paper's direction ``wanted`` (-1: a below b): the same test decides both ways."""
+    if wanted not in (-1, 1):
+        raise ValueError(f"wanted must be -1 or +1, got {wanted!r}")
+    d = comparison.direction
+    return SUPPORTS if d == wanted else AGAINST if d == -wanted else UNSHOWN
+
+
+def _finals(results: list[dict[str, Any]], key: str) -> list[float]:
+    return [final_value(r, key) for r in results]
 
 
 def _fmt_vals(vals: list[float], digits: int = 3) -> str:
     mean = statistics.fmean(vals)
-    if len(vals) < 2:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(vals):.{digits}f} ({len(vals)} seeds)"
+    sd = f"{statistics.stdev(vals):.{digits}f}" if len(vals) > 1 else "n/a"
+    return f"{mean:.{digits}f} ± {sd} (n={len(vals)})"
 
 
-def _run_desc(result: dict[str, Any]) -> str:
-    cfg = result.get("config", {})
-    return f"{int(result['history'][-1]['epoch'])} ep, seed {cfg.get('seed', '?')}"
+def _versus(label_a: str, a: list[float], label_b: str, b: list[float], c: Comparison, digits: int = 3) -> str:
+    rel = {-1: "<", 1: ">", 0: "<" if c.gap < 0 else ">" if c.gap > 0 else "="}[c.direction]
+    sig = "" if c.direction else " (not significant)" if c.testable else ""
+    return f"{label_a} {_fmt_vals(a, digits)} {rel} {label_b} {_fmt_vals(b, digits)}{sig}: {c.describe(digits)}"
 
 
-def _outcome(direction: int, wanted: int, scaled: bool, allow_equal: bool = False) -> str:
-    """One comparison against the paper's direction ``wanted`` (-1: a below b)."""
-    if direction == wanted or (allow_equal and direction == 0):
-        return SUPPORTS
-    if direction == -wanted:
-        return AGAINST if scaled else UNSHOWN
-    return UNSHOWN
+def _length_note(items: Iterable[tuple[dict[str, Any], int]]) -> str:
+    """'at 22 of 500 epochs' when a run is shorter than the paper's; '+ SG still annealing' when Algorithm 1
+    has not finished. ``items``: (result, paper epochs)."""
+    items = list(items)
+    notes = []
+    ran = max(int(r["history"][-1]["epoch"]) for r, _ in items)
+    paper = max(p for _, p in items)
+    if any(int(r["history"][-1]["epoch"]) < p for r, p in items):
+        notes.append(f"at {ran} of {paper} epochs")
+    if not all(annealing_done(r) for r, _ in items):
+        notes.append("+ SG still annealing at the last epoch")
+    return "; ".join(notes)
+
+
+def _why(parts: list[str], note: str) -> str:
+    return "; ".join(parts + ([note] if note else []))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -316,98 +321,116 @@ def claim_variance_dominates(variance: dict[str, dict[int, dict[str, Any]]], run
 
 
 # ------------------------------------------------------------------------------------------------------
-# Table 2 and convergence (fixed variance, one seed per method)
+# Table 2 and convergence (fixed variance: the selected learning rate's seeds per method)
 # ------------------------------------------------------------------------------------------------------
 
-def _fixed_evidence(fixed: dict[str, dict[str, Any]], methods: Iterable[str]) -> str:
-    out = []
-    for m in methods:
-        f = fixed[m]["history"][-1]
-        out.append(f"{FIXED_METHODS[m].label} BPD {float(f['val_bpd']):.3f}, MSE {float(f['val_mse']):.3f} "
-                   f"(lr {fixed[m]['config'].get('lr', float('nan')):g}, {_run_desc(fixed[m])})")
-    return "; ".join(out)
+def _run_ids(runs: dict[str, list[str]] | None, methods: Iterable[str]) -> list[str]:
+    return [r for m in methods for r in (runs or {}).get(m, [])]
 
 
-def _short_note(results: Iterable[dict[str, Any]], paper_epochs: int) -> str:
-    short = [r for r in results if not at_scale(r, paper_epochs)]
-    if not short:
-        return ""
-    epochs = max(int(r["history"][-1]["epoch"]) for r in short)
-    return f"runs of {epochs} epochs, not plateaued: a reversal needs runs of up to {paper_epochs} epochs to count"
+def _fixed_lr(fixed: dict[str, list[dict[str, Any]]], m: str) -> str:
+    return f"lr {fixed[m][0]['config'].get('lr', float('nan')):g}"
 
 
-def claim_continuous_sg(fixed: dict[str, dict[str, Any]], runs: dict[str, str] | None = None,
+def _missing_fixed(claim: str, source: str, paper: str, fixed: dict[str, list[dict[str, Any]]],
+                   need: tuple[str, ...], run_ids: list[str]) -> dict[str, str] | None:
+    missing = [FIXED_METHODS[m].label for m in need if not fixed.get(m)]
+    if not missing:
+        return None
+    return _row(claim, source, "missing: " + ", ".join(missing), paper, NOT_RUN,
+                f"needs {', '.join(need)} in fixed_variance.methods", run_ids)
+
+
+def claim_continuous_sg(fixed: dict[str, list[dict[str, Any]]], runs: dict[str, list[str]] | None = None,
                         paper_epochs: int = PAPER_FIXED_EPOCHS):
     """Table 2: continuous SG matches or beats reparameterization in final validation BPD and in MSE.
-    Per metric: SG not shown above reparameterization supports; shown above contradicts at scale."""
+
+    ``fixed``: method -> results over seeds. Per metric, Welch's test of SG's seeds against reparameterization's
+    (module rule): SG significantly lower supports, significantly higher contradicts, else not shown (a t-test
+    cannot show "matches"). Holds when both metrics support, contradicted when either contradicts."""
     claim, source = "Continuous SG matches or beats reparameterization in BPD and MSE", "Table 2"
     p = pv.TABLE2
     paper = (f"BPD {p['sg_gaussian']['bpd']} vs {p['reparam']['bpd']}, MSE {p['sg_gaussian']['mse']} vs "
              f"{p['reparam']['mse']} (epoch {paper_epochs})")
     need = ("sg_gaussian", "reparam")
-    run_ids = [runs[m] for m in need if runs and m in runs]
-    if any(m not in fixed for m in need):
-        return _row(claim, source, "missing: " + ", ".join(FIXED_METHODS[m].label for m in need if m not in fixed),
-                    paper, NOT_RUN, "needs sg_gaussian and reparam in fixed_variance.methods", run_ids)
-    scaled = all(at_scale(fixed[m], paper_epochs) for m in need)
-    outcomes, why = [], []
+    run_ids = _run_ids(runs, need)
+    missing = _missing_fixed(claim, source, paper, fixed, need, run_ids)
+    if missing:
+        return missing
+    outcomes, ours = [], []
     for key, label in (("val_bpd", "BPD"), ("val_mse", "MSE")):
-        d = compare(_final([fixed["sg_gaussian"]], key), _final([fixed["reparam"]], key), REL_TOL[key])
-        outcomes.append(_outcome(d, -1, scaled, allow_equal=True))
-        why.append(f"{label}: SG {'below' if d < 0 else 'above' if d > 0 else 'within tolerance of'} reparam")
+        a, b = _finals(fixed["sg_gaussian"], key), _finals(fixed["reparam"], key)
+        c = welch(a, b)
+        outcomes.append(outcome(c, -1))
+        ours.append(f"{label}: " + _versus("SG", a, "reparam", b, c))
     verdict = aggregate(outcomes)
-    note = _short_note([fixed[m] for m in need], paper_epochs) if verdict == NOT_SHOWN else ""
-    return _row(claim, source, _fixed_evidence(fixed, need), paper, verdict, "; ".join(why + ([note] if note else [])),
-                run_ids)
+    why = {HOLDS: "SG significantly lower in both", CONTRADICTED: "SG significantly higher in "
+           + " and ".join(lbl for lbl, o in zip(("BPD", "MSE"), outcomes) if o == AGAINST),
+           NOT_SHOWN: "no significant difference in " + " and ".join(
+               lbl for lbl, o in zip(("BPD", "MSE"), outcomes) if o == UNSHOWN)
+           + " (equal would read 'matches', which a t-test cannot show)"}[verdict]
+    note = _length_note((r, paper_epochs) for m in need for r in fixed[m])
+    return _row(claim, source, "; ".join(ours) + f" ({_fixed_lr(fixed, 'sg_gaussian')}, "
+                f"{_fixed_lr(fixed, 'reparam')})", paper, verdict, _why([why], note), run_ids)
 
 
-def claim_discrete_order(fixed: dict[str, dict[str, Any]], runs: dict[str, str] | None = None,
+def claim_discrete_order(fixed: dict[str, list[dict[str, Any]]], runs: dict[str, list[str]] | None = None,
                          paper_epochs: int = PAPER_FIXED_EPOCHS):
-    """Table 2: in BPD, discrete SG < Gumbel-Softmax < REINFORCE (both steps shown apart)."""
+    """Table 2: in BPD, discrete SG < Gumbel-Softmax < REINFORCE: two Welch tests (module rule), holds when
+    both steps are significant the paper's way, contradicted when either is significant the other way."""
     claim, source = "Discrete SG beats Gumbel-Softmax, which beats REINFORCE (BPD)", "Table 2"
     p = pv.TABLE2
     paper = f"BPD {p['sg_bernoulli']['bpd']} < {p['gumbel']['bpd']} < {p['reinforce']['bpd']} (epoch {paper_epochs})"
     need = ("sg_bernoulli", "gumbel", "reinforce")
-    run_ids = [runs[m] for m in need if runs and m in runs]
-    if any(m not in fixed for m in need):
-        return _row(claim, source, "missing: " + ", ".join(FIXED_METHODS[m].label for m in need if m not in fixed),
-                    paper, NOT_RUN, "needs sg_bernoulli, gumbel and reinforce in fixed_variance.methods", run_ids)
-    outcomes, why = [], []
+    run_ids = _run_ids(runs, need)
+    missing = _missing_fixed(claim, source, paper, fixed, need, run_ids)
+    if missing:
+        return missing
+    outcomes, ours, why = [], [], []
     for a, b in (("sg_bernoulli", "gumbel"), ("gumbel", "reinforce")):
-        d = compare(_final([fixed[a]], "val_bpd"), _final([fixed[b]], "val_bpd"), REL_TOL["val_bpd"])
-        scaled = at_scale(fixed[a], paper_epochs) and at_scale(fixed[b], paper_epochs)
-        outcomes.append(_outcome(d, -1, scaled))
-        rel = "<" if d < 0 else ">" if d > 0 else "≈"
-        why.append(f"{FIXED_METHODS[a].label} {rel} {FIXED_METHODS[b].label}")
-    verdict = aggregate(outcomes)
-    note = _short_note([fixed[m] for m in need], paper_epochs) if verdict == NOT_SHOWN else ""
-    return _row(claim, source, _fixed_evidence(fixed, need), paper, verdict, "; ".join(why + ([note] if note else [])),
-                run_ids)
+        va, vb = _finals(fixed[a], "val_bpd"), _finals(fixed[b], "val_bpd")
+        c = welch(va, vb)
+        outcomes.append(outcome(c, -1))
+        la, lb = FIXED_METHODS[a].label, FIXED_METHODS[b].label
+        ours.append(_versus(la, va, lb, vb, c))
+        why.append(f"{la} vs {lb}: " + {SUPPORTS: "lower (significant)", AGAINST: "higher (significant)",
+                                        UNSHOWN: "not shown apart"}[outcomes[-1]])
+    note = _length_note((r, paper_epochs) for m in need for r in fixed[m])
+    return _row(claim, source, "; ".join(ours), paper, aggregate(outcomes), _why(why, note), run_ids)
 
 
-def _first_reach(history: list[dict[str, Any]], target: float) -> int | None:
-    return next((int(h["epoch"]) for h in history if float(h["val_bpd"]) <= target), None)
+def _first_reach(curve: list[tuple[int, float]], target: float) -> int | None:
+    return next((e for e, v in curve if v <= target), None)
 
 
-def claim_convergence(fixed: dict[str, dict[str, Any]], target: float, runs: dict[str, str] | None = None):
+def claim_convergence(fixed: dict[str, list[dict[str, Any]]], target: float, runs: dict[str, list[str]] | None = None):
     """Sec. 3.2: continuous SG reaches the target BPD in about half the epochs reparameterization needs.
 
-    With e_sg, e_rep the first epochs at or below ``target``: holds when e_sg / e_rep <= HALF_RATIO, or when
-    reparameterization never reached it in E epochs and e_sg / E <= HALF_RATIO; contradicted when the ratio
-    is above HALF_RATIO or reparameterization reached it and SG did not; otherwise not shown at this scale.
+    On the seeds' mean validation-BPD curves (:func:`silentvae.stats.mean_curve`; at least 2 seeds a method,
+    else not shown), e_sg, e_rep the first epochs at or below ``target``: holds when e_sg / e_rep <=
+    HALF_RATIO, or when reparameterization never reached it in E epochs and e_sg / E <= HALF_RATIO;
+    contradicted when the ratio is above HALF_RATIO or reparameterization reached it and SG did not;
+    otherwise not shown at this scale. Each seed's own epoch is printed beside the mean curve's.
     """
     claim, source = "SG reaches the target BPD in about half the epochs of reparameterization", "Sec. 3.2"
     paper = f"{pv.CONVERGENCE['target_bpd']} BPD (MNIST): SG epoch {pv.CONVERGENCE['sg_gaussian']:.0f}, " \
             f"reparameterization epoch {pv.CONVERGENCE['reparam']:.0f}"
     need = ("sg_gaussian", "reparam")
-    run_ids = [runs[m] for m in need if runs and m in runs]
-    if any(m not in fixed for m in need):
-        return _row(claim, source, "missing: " + ", ".join(FIXED_METHODS[m].label for m in need if m not in fixed),
-                    paper, NOT_RUN, "needs sg_gaussian and reparam in fixed_variance.methods", run_ids)
-    e_sg, e_rep = (_first_reach(fixed[m]["history"], target) for m in need)
-    n_sg, n_rep = (int(fixed[m]["history"][-1]["epoch"]) for m in need)
+    run_ids = _run_ids(runs, need)
+    missing = _missing_fixed(claim, source, paper, fixed, need, run_ids)
+    if missing:
+        return missing
+    curves = {m: mean_curve(fixed[m]) for m in need}
+    e_sg, e_rep = (_first_reach(curves[m], target) for m in need)
+    n_sg, n_rep = (curves[m][-1][0] for m in need)
     show = lambda e, n: f"epoch {e}" if e is not None else f"not reached in {n} epochs"  # noqa: E731
-    ours = f"target {target:g} BPD: SG {show(e_sg, n_sg)}, reparameterization {show(e_rep, n_rep)}"
+    per_seed = {m: ", ".join(str(_first_reach(mean_curve([r]), target) or "-") for r in fixed[m]) for m in need}
+    ours = (f"target {target:g} BPD, mean curve of {len(fixed['sg_gaussian'])} / {len(fixed['reparam'])} seeds: "
+            f"SG {show(e_sg, n_sg)}, reparameterization {show(e_rep, n_rep)} (per seed: SG {per_seed['sg_gaussian']};"
+            f" reparameterization {per_seed['reparam']})")
+    if min(len(fixed[m]) for m in need) < MIN_SEEDS:
+        return _row(claim, source, ours, paper, NOT_SHOWN,
+                    f"fewer than {MIN_SEEDS} seeds a method: one seed never decides a comparison", run_ids)
     if e_sg is not None and e_rep is not None:
         ratio = e_sg / e_rep
         verdict = HOLDS if ratio <= HALF_RATIO else CONTRADICTED
@@ -423,8 +446,8 @@ def claim_convergence(fixed: dict[str, dict[str, Any]], target: float, runs: dic
         verdict, why = CONTRADICTED, "reparameterization reached the target, SG did not"
     else:
         verdict = NOT_SHOWN
-        best = min(min(float(h["val_bpd"]) for h in fixed[m]["history"]) for m in need)
-        why = f"neither reached it (best {best:.3f}); needs longer runs or a target this dataset reaches"
+        best = min(v for m in need for _, v in curves[m])
+        why = f"neither mean curve reached it (best {best:.3f}); needs longer runs or a target this dataset reaches"
     return _row(claim, source, ours, paper, verdict, why, run_ids)
 
 
@@ -533,32 +556,24 @@ def _paper_value(key: str, dataset: str, method: str) -> float | None:
 
 def pair_outcomes(learnable: dict[str, list[dict[str, Any]]], dataset: str, key: str
                   ) -> dict[str, tuple[str, str]]:
-    """Per estimator with both "X" and "X + SG" runs: (outcome, text). The paper's direction of each pair
-    (Table 3: + SG lowers BPD everywhere; Tables 4 / 9: the sign of its own with - without) is wanted;
-    agreement supports, the opposite is against when both methods' runs are at scale, else unshown."""
+    """Per estimator with both "X" and "X + SG" runs: (outcome, text). Welch's test of "X + SG"'s seeds against
+    X's (module rule) in the paper's direction of the pair (Table 3: + SG lowers BPD everywhere; Tables 4 / 9:
+    the sign of the paper's own with - without): significant that way supports, the other way is against,
+    else unshown. The text gives both sides' mean ± sd and n, the statistic and p, and the run length."""
     out = {}
     for est in ESTIMATORS:
         base, sg = learnable.get(est), learnable.get(with_sg(est))
         if not base or not sg:
             continue
         p_base, p_sg = _paper_value(key, dataset, est), _paper_value(key, dataset, with_sg(est))
-        wanted = -1 if key == "val_bpd" or p_base is None else (-1 if p_sg < p_base else 1)
-        d = compare(_final(sg, key), _final(base, key), REL_TOL[key])
-        scaled = all(at_scale(r, _paper_epochs(dataset, m)) for m, rs in ((est, base), (with_sg(est), sg)) for r in rs)
-        outcome = _outcome(d, wanted, scaled)
-        rel = {-1: "<", 1: ">", 0: "≈"}[d]
-        text = (f"{LEARNABLE_METHODS[est].label} {_fmt_vals(_final(base, key))} → + SG "
-                f"{_fmt_vals(_final(sg, key))} ({rel})")
-        if outcome == UNSHOWN:
-            if d == 0:
-                text += " inside the seed spread" if max(len(base), len(sg)) > 1 else " within tolerance"
-            else:
-                longest = max(_paper_epochs(dataset, m) for m in (est, with_sg(est)))
-                ran = max(int(r["history"][-1]["epoch"]) for r in base + sg)
-                done = all(annealing_done(r) for r in sg)
-                text += (f" [{ran} epochs, not plateaued; paper {longest}]" if done else
-                         " [+ SG run still annealing: cut-off/annealing not reached]")
-        out[est] = (outcome, text)
+        wanted = -1 if key == "val_bpd" or p_base is None or p_sg is None else (-1 if p_sg < p_base else 1)
+        a, b = _finals(sg, key), _finals(base, key)
+        c = welch(a, b)
+        label = LEARNABLE_METHODS[est].label
+        text = _versus(f"{label} + SG", a, label, b, c)
+        note = _length_note([(r, _paper_epochs(dataset, est)) for r in base]
+                            + [(r, _paper_epochs(dataset, with_sg(est))) for r in sg])
+        out[est] = (outcome(c, wanted), text + (f" [{note}]" if note else ""))
     return out
 
 
@@ -596,8 +611,8 @@ def claim_learnable_pairs(key: str, dataset: str, learnable: dict[str, list[dict
                     "needs an estimator and its + SG variant in learnable_variance.methods")
     verdict = aggregate([o for o, _ in pairs.values()])
     missing = [LEARNABLE_METHODS[e].label for e in ESTIMATORS if e not in pairs]
-    why = {HOLDS: "every pair goes the paper's way", CONTRADICTED: "a pair at scale goes the other way",
-           NOT_SHOWN: "some pair not decided at this scale"}[verdict]
+    why = {HOLDS: "every pair significantly the paper's way", CONTRADICTED: "a pair significantly the other way",
+           NOT_SHOWN: "some pair not shown apart"}[verdict]
     if missing:
         why += "; not run: " + ", ".join(missing)
         if verdict == HOLDS:
@@ -607,7 +622,8 @@ def claim_learnable_pairs(key: str, dataset: str, learnable: dict[str, list[dict
 
 def claim_sg_beats_reinforce(dataset: str, learnable: dict[str, list[dict[str, Any]]] | None,
                              reason: str | None = None, runs: dict[str, list[str]] | None = None):
-    """Table 3: standalone discrete SG ("Discrete None + SG") has lower BPD than REINFORCE (MNIST, ImageNet)."""
+    """Table 3: standalone discrete SG ("Discrete None + SG") has lower BPD than REINFORCE (MNIST, ImageNet):
+    Welch's test of their seeds' final BPD (module rule)."""
     claim, source = "Standalone discrete SG beats REINFORCE (BPD)", f"Table 3, {pv.DATASET_LABELS.get(dataset, dataset)}"
     a, b = _paper_value("val_bpd", dataset, "none_sg_bernoulli"), _paper_value("val_bpd", dataset, "reinforce")
     paper = f"{a:g} vs {b:g}" if a is not None and b is not None else "no paper value"
@@ -618,27 +634,37 @@ def claim_sg_beats_reinforce(dataset: str, learnable: dict[str, list[dict[str, A
     if not sg or not rf:
         return _row(claim, source, "missing none_sg_bernoulli or reinforce runs", paper, NOT_RUN,
                     "needs none_sg_bernoulli and reinforce in learnable_variance.methods", runs)
-    d = compare(_final(sg, "val_bpd"), _final(rf, "val_bpd"), REL_TOL["val_bpd"])
-    scaled = all(at_scale(r, _paper_epochs(dataset, m)) for m, rs in (("none_sg_bernoulli", sg), ("reinforce", rf))
-                 for r in rs)
-    verdict = aggregate([_outcome(d, -1, scaled)])
-    ours = f"{_fmt_vals(_final(sg, 'val_bpd'))} vs {_fmt_vals(_final(rf, 'val_bpd'))}"
-    why = {HOLDS: "discrete SG lower", CONTRADICTED: "REINFORCE lower at scale",
-           NOT_SHOWN: "inside the seed spread" if d == 0 else
-           f"REINFORCE lower, but runs shorter than the paper's {_paper_epochs(dataset, 'reinforce')} epochs"}[verdict]
-    return _row(claim, source, ours, paper, verdict, why, runs)
+    va, vb = _finals(sg, "val_bpd"), _finals(rf, "val_bpd")
+    c = welch(va, vb)
+    verdict = aggregate([outcome(c, -1)])
+    why = {HOLDS: "discrete SG significantly lower", CONTRADICTED: "REINFORCE significantly lower",
+           NOT_SHOWN: "not shown apart"}[verdict]
+    note = _length_note([(r, _paper_epochs(dataset, "none_sg_bernoulli")) for r in sg]
+                        + [(r, _paper_epochs(dataset, "reinforce")) for r in rf])
+    return _row(claim, source, _versus("SG", va, "REINFORCE", vb, c), paper, verdict, _why([why], note), runs)
 
 
 # ------------------------------------------------------------------------------------------------------
 # The whole table
 # ------------------------------------------------------------------------------------------------------
 
+def _fixed_inputs(gathered: dict[str, Any]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[str]]]:
+    """method -> finished results over seeds (the selected grid run first) and their run ids."""
+    fixed, ids = {}, {}
+    for m, run_ids in gathered.get("fixed_runs", {}).items():
+        found = [(r, gathered["fixed_results"][r]) for r in run_ids if r in gathered["fixed_results"]]
+        if found:
+            ids[m], fixed[m] = [r for r, _ in found], [res for _, res in found]
+    return fixed, ids
+
+
 def claims_table(gathered: dict[str, Any], cfg: dict[str, Any]) -> pd.DataFrame:
     """Every claim row from :func:`silentvae.report.gather_results` output and the config (in the paper's
-    order). Learnable claims get one row per paper dataset (a dataset not in the config, or missing on
-    disk, is one "not run" row per claim)."""
-    fixed_runs = {m: s["best_run"] for m, s in gathered["fixed_selections"].items()}
-    fixed = {m: gathered["fixed_results"][r] for m, r in fixed_runs.items() if r in gathered["fixed_results"]}
+    order), each with its ``Id``. Learnable claims get one row per paper dataset (a dataset not in the config,
+    or missing on disk, is one "not run" row per claim)."""
+    fixed, fixed_ids = _fixed_inputs(gathered)
+    first_runs = {m: ids[0] for m, ids in fixed_ids.items()}
+    variance_runs = {m: s["best_run"] for m, s in gathered["fixed_selections"].items()}
     not_run = gathered["not_run"]
     fixed_reason = None
     fixed_dataset = cfg["fixed_variance"]["dataset"]
@@ -646,18 +672,22 @@ def claims_table(gathered: dict[str, Any], cfg: dict[str, Any]) -> pd.DataFrame:
         fixed_reason = "fixed_variance disabled in the config"
     elif fixed_dataset in not_run:
         fixed_reason = not_run[fixed_dataset]
-    rows = [claim_zero_variance(gathered["variance"], fixed_runs),
-            claim_variance_dominates(gathered["variance"], fixed_runs),
-            claim_continuous_sg(fixed, fixed_runs),
-            claim_discrete_order(fixed, fixed_runs),
-            claim_convergence(fixed, float(cfg["fixed_variance"].get("target_bpd", pv.CONVERGENCE["target_bpd"])),
-                              fixed_runs),
-            claim_taylor(gathered["taylor"], f"taylor/{cfg['taylor_bias']['dataset']}")]
-    if fixed_reason:
-        rows = [{**r, "Verdict": NOT_RUN, "Why / what it would take": fixed_reason} if i < 5 else r
-                for i, r in enumerate(rows)]
+    fixed_rows = {"zero_variance": claim_zero_variance(gathered["variance"], variance_runs or first_runs),
+                  "variance_dominates": claim_variance_dominates(gathered["variance"], variance_runs or first_runs),
+                  "continuous_sg": claim_continuous_sg(fixed, fixed_ids),
+                  "discrete_order": claim_discrete_order(fixed, fixed_ids),
+                  "convergence": claim_convergence(
+                      fixed, float(cfg["fixed_variance"].get("target_bpd", pv.CONVERGENCE["target_bpd"])), fixed_ids)}
+    rows = []
+    for name, row in fixed_rows.items():
+        if fixed_reason:
+            row = {**row, "Verdict": NOT_RUN, "Why / what it would take": fixed_reason}
+        rows.append({**row, "Id": claim_id(name)})
+    rows.append({**claim_taylor(gathered["taylor"], f"taylor/{cfg['taylor_bias']['dataset']}"),
+                 "Id": claim_id("taylor")})
     learnable_cfg = cfg["learnable_variance"]
     ours_for = {pv.paper_dataset(ds): ds for ds in (learnable_cfg["datasets"] if learnable_cfg["enabled"] else {})}
+    by_table: dict[str, list[dict[str, str]]] = {"val_bpd": [], "val_kld": [], "val_mse": []}
     for paper_column in pv.PAPER_DATASETS:
         ds = ours_for.get(paper_column, paper_column)
         reason = None
@@ -669,11 +699,15 @@ def claims_table(gathered: dict[str, Any], cfg: dict[str, Any]) -> pd.DataFrame:
             reason = not_run[ds]
         data = gathered["learnable"].get(ds)
         run_ids = gathered.get("learnable_runs", {}).get(ds, {})
-        for key in ("val_bpd", "val_kld", "val_mse"):
-            rows.append(claim_learnable_pairs(key, ds, data, reason, run_ids))
+        for key in by_table:
+            by_table[key].append({**claim_learnable_pairs(key, ds, data, reason, run_ids),
+                                  "Id": claim_id(key, paper_column)})
         if paper_column in ("mnist", "imagenet32"):
-            rows.append(claim_sg_beats_reinforce(ds, data, reason, run_ids))
-    order = {"Table 3": 0, "Table 4": 1, "Table 9": 2}
-    head, tail = rows[:6], rows[6:]
-    tail.sort(key=lambda r: (order.get(r["Source"].split(",")[0], 9), r["Claim"].startswith("Standalone")))
-    return pd.DataFrame(head + tail, columns=list(COLUMNS))
+            by_table["val_bpd"].append({**claim_sg_beats_reinforce(ds, data, reason, run_ids),
+                                        "Id": claim_id("sg_vs_reinforce", paper_column)})
+    for key in by_table:   # Table 3 (every dataset's pairs, then the standalone SG rows), Table 4, Table 9
+        rows += sorted(by_table[key], key=lambda r: r["Id"].startswith(CLAIM_IDS["sg_vs_reinforce"]))
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    if df["Id"].duplicated().any():
+        raise AssertionError(f"duplicate claim ids: {sorted(df['Id'][df['Id'].duplicated()])}")
+    return df

@@ -1,15 +1,19 @@
 r"""The experiment plan behind the Snakefile: which runs, selections, training jobs and diagnostics a config
 asks for (testable without Snakemake). Protocol (Appendix B.3):
 
-* Fixed variance (Table 2): every method x learning rate (one seed); the best learning rate per method is
-  selected on final validation BPD. Table 1 uses the selected runs' checkpoints.
+* Fixed variance (Table 2): every method x learning rate at the first of ``seeds``; the best learning rate
+  per method is selected on its final validation BPD (:func:`silentvae.stats.final_value`: the mean of the
+  last 3 epochs), then trained for the remaining seeds (Table 2 and its claims: mean ± sd over seeds). Table 1
+  uses the selected (first-seed) runs' checkpoints.
 * Learnable variance (Tables 3, 4, 9): each method searches its grid (:data:`GRIDS`, named by
   :attr:`silentvae.methods.Method.grid`) at the first seed: baselines the learning rate; "X + SG" annealing
   rate x cut-off at X's selected learning rate; "None + SG" learning rate x cut-off. The selected setting is
   then trained for the remaining seeds; the grid's own run is the first seed.
+* A grid of one point selects itself: its other seeds take the point's values directly (no wait for the
+  selection; "X + SG" still inherits X's selected learning rate).
 * Training jobs (``Plan.training_jobs``): ``engine: single`` trains each run in its own job; ``engine:
-  stacked`` a method's grid in one job (fixed: its learning rates; learnable: the grid at the first seed, then
-  the selected setting's other seeds).
+  stacked`` a method's grid in one job (fixed: its learning rates; learnable: the grid at the first seed), then
+  one more the selected setting's other seeds; a grid of one point and its other seeds are one job.
 * Every grid value is planned as written. A cut-off epoch c freezes the encoder from epoch c on; c beyond the
   run's epochs never freezes it (the same training as no cut-off; such runs are kept, not merged, so that the
   grid the config names is the grid that runs).
@@ -76,7 +80,7 @@ class RunSpec:
 class Plan:
     runs: dict[str, RunSpec]
     selections: dict[str, list[str]]        # selection id -> candidate run ids
-    final_runs: dict[str, list[str]]        # learnable selection id -> run ids reported over seeds
+    final_runs: dict[str, list[str]]        # selection id -> its other seeds' run ids (reported over seeds)
     training_jobs: dict[str, list[str]]     # job id -> the run ids it trains (one, or a stack)
     variance: dict[str, dict[str, Any]]     # job id -> settings (+ "selection")
     taylor: dict[str, dict[str, Any]]       # job id -> settings
@@ -165,19 +169,36 @@ def _check_variance_epochs(cfg: dict[str, Any]) -> None:
                          f"trained runs; lower the one or raise the other")
 
 
-def _plan_fixed(cfg: dict[str, Any], builder: _PlanBuilder, variance: dict[str, dict[str, Any]]) -> None:
+def _other_seeds(builder: _PlanBuilder, selection: str, experiment: str, base: dict[str, Any],
+                 points: list[tuple[str, dict[str, Any]]], keys: list[str], seeds: list[int],
+                 inherit: list[tuple[str, list[str]]]) -> list[str]:
+    """The selected setting's runs at ``seeds`` (``<selection>/final_s<seed>``): the selection's ``keys`` are
+    inherited, or, for a grid of one point, taken from that point (then only ``inherit`` remains)."""
+    if len(points) == 1:
+        values, inherit_final = points[0][1], list(inherit)
+    else:
+        values, inherit_final = {}, [(selection, keys)]
+    return [builder.add(f"{selection}/final_s{seed}", experiment, {**base, **values, "seed": seed}, inherit_final)
+            for seed in seeds]
+
+
+def _plan_fixed(cfg: dict[str, Any], builder: _PlanBuilder, variance: dict[str, dict[str, Any]],
+                final_runs: dict[str, list[str]]) -> None:
     fixed = cfg["fixed_variance"]
     dataset = fixed["dataset"]
+    first_seed, other_seeds = fixed["seeds"][0], fixed["seeds"][1:]
     checkpoints = sorted(set(fixed["run"].get("checkpoint_epochs", [])) | set(cfg["variance_decomposition"]["epochs"]))
     for method_id in fixed["methods"]:
         method = FIXED_METHODS[method_id]
         selection = f"fixed/{dataset}/{method_id}"
+        # every seed saves the checkpoints Table 1 reads (the same config but for the seed: one stack can hold them)
+        base = {"data_root": cfg["data_root"], **fixed["run"], **method.run_fields(), "experiment": "fixed",
+                "dataset": dataset, "checkpoint_epochs": checkpoints, "download": _download(cfg, dataset)}
+        points = _grid_points(method, fixed)
         builder.selections[selection] = [
-            builder.add(f"{selection}/{name}", "fixed",
-                        {"data_root": cfg["data_root"], **fixed["run"], **method.run_fields(), "experiment": "fixed",
-                         "dataset": dataset, **values, "seed": fixed["seed"], "checkpoint_epochs": checkpoints,
-                         "download": _download(cfg, dataset)})
-            for name, values in _grid_points(method, fixed)]
+            builder.add(f"{selection}/{name}", "fixed", {**base, **values, "seed": first_seed})
+            for name, values in points]
+        final_runs[selection] = _other_seeds(builder, selection, "fixed", base, points, ["lr"], other_seeds, [])
         if cfg["variance_decomposition"]["enabled"]:
             variance[f"variance/{dataset}/{method_id}"] = {**cfg["variance_decomposition"], "selection": selection,
                                                            "method": method_id, "dataset": dataset}
@@ -202,28 +223,32 @@ def _plan_learnable(cfg: dict[str, Any], builder: _PlanBuilder, dataset: str,
                 raise ValueError(f"learnable method {method_id!r} needs its baseline {method.baseline!r} in "
                                  f"learnable_variance.methods (it takes the baseline's selected learning rate)")
             inherit = [(f"learnable/{dataset}/{method.baseline}", ["lr"])]
+        points = _grid_points(method, learnable)
         builder.selections[selection] = [
             builder.add(f"{selection}/{name}_s{first_seed}", "learnable", {**base, **values, "seed": first_seed},
                         inherit)
-            for name, values in _grid_points(method, learnable)]
-        final_runs[selection] = [
-            builder.add(f"{selection}/final_s{seed}", "learnable", {**base, "seed": seed},
-                        [(selection, ["lr", "anneal_rate", "cutoff_epoch"])])
-            for seed in other_seeds]
+            for name, values in points]
+        final_runs[selection] = _other_seeds(builder, selection, "learnable", base, points,
+                                             ["lr", "anneal_rate", "cutoff_epoch"], other_seeds, inherit)
 
 
 def _training_jobs(cfg: dict[str, Any], builder: _PlanBuilder,
                    final_runs: dict[str, list[str]]) -> dict[str, list[str]]:
     """engine single: a job per run (its id is the run's); stacked: a job per grid (fixed: the selection id;
-    learnable: ``<selection>/grid``, then ``<selection>/final`` for the other seeds)."""
+    learnable: ``<selection>/grid``), then ``<selection>/final`` for the other seeds; a grid of one point and
+    its other seeds in the grid's job."""
     jobs: dict[str, list[str]] = {}
     for experiment in ("fixed", "learnable"):
         stacked = cfg[f"{experiment}_variance"].get("engine", "single") == "stacked"
         for selection, run_ids in builder.selections.items():
             if not selection.startswith(f"{experiment}/"):
                 continue
-            groups = {selection if experiment == "fixed" else f"{selection}/grid": run_ids,
-                      f"{selection}/final": final_runs.get(selection, [])}
+            grid_job = selection if experiment == "fixed" else f"{selection}/grid"
+            finals = final_runs.get(selection, [])
+            if len(run_ids) == 1:   # a grid of one point: its other seeds do not wait for the selection
+                groups = {grid_job: run_ids + finals}
+            else:
+                groups = {grid_job: run_ids, f"{selection}/final": finals}
             for job, group in groups.items():
                 if stacked and group:
                     jobs[job] = group
@@ -242,7 +267,7 @@ def make_plan(cfg: dict[str, Any], not_run: dict[str, str] | None = None) -> Pla
     taylor: dict[str, dict[str, Any]] = {}
     final_runs: dict[str, list[str]] = {}
     if cfg["fixed_variance"]["enabled"] and cfg["fixed_variance"]["dataset"] not in not_run:
-        _plan_fixed(cfg, builder, variance)
+        _plan_fixed(cfg, builder, variance, final_runs)
     if cfg["learnable_variance"]["enabled"]:
         for dataset in cfg["learnable_variance"]["datasets"]:
             if dataset not in not_run:
@@ -255,12 +280,14 @@ def make_plan(cfg: dict[str, Any], not_run: dict[str, str] | None = None) -> Pla
 
 
 def select_best(candidates: dict[str, str | Path]) -> dict[str, Any]:
-    """Pick the run with the lowest final validation BPD among {run id: result.json path}."""
+    """Pick the run with the lowest final validation BPD (:func:`silentvae.stats.final_value`: mean of the last
+    3 epochs) among {run id: result.json path}."""
+    from .stats import final_value
     scored = []
     for run_id, path in candidates.items():
         with open(path) as f:
             result = json.load(f)
-        scored.append((result["history"][-1]["val_bpd"], run_id, result["config"]))
+        scored.append((final_value(result, "val_bpd"), run_id, result["config"]))
     scored.sort(key=lambda t: (t[0], t[1]))
     bpd, run_id, config = scored[0]
     return {"best_run": run_id, "best_val_bpd": bpd, "best_config": config,

@@ -194,7 +194,7 @@ def variance_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Est % (share of the reconstruction gradient's variance due to latent sampling) per method with its 95%
     bootstrap interval, one panel per measured epoch titled by its optimizer steps, the 50% line ("dominates")
     dashed, and the paper's Est % as black markers only where the paper's point is at the same steps.
-    ``table`` is :func:`silentvae.report.table1`'s DataFrame. Est % above 100 (corrected Batch Var < 0) is drawn
+    ``table`` is :func:`silentvae.tables.table1`'s DataFrame. Est % above 100 (corrected Batch Var < 0) is drawn
     as measured; an exactly zero Est Var (SG) is labelled "0"."""
     import seaborn as sns
     df = table[pd.to_numeric(table["Epoch"], errors="coerce").notna()].copy()

@@ -68,7 +68,13 @@ def test_paper_plan_has_the_full_protocol(tmp_path):
     cfg = paper_config(tmp_path)
     plan = make_plan(cfg)
     fixed = [r for r in plan.runs if r.startswith("fixed/")]
-    assert len(fixed) == len(cfg["fixed_variance"]["methods"]) * len(cfg["fixed_variance"]["lr_grid"])
+    fv = cfg["fixed_variance"]
+    assert len(fixed) == len(fv["methods"]) * (len(fv["lr_grid"]) + len(fv["seeds"]) - 1)
+    # the grid at the first seed, then the selected lr at the other seeds, stacked in one more job
+    assert {plan.runs[r].config["seed"] for r in plan.selections["fixed/mnist/reparam"]} == {fv["seeds"][0]}
+    assert plan.final_runs["fixed/mnist/reparam"] == [f"fixed/mnist/reparam/final_s{s}" for s in fv["seeds"][1:]]
+    assert plan.runs["fixed/mnist/reparam/final_s2"].inherit == [("fixed/mnist/reparam", ["lr"])]
+    assert plan.training_jobs["fixed/mnist/reparam/final"] == plan.final_runs["fixed/mnist/reparam"]
     for ds in cfg["learnable_variance"]["datasets"]:
         runs = [r for r in plan.runs if r.startswith(f"learnable/{ds}/")]
         assert len(runs) == _expected_learnable_runs(cfg, ds), ds
@@ -96,8 +102,8 @@ def test_select_best_and_resolve(tmp_path):
         paths[name] = tmp_path / f"{name}.json"
         paths[name].write_text(json.dumps({"config": {"lr": {"a": 1, "b": 2, "c": 3}[name], "cutoff_epoch": 5},
                                            "history": [{"val_bpd": 9.0}, {"val_bpd": bpd}]}))
-    sel = select_best(paths)
-    assert sel["best_run"] == "b" and sel["best_val_bpd"] == 6.5 and sel["best_config"]["lr"] == 2
+    sel = select_best(paths)   # on the final value: the mean of the last (up to 3) epochs
+    assert sel["best_run"] == "b" and sel["best_val_bpd"] == 7.75 and sel["best_config"]["lr"] == 2
     (tmp_path / "sel").mkdir()
     (tmp_path / "sel" / "x.json").write_text(json.dumps(sel))
     resolved = resolve_run_config({"lr": 9, "seed": 1, "cutoff_epoch": None}, [("x", ["lr"])], tmp_path / "sel")
@@ -111,7 +117,7 @@ def test_learning_rate_tags_are_exact_and_duplicates_are_refused(tmp_path):
     cfg["fixed_variance"]["lr_grid"] = [1e-4, 1.000001e-4]
     cfg["learnable_variance"]["lr_grid"] = [1e-4, 1.000001e-4]
     plan = make_plan(cfg)
-    assert len([r for r in plan.runs if r.startswith("fixed/mnist/reparam/")]) == 2
+    assert len([r for r in plan.runs if r.startswith("fixed/mnist/reparam/lr")]) == 2
     none_sg_grid = plan.training_jobs["learnable/mnist/none_sg_gaussian/grid"]
     assert len(none_sg_grid) == 2 * len(cfg["learnable_variance"]["cutoff_grid"])
     for section, key, value in [("fixed_variance", "lr_grid", [1e-4, 1.0e-4]),
@@ -179,3 +185,23 @@ def test_plan_is_the_one_before_the_split(name):
     assert {job: runs for job, runs in plan.training_jobs.items() if runs != [job]} == whole(reference["stacks"])
     assert sorted(r for runs in plan.training_jobs.values() for r in runs) == sorted(plan.runs)
     assert plan.variance == reference["variance"] and plan.taylor == reference["taylor"]
+
+
+def test_one_point_grid_trains_its_seeds_without_waiting_for_the_selection(tmp_path):
+    """embedded: one lr, so every seed of a method starts at once (one job where the engine is stacked)."""
+    cfg = load_config(ROOT / "config" / "embedded.yaml")
+    plan = make_plan(cfg, not_run={})
+    final = plan.runs["fixed/mnist5k/gumbel/final_s2"]
+    assert final.inherit == [] and final.config["lr"] == cfg["fixed_variance"]["lr_grid"][0]
+    assert final.config["seed"] == 2
+    sg = plan.runs["learnable/mnist5k/reparam_sg/final_s1"]   # "+ SG" still waits for the baseline's lr
+    assert sg.inherit == [("learnable/mnist5k/reparam", ["lr"])] and sg.config["cutoff_epoch"] == 3
+    cfg["fixed_variance"]["engine"] = cfg["learnable_variance"]["engine"] = "stacked"
+    jobs = make_plan(cfg, not_run={}).training_jobs
+    assert jobs["fixed/mnist5k/gumbel"] == ["fixed/mnist5k/gumbel/lr0.0005", "fixed/mnist5k/gumbel/final_s1",
+                                            "fixed/mnist5k/gumbel/final_s2"]
+    assert "fixed/mnist5k/gumbel/final" not in jobs and len(jobs["learnable/mnist5k/reparam_sg/grid"]) == 3
+    from silentvae.stacked import check_stackable   # one stack: the configs differ only in stackable keys
+    from silentvae.train import RunConfig
+    for job in ("fixed/mnist5k/gumbel", "learnable/mnist5k/reparam_sg/grid"):
+        check_stackable([RunConfig.from_dict({**plan.runs[r].config, "lr": 5e-4}) for r in jobs[job]])

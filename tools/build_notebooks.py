@@ -121,7 +121,7 @@ threads = 1'''),
 from pathlib import Path
 import pandas as pd
 from silentvae.jobs import variance_job
-from silentvae.report import table1
+from silentvae.tables import table1
 
 results = variance_job(settings, selection_path, runs_dir, out_json, device=device, threads=threads)
 # 3 significant digits: variances over a few batches and samples (Monte Carlo) are not more precise than that
@@ -170,12 +170,15 @@ config = "fixtures/report_results/config.yaml"   # the pipeline passes its (vali
 output_dir = ""                                 # tables/ and figures/ go here; empty: a temporary folder'''),
         '''import tempfile
 from IPython.display import HTML, Markdown, display
+from silentvae.claims import RULE
 from silentvae.plan import load_config
-from silentvae.report import CAPTIONS, html_table, write_report
+from silentvae.report import write_report
+from silentvae.tables import CAPTIONS, html_table
 
 cfg = load_config(config) if isinstance(config, str) else config
 out = write_report(results_dir, cfg, out_dir=output_dir or tempfile.mkdtemp(prefix="silentvae-report-"))
-display(Markdown("## The paper's claims, judged by this run\\n\\n" + CAPTIONS["claims"]))
+display(Markdown("## The paper's claims, judged by this run\\n\\n" + CAPTIONS["claims"].replace(RULE, "").strip()))
+display(Markdown(f"**{RULE}**"))   # the rule that decides every comparison, stated above the table
 display(HTML(html_table(out["claims"])))''',
         '''from silentvae.plots import show
 

@@ -40,7 +40,7 @@ def run_config(method: str, lr: float, epochs: int, dataset: str) -> RunConfig:
     fixed = load_config(ROOT / "config" / "paper.yaml")["fixed_variance"]
     run = {k: v for k, v in fixed["run"].items() if k != "checkpoint_epochs"}
     return RunConfig.from_dict({**run, **FIXED_METHODS[method].run_fields(), "experiment": "fixed", "dataset": dataset,
-                                "epochs": epochs, "lr": lr, "seed": fixed["seed"],
+                                "epochs": epochs, "lr": lr, "seed": fixed["seeds"][0],
                                 "data_root": str(ROOT / "data")})
 
 
