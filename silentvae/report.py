@@ -82,7 +82,7 @@ class _Images:
         self.results, self.device, self.num_images = results, device, num_images
 
     def validation(self, result: dict[str, Any]):
-        from .train import RunConfig, load_splits
+        from .run import RunConfig, load_splits
         run_cfg = RunConfig.from_dict({**result["config"], "device": self.device})
         return load_splits(run_cfg)[1].images[:self.num_images]
 
