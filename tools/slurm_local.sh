@@ -79,6 +79,7 @@ AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$((PORT + 2))
 AccountingStoragePass=$DIR/munge/munge.socket
 AccountingStorageTRES=gres/gpu
+AccountingStoreFlags=job_comment
 JobCompType=jobcomp/none
 MpiDefault=none
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=2 RealMemory=4000 Gres=gpu:2 State=UNKNOWN
