@@ -46,7 +46,8 @@ write_configs() {
     [[ -f "$DIR/munge/munge.key" ]] || { dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none;
                                          chmod 400 "$DIR/munge/munge.key"; }
     for k in 0 1; do  # placeholders: GRES wants character devices; these are /dev/null's (1,3), never opened as GPUs
-        [[ -c "$DIR/dev/nvidia$k" ]] || { rm -f "$DIR/dev/nvidia$k"; mknod -m 666 "$DIR/dev/nvidia$k" c 1 3; }
+        [[ -c "$DIR/dev/nvidia$k" ]] || { rm -f "$DIR/dev/nvidia$k"; mknod -m 666 "$DIR/dev/nvidia$k" c 1 3 2>/dev/null ||
+                                          ln -s /dev/null "$DIR/dev/nvidia$k"; }  # no CAP_MKNOD: a link does
     done
     local auth="AuthType=auth/munge
 AuthInfo=socket=$DIR/munge/munge.socket"
