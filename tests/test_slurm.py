@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from silentvae import gpus
+from silentvae import gpus, paths
 from silentvae.plan import make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,7 +221,7 @@ def test_tiny_config_through_slurm_profile(tmp_path, slurm_cluster):
     patterns = ("runs/**/result.json", "selected/**/*.json", "variance/**/*.json", "taylor/**/*.json")
     names = sorted(p.relative_to(local_res) for pattern in patterns for p in local_res.glob(pattern))
     assert names and names == sorted(p.relative_to(slurm_res) for pattern in patterns for p in slurm_res.glob(pattern))
-    assert sum(n.name == "result.json" for n in names) == len(plan.runs)
+    assert {Path(paths.result_json(str(local_res), r)).relative_to(local_res) for r in plan.runs} <= set(names)
     for name in names:
         a = _normalise(json.loads((local_res / name).read_text()), str(local_res), "RESULTS")
         b = _normalise(json.loads((slurm_res / name).read_text()), str(slurm_res), "RESULTS")
