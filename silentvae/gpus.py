@@ -48,7 +48,8 @@ are passed on to the command, and if the parent is killed, the kernel kills the 
 (``PR_SET_PDEATHSIG``), so the command never runs on a device it no longer holds.
 
 Caveats: locks coordinate processes on one host that use the same lock directory (the default is per
-user, under ``tempfile.gettempdir()``, which honours ``TMPDIR``). A claim nested inside a job sees only the
+user, under ``tempfile.gettempdir()``, which honours ``TMPDIR``; inside a SLURM job, per job: SLURM hands each
+job its own GPUs, see :func:`default_lock_dir`). A claim nested inside a job sees only the
 device already held (it is now all of ``CUDA_VISIBLE_DEVICES``) and waits for it up to its timeout; inside one
 process, claiming every slot already held raises RuntimeError instead of waiting for itself.
 """
@@ -83,9 +84,19 @@ _HELD: set[Path] = set()  # lock files this process holds, to turn a nested self
 
 
 def default_lock_dir() -> Path:
-    """``$SILENTVAE_GPU_LOCK_DIR`` if set, else ``<tempdir>/silentvae-gpu-locks-<uid>`` (one per user)."""
+    """``$SILENTVAE_GPU_LOCK_DIR`` if set, else ``<tempdir>/silentvae-gpu-locks-<uid>`` (one per user); inside a
+    SLURM job (``$SLURM_JOB_ID`` set) its subfolder ``slurm-job-<id>``.
+
+    Why per job under SLURM: SLURM already gave the job its GPUs for itself alone, and where it confines devices
+    (cgroup ``ConstrainDevices``) every job numbers its GPUs from 0. Host-wide lock files would then make two jobs
+    on one node that hold different physical GPUs both lock ``gpu0.lock``, and the second would wait for the first.
+    """
     env = os.environ.get(ENV_LOCK_DIR)
-    return Path(env) if env else Path(tempfile.gettempdir()) / f"silentvae-gpu-locks-{os.getuid()}"
+    if env:
+        return Path(env)
+    base = Path(tempfile.gettempdir()) / f"silentvae-gpu-locks-{os.getuid()}"
+    job = os.environ.get("SLURM_JOB_ID", "").strip()
+    return base / f"slurm-job-{re.sub(r'[^A-Za-z0-9_.-]', '_', job)}" if job else base
 
 
 def default_timeout() -> float:
