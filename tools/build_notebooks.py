@@ -110,7 +110,7 @@ show(fig)''',
         "batch means; Batch Var = raw - Est Var / S, negative when the estimator noise exceeds it (then Est % > "
         "100). Est % gets a 95% bootstrap interval over the batches. Each checkpoint is labelled by the optimizer "
         "steps the run had taken and compared with the paper's point at the same steps (MNIST: 844 per epoch).",
-        params_cell('''settings = {"method": "reparam", "dataset": "mnist5k", "epochs": [1, 2], "num_batches": 4,
+        params_cell('''settings = {"method": "reparam", "dataset": "mnist5k", "epochs": [1, 2], "num_batches": 12,
             "num_samples": 4, "batch_size": 16}
 selection_path = ""   # results/selected/fixed/<dataset>/<method>.json; empty: train a tiny demo run first
 runs_dir = ""
