@@ -20,20 +20,14 @@ finished ones are read back, an interrupted one resumes. The distinct codes are
 from __future__ import annotations
 
 import argparse
-import csv
-import math
 import sys
+import csv
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import torch
-
+from lr_grid import markdown, run_config, train_and_describe   # tools/: the paper config's fixed-variance runs
 from silentvae.methods import FIXED_METHODS
-from silentvae.metrics import code_diversity
-from silentvae.paths import last_checkpoint_in
-from silentvae.plan import load_config
-from silentvae.engine import train
-from silentvae.run import INITS, RunConfig, load_run, load_splits
+from silentvae.run import INITS
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE2_METHODS = ["sg_gaussian", "reparam", "sg_bernoulli", "gumbel", "reinforce"]
@@ -41,42 +35,10 @@ COLUMNS = ["method", "init", "seed", "lr", "epochs", "val_bpd", "val_mse", "val_
            "code_spread"]
 
 
-def run_config(method: str, init: str, seed: int, lr: float, epochs: int, dataset: str) -> RunConfig:
-    """paper.yaml's fixed-variance run for ``method``, with ``init``, ``seed``, ``lr``, ``epochs``, ``dataset``."""
-    fixed = load_config(ROOT / "config" / "paper.yaml")["fixed_variance"]
-    run = {k: v for k, v in fixed["run"].items() if k != "checkpoint_epochs"}
-    return RunConfig.from_dict({**run, **FIXED_METHODS[method].run_fields(), "experiment": "fixed",
-                                "dataset": dataset, "epochs": epochs, "lr": lr, "seed": seed, "init": init,
-                                "data_root": str(ROOT / "data")})
-
-
 def train_and_measure(method: str, init: str, seed: int, lr: float, epochs: int, dataset: str, runs: Path) -> dict:
-    torch.set_num_threads(1)
-    cfg = run_config(method, init, seed, lr, epochs, dataset)
-    out = runs / method / init / f"seed{seed}"
-    history = train(cfg, out, log=lambda line: print(f"[{method} {init} {seed}] {line}", flush=True))
-    _, models, _ = load_run(last_checkpoint_in(out))
-    _, val = load_splits(cfg)
-    with torch.no_grad():
-        post = models["encoder"].eval()(val.images.to(cfg.torch_dtype))
-    last = history[-1]
-    row = {"method": method, "init": init, "seed": seed, "lr": lr, "epochs": last["epoch"],
-           **{k: last[k] for k in ("val_bpd", "val_mse", "val_kld")}}
-    if cfg.latent == "bernoulli":
-        distinct, spread = code_diversity(post.probs)
-        row |= {"kl_vs_max": last["val_kld"] / (cfg.latent_dim * math.log(2)), "distinct_codes": distinct,
-                "code_spread": spread}
-    return row
-
-
-def markdown(rows: list[dict]) -> str:
-    fmt = {"val_bpd": "{:.3f}", "val_mse": "{:.2f}", "val_kld": "{:.1f}", "kl_vs_max": "{:.2f}",
-           "code_spread": "{:.3f}", "lr": "{:g}"}
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        cells = [fmt.get(c, "{}").format(r[c]) if r.get(c) not in (None, "") else "" for c in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cfg = run_config(method, lr, epochs, dataset, seed=seed, init=init)
+    row = train_and_describe(cfg, runs / method / init / f"seed{seed}", f"{method} {init} {seed}")
+    return {"method": method, "init": init, "seed": seed, **{c: row.get(c) for c in COLUMNS[3:]}}
 
 
 def append_row(out: Path, row: dict) -> None:
@@ -104,7 +66,7 @@ def read_rows(out: Path) -> list[dict]:
 
 def write_markdown(out: Path) -> str:
     """The markdown table of the rows so far, beside the CSV (``.md``); returns it."""
-    table = markdown(read_rows(out)) if out.exists() else markdown([])
+    table = markdown(read_rows(out), COLUMNS) if out.exists() else markdown([], COLUMNS)
     out.with_suffix(".md").write_text(table + "\n")
     return table
 

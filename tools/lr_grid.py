@@ -35,27 +35,27 @@ COLUMNS = ["method", "lr", "epochs", "val_bpd", "val_mse", "val_kld", "kl_vs_max
            "code_spread", "mean_image_mse"]
 
 
-def run_config(method: str, lr: float, epochs: int, dataset: str) -> RunConfig:
-    """The paper config's fixed-variance run for ``method`` at ``lr``, with ``epochs`` and ``dataset`` replaced."""
+def run_config(method: str, lr: float, epochs: int, dataset: str, **fields) -> RunConfig:
+    """The paper config's fixed-variance run for ``method`` at ``lr``, with ``epochs`` and ``dataset`` replaced
+    (and any other RunConfig ``fields``, e.g. ``seed`` or ``init``; the seed defaults to the config's first)."""
     fixed = load_config(ROOT / "config" / "paper.yaml")["fixed_variance"]
     run = {k: v for k, v in fixed["run"].items() if k != "checkpoint_epochs"}
     return RunConfig.from_dict({**run, **FIXED_METHODS[method].run_fields(), "experiment": "fixed", "dataset": dataset,
                                 "epochs": epochs, "lr": lr, "seed": fixed["seeds"][0],
-                                "data_root": str(ROOT / "data")})
+                                "data_root": str(ROOT / "data"), **fields})
 
 
-def train_and_measure(method: str, lr: float, epochs: int, dataset: str, runs: Path) -> dict:
+def train_and_describe(cfg: RunConfig, out: Path, tag: str) -> dict:
+    """Train (or resume, or read back) the run ``cfg`` in ``out``, one thread; its final validation numbers and,
+    for Bernoulli latents, how far its code is from a collapsed one (KL / its maximum, distinct codes, spread)."""
     torch.set_num_threads(1)
-    cfg = run_config(method, lr, epochs, dataset)
-    out = runs / method / lr_tag(lr)
-    history = train(cfg, out, log=lambda line: print(f"[{method} {lr:g}] {line}", flush=True))
+    history = train(cfg, out, log=lambda line: print(f"[{tag}] {line}", flush=True))
     _, models, _ = load_run(last_checkpoint_in(out))
     _, val = load_splits(cfg)
     with torch.no_grad():
         post = models["encoder"].eval()(val.images.to(cfg.torch_dtype))
     last = history[-1]
-    row = {"method": method, "lr": lr, "epochs": last["epoch"], **{k: last[k] for k in ("val_bpd", "val_mse",
-                                                                                        "val_kld")},
+    row = {"lr": cfg.lr, "epochs": last["epoch"], **{k: last[k] for k in ("val_bpd", "val_mse", "val_kld")},
            "mean_image_mse": (val.images - val.images.mean(0)).square().flatten(1).sum(-1).mean().item()}
     if cfg.latent == "bernoulli":
         distinct, spread = code_diversity(post.probs)
@@ -64,12 +64,18 @@ def train_and_measure(method: str, lr: float, epochs: int, dataset: str, runs: P
     return row
 
 
-def markdown(rows: list[dict]) -> str:
+def train_and_measure(method: str, lr: float, epochs: int, dataset: str, runs: Path) -> dict:
+    cfg = run_config(method, lr, epochs, dataset)
+    return {"method": method, **train_and_describe(cfg, runs / method / lr_tag(lr), f"{method} {lr:g}")}
+
+
+def markdown(rows: list[dict], columns: list[str] = COLUMNS) -> str:
+    """``rows`` as a markdown table of ``columns`` (empty cells where a row has no value)."""
     fmt = {"val_bpd": "{:.3f}", "val_mse": "{:.2f}", "val_kld": "{:.1f}", "kl_vs_max": "{:.2f}",
            "code_spread": "{:.3f}", "mean_image_mse": "{:.1f}", "lr": "{:g}"}
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        cells = [fmt.get(c, "{}").format(r[c]) if r.get(c) is not None else "" for c in COLUMNS]
+        cells = [fmt.get(c, "{}").format(r[c]) if r.get(c) not in (None, "") else "" for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
