@@ -201,7 +201,7 @@ def test_one_point_grid_trains_its_seeds_without_waiting_for_the_selection(tmp_p
     assert jobs["fixed/mnist5k/gumbel"] == ["fixed/mnist5k/gumbel/lr0.0005", "fixed/mnist5k/gumbel/final_s1",
                                             "fixed/mnist5k/gumbel/final_s2"]
     assert "fixed/mnist5k/gumbel/final" not in jobs and len(jobs["learnable/mnist5k/reparam_sg/grid"]) == 3
-    from silentvae.stacked import check_stackable   # one stack: the configs differ only in stackable keys
-    from silentvae.train import RunConfig
+    from silentvae.engine import check_stackable   # one stack: the configs differ only in stackable keys
+    from silentvae.run import RunConfig
     for job in ("fixed/mnist5k/gumbel", "learnable/mnist5k/reparam_sg/grid"):
         check_stackable([RunConfig.from_dict({**plan.runs[r].config, "lr": 5e-4}) for r in jobs[job]])
