@@ -54,11 +54,18 @@ def test_lock_dir_is_per_slurm_job(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "101")
     first = gpus.default_lock_dir()
     assert first.name == "slurm-job-101" and first.parent.parent == tmp_path
-    with gpus.claim_device(timeout=0) as dev:
-        assert dev == "cuda"
+    pool = gpus._device_pool()
+    assert pool == ["0"]                           # the claim stays inside the GPU SLURM gave the job
+    fd1, dev1, path1 = gpus._acquire(pool, first, timeout=0, poll=0.01)
+    try:
         monkeypatch.setenv("SLURM_JOB_ID", "102")  # a second job on the node, also handed "its" GPU 0
-        with gpus.claim_device(timeout=0) as dev2:  # timeout=0: a shared lock would raise TimeoutError
-            assert dev2 == "cuda"
+        second = gpus.default_lock_dir()
+        assert second != first and second.name == "slurm-job-102"
+        fd2, dev2, path2 = gpus._acquire(pool, second, timeout=0, poll=0.01)  # a shared lock would raise TimeoutError
+        assert dev1 == dev2 == "0" and path1 != path2
+        gpus._release(fd2, path2)
+    finally:
+        gpus._release(fd1, path1)
     monkeypatch.delenv("SLURM_JOB_ID")
     assert gpus.default_lock_dir().name.startswith("silentvae-gpu-locks-")  # outside SLURM: host-wide, as before
 
