@@ -35,12 +35,12 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import paper_values as pv
-from .methods import FIXED_METHODS, LEARNABLE_METHODS, with_sg
+from .methods import DEFAULT_INIT, FIXED_METHODS, LEARNABLE_METHODS, with_sg
 from .stats import ALPHA, FINAL_EPOCHS, MIN_SEEDS, Comparison, final_value, mean_curve, welch
 
 __all__ = ["HOLDS", "CONTRADICTED", "NOT_SHOWN", "NOT_RUN", "VERDICTS", "COLUMNS", "RULE", "CLAIM_IDS",
            "PAPER_FIXED_EPOCHS", "EXACT_NORM_FLOOR", "PAPER_LEARNABLE_EPOCHS", "PAPER_TAYLOR_SAMPLES", "FAR_BELOW",
-           "epochs_to_target", "variance_row_verdict", "annealing_done", "aggregate", "outcome", "claim_zero_variance",
+           "epochs_to_target", "init_note", "INIT_EFFECTS", "variance_row_verdict", "annealing_done", "aggregate", "outcome", "claim_zero_variance",
            "claim_variance_dominates", "claim_continuous_sg", "claim_discrete_order", "claim_convergence",
            "claim_taylor", "taylor_conditioning", "reinforce_at_paper_samples", "TAYLOR_BASELINES",
            "claim_learnable_pairs", "claim_sg_beats_reinforce", "pair_outcomes", "claims_table", "claim_id"]
@@ -154,6 +154,24 @@ def _length_note(items: Iterable[tuple[dict[str, Any], int]]) -> str:
 
 def _why(parts: list[str], note: str) -> str:
     return "; ".join(parts + ([note] if note else []))
+
+
+#: what the initialisation ablation (tools/init_ablation.py; README "What the initialisation does to each
+#: estimator") found each claim's comparison depends on
+INIT_EFFECTS = {
+    "continuous_sg": "SG led reparameterization from all three inits in the ablation; the head init slowed both",
+    "discrete_order": "from PyTorch's default init discrete SG and REINFORCE collapsed and Gumbel-Softmax led; "
+                      "the head init favours REINFORCE",
+    "convergence": "the head init slowed both Gaussian methods in the ablation",
+    "sg_vs_reinforce": "the head init favours REINFORCE (fixed-variance ablation)",
+}
+
+
+def init_note(results: Iterable[dict[str, Any]], claim: str) -> str:
+    """'initialisation zero_decoder_head (not in the paper; <what the ablation found>)': the runs'
+    initialisation, a choice the paper leaves open that can move claim ``claim`` (an :data:`INIT_EFFECTS` key)."""
+    inits = sorted({(r.get("config") or {}).get("init") or DEFAULT_INIT for r in results})
+    return f"initialisation {' / '.join(inits)} (not in the paper; {INIT_EFFECTS[claim]})"
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -370,8 +388,9 @@ def claim_continuous_sg(fixed: dict[str, list[dict[str, Any]]], runs: dict[str, 
                lbl for lbl, o in zip(("BPD", "MSE"), outcomes) if o == UNSHOWN)
            + " (equal would read 'matches', which a t-test cannot show)"}[verdict]
     note = _length_note((r, paper_epochs) for m in need for r in fixed[m])
+    init = init_note((r for m in need for r in fixed[m]), "continuous_sg")
     return _row(claim, source, "; ".join(ours) + f" ({_fixed_lr(fixed, 'sg_gaussian')}, "
-                f"{_fixed_lr(fixed, 'reparam')})", paper, verdict, _why([why], note), run_ids)
+                f"{_fixed_lr(fixed, 'reparam')})", paper, verdict, _why([why, init], note), run_ids)
 
 
 def claim_discrete_order(fixed: dict[str, list[dict[str, Any]]], runs: dict[str, list[str]] | None = None,
@@ -396,6 +415,7 @@ def claim_discrete_order(fixed: dict[str, list[dict[str, Any]]], runs: dict[str,
         why.append(f"{la} vs {lb}: " + {SUPPORTS: "lower (significant)", AGAINST: "higher (significant)",
                                         UNSHOWN: "not shown apart"}[outcomes[-1]])
     note = _length_note((r, paper_epochs) for m in need for r in fixed[m])
+    why.append(init_note((r for m in need for r in fixed[m]), "discrete_order"))
     return _row(claim, source, "; ".join(ours), paper, aggregate(outcomes), _why(why, note), run_ids)
 
 
@@ -454,6 +474,7 @@ def claim_convergence(fixed: dict[str, list[dict[str, Any]]], target: float, run
             why.append(f"fewer than {MIN_SEEDS} seeds a method, or no spread: one seed never decides a comparison")
         else:
             why.append("the epochs' gap is inside the seed spread; more seeds or longer runs would decide")
+    why.append(init_note((r for m in need for r in fixed[m]), "convergence"))
     return _row(claim, source, ours, paper, verdict, "; ".join(why), run_ids)
 
 
@@ -536,7 +557,7 @@ def claim_taylor(taylor: dict[str, Any] | None, job: str = ""):
     if "alpha_cv_full" in taylor:
         extra += (f"; alpha(z) varies by {float(taylor['alpha_cv']):.3g} (Std/|mean|) under the conditioned q, "
                   f"{float(taylor['alpha_cv_full']):.3g} under the full q")
-    extra += f"; initialisation {taylor.get('init', 'zero_decoder_head')} (the paper leaves it open)"
+    extra += f"; initialisation {taylor.get('init', DEFAULT_INIT)} (the paper leaves it open)"
     return _row(claim, source, f"{ours}; {extra}", paper, verdict, why, [job] if job else [])
 
 
@@ -647,7 +668,8 @@ def claim_sg_beats_reinforce(dataset: str, learnable: dict[str, list[dict[str, A
            NOT_SHOWN: "not shown apart"}[verdict]
     note = _length_note([(r, _paper_epochs(dataset, "none_sg_bernoulli")) for r in sg]
                         + [(r, _paper_epochs(dataset, "reinforce")) for r in rf])
-    return _row(claim, source, _versus("SG", va, "REINFORCE", vb, c), paper, verdict, _why([why], note), runs)
+    init = init_note(sg + rf, "sg_vs_reinforce")
+    return _row(claim, source, _versus("SG", va, "REINFORCE", vb, c), paper, verdict, _why([why, init], note), runs)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Method", "FIXED_METHODS", "LEARNABLE_METHODS", "METHODS", "label", "with_sg"]
+__all__ = ["Method", "FIXED_METHODS", "LEARNABLE_METHODS", "METHODS", "label", "with_sg", "INITS", "DEFAULT_INIT"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,12 @@ def label(experiment: str, method_id: str) -> str:
 def with_sg(baseline: str) -> str:
     """The learnable "X + SG" method of baseline X."""
     return next(m.id for m in LEARNABLE_METHODS.values() if m.baseline == baseline)
+
+
+#: Initialisations (the paper leaves them open): "pytorch" keeps nn.Linear's default init everywhere;
+#: "zero_decoder" starts the linear decoders' weight W (and W_mu) at 0; "zero_decoder_head" (the default) also
+#: gives the encoder head its data-dependent init (:meth:`silentvae.models.MnistEncoder.standardize_head_`).
+#: README "Choices the paper leaves open" and tools/init_ablation.py measure what each does to each estimator.
+INITS = ("pytorch", "zero_decoder", "zero_decoder_head")
+#: ``RunConfig.init``'s default, which runs saved before the option existed used.
+DEFAULT_INIT = "zero_decoder_head"

@@ -49,7 +49,7 @@ from .analytic import expected_sq_error_fixed
 from .data import DataSplit, dequantize, load_dataset
 from .estimators import make_estimator
 from .io import atomic_torch_save, atomic_write_json, load_checkpoint
-from .methods import METHODS
+from .methods import DEFAULT_INIT, INITS, METHODS
 from .metrics import bits_per_dim, sum_squared_error
 from .models import (CifarConvDecoder, CifarEncoder, LinearDecoder, LinearPrecisionDecoder, MnistConvDecoder,
                      MnistEncoder)
@@ -108,7 +108,7 @@ class RunConfig:
     val_limit: int | None = None
     val_fraction: float = 0.1
     split_seed: int = 0
-    init: str = "zero_decoder_head"
+    init: str = DEFAULT_INIT
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -200,12 +200,6 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
     want = (hint.__name__ if origin is None else str(hint)) + (" or None" if optional else "")
     raise ValueError(f"run config key {name!r} must be {want}, got {value!r} ({type(value).__name__})")
 
-
-#: Initialisations (the paper leaves them open): "pytorch" keeps nn.Linear's default init everywhere;
-#: "zero_decoder" starts the linear decoders' weight W (and W_mu) at 0; "zero_decoder_head" (the default) also
-#: gives the encoder head its data-dependent init (:meth:`silentvae.models.MnistEncoder.standardize_head_`).
-#: README "Choices the paper leaves open" and tools/init_ablation.py measure what each does to each estimator.
-INITS = ("pytorch", "zero_decoder", "zero_decoder_head")
 
 #: How many training images (the split's first, no noise) set the encoder head's data-dependent init.
 HEAD_INIT_IMAGES = 512

@@ -44,7 +44,7 @@ from . import claims
 from . import paper_values as pv
 from . import paths
 from .io import atomic_write_text
-from .methods import FIXED_METHODS, label as method_label
+from .methods import DEFAULT_INIT, FIXED_METHODS, label as method_label
 from .paper_values import TAYLOR_LABELS, TAYLOR_PAPER_KEY
 from .stats import FINAL_EPOCHS, final_value, mean_curve
 
@@ -605,10 +605,6 @@ def summary_taylor(full: pd.DataFrame, verdict: str) -> pd.DataFrame:
                 "Ratio to SG", "Ratio to SG (paper)"]].copy()
     out["Verdict"] = verdict
     return out
-
-
-#: RunConfig's ``init`` default (silentvae.run.INITS), which runs saved before the option existed used.
-DEFAULT_INIT = "zero_decoder_head"
 
 
 def provenance(entries: Iterable[tuple[str, dict[str, Any]]]) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from silentvae import paper_values as pv  # noqa: E402
-from silentvae import plots, report, tables  # noqa: E402
+from silentvae import methods, plots, report, tables  # noqa: E402
 from silentvae.methods import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
 
 
@@ -695,4 +695,4 @@ def test_provenance_names_each_runs_initialisation():
     new = {**new, "config": {**new["config"], "init": "pytorch"}}
     df = tables.provenance([(old_id, old), (new_id, new)])
     assert list(df["Initialisation (not in the paper)"]) == [RunConfig().init, "pytorch"]
-    assert tables.DEFAULT_INIT == RunConfig().init
+    assert tables.DEFAULT_INIT == RunConfig().init == methods.DEFAULT_INIT
