@@ -10,7 +10,8 @@ Verdicts (:data:`VERDICTS`):
 
 **The rule for every comparison between methods** (one rule, both directions; :mod:`silentvae.stats`): each
 seed's final value is the mean validation metric of its last 3 epochs; the methods' final values are compared
-by Welch's two-sided t-test at 5% (``scipy.stats.ttest_ind(equal_var=False)``). A significant difference in the
+by Welch's two-sided t-test at 5% (``scipy.stats.ttest_ind(equal_var=False, trim=0.2)``: from 5 seeds a side on,
+the 20%-trimmed means, Yuen's test, so one seed far off its method's others does not decide). A significant difference in the
 paper's direction holds, a significant difference in the opposite direction contradicts; no significant
 difference, fewer than 2 seeds on a side, or a test that cannot be computed is "not shown", with the gap and
 its direction. The verdict never depends on whether the data agree with the paper. A claim of several
@@ -36,7 +37,7 @@ import pandas as pd
 
 from . import paper_values as pv
 from .methods import DEFAULT_INIT, FIXED_METHODS, LEARNABLE_METHODS, with_sg
-from .stats import ALPHA, FINAL_EPOCHS, MIN_SEEDS, Comparison, final_value, mean_curve, welch
+from .stats import ALPHA, FINAL_EPOCHS, MIN_SEEDS, TRIM, Comparison, final_value, mean_curve, welch
 
 __all__ = ["HOLDS", "CONTRADICTED", "NOT_SHOWN", "NOT_RUN", "VERDICTS", "COLUMNS", "RULE", "CLAIM_IDS",
            "PAPER_FIXED_EPOCHS", "EXACT_NORM_FLOOR", "PAPER_LEARNABLE_EPOCHS", "PAPER_TAYLOR_SAMPLES", "FAR_BELOW",
@@ -53,7 +54,8 @@ VERDICTS = (HOLDS, CONTRADICTED, NOT_SHOWN, NOT_RUN)
 COLUMNS = ("Id", "Claim", "Source", "Ours", "Paper", "Verdict", "Why / what it would take", "Runs")
 #: the rule as the report states it (above the claims table)
 RULE = (f"Rule: a comparison between methods is decided by Welch's two-sided t-test at {ALPHA:.0%} on the seeds' "
-        f"final values (each seed's mean validation value over its last {FINAL_EPOCHS} epochs): a significant "
+        f"final values (each seed's mean validation value over its last {FINAL_EPOCHS} epochs), on "
+        f"{TRIM:.0%}-trimmed means from 5 seeds a side on (Yuen's test: one diverged seed does not decide): a significant "
         "difference in the paper's direction holds, in the opposite direction contradicts; otherwise, or with fewer "
         f"than {MIN_SEEDS} seeds a side, not shown (gap and direction given). Runs shorter than the paper's are "
         "judged the same way and say so (\"at 22 of 500 epochs\"). Convergence: the same test on each seed's "
