@@ -41,7 +41,8 @@ from .stats import ALPHA, FINAL_EPOCHS, MIN_SEEDS, TRIM, Comparison, final_value
 
 __all__ = ["HOLDS", "CONTRADICTED", "NOT_SHOWN", "NOT_RUN", "VERDICTS", "COLUMNS", "RULE", "CLAIM_IDS",
            "PAPER_FIXED_EPOCHS", "EXACT_NORM_FLOOR", "PAPER_LEARNABLE_EPOCHS", "PAPER_TAYLOR_SAMPLES", "FAR_BELOW",
-           "epochs_to_target", "init_note", "INIT_EFFECTS", "variance_row_verdict", "annealing_done", "aggregate", "outcome", "claim_zero_variance",
+           "epochs_to_target", "init_note", "INIT_EFFECTS", "variance_row_verdict", "annealing_done", "aggregate",
+           "outcome", "claim_zero_variance",
            "claim_variance_dominates", "claim_continuous_sg", "claim_discrete_order", "claim_convergence",
            "claim_taylor", "taylor_conditioning", "reinforce_at_paper_samples", "TAYLOR_BASELINES",
            "claim_learnable_pairs", "claim_sg_beats_reinforce", "pair_outcomes", "claims_table", "claim_id"]
@@ -463,7 +464,7 @@ def claim_convergence(fixed: dict[str, list[dict[str, Any]]], target: float, run
     ours = (f"target {target:g} BPD; mean curve of {len(fixed['sg_gaussian'])} / {len(fixed['reparam'])} seeds: "
             f"SG {show(e_sg, n_sg)}, reparameterization {show(e_rep, n_rep)}{ratio}; epochs to target per seed: "
             f"SG {per_seed['sg_gaussian']}; reparameterization {per_seed['reparam']} ({c.describe(1)})")
-    verdict = {SUPPORTS: HOLDS, AGAINST: CONTRADICTED, UNSHOWN: NOT_SHOWN}[outcome(c, -1)]
+    verdict = aggregate([outcome(c, -1)])
     why = []
     if not all(ok for m in need for _, ok in reached[m]):
         why.append("a seed that never reached the target counts as epochs run + 1 (a lower bound)")

@@ -26,8 +26,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from lr_grid import markdown, run_config, train_and_describe   # tools/: the paper config's fixed-variance runs
-from silentvae.methods import FIXED_METHODS
-from silentvae.methods import INITS
+from silentvae.methods import FIXED_METHODS, INITS
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE2_METHODS = ["sg_gaussian", "reparam", "sg_bernoulli", "gumbel", "reinforce"]
