@@ -5,7 +5,7 @@
 #   snakemake --profile profiles/embedded            # offline reduced run on 2 CPU cores (config/embedded.yaml)
 #
 # Table of contents (each training/diagnostic job executes one papermill notebook from notebooks/; the plan is
-# silentvae.plan's, every path silentvae.paths'):
+# silentvae.pipeline.plan's, every path silentvae.pipeline.paths'):
 #   train_<job>  a training job: one run, or a method's grid stacked (engine: stacked); its experiment's
 #                notebook: fixed variance -> Table 2, Figure 2, convergence (Sec. 3.2);
 #                learnable variance, with/without SG -> Tables 3, 4, 9, Figures 3-5 (Sec. 4.2)
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from silentvae import paths
-from silentvae.plan import make_plan, validate_config
+from silentvae.pipeline import paths
+from silentvae.pipeline.plan import make_plan, validate_config
 
 if not workflow.overwrite_configfiles:  # no --configfile: the paper protocol (--configfile replaces it, not merges)
     configfile: "config/paper.yaml"
@@ -47,7 +47,7 @@ GPU = 1 if DEVICE == "auto" else 0
 THREADS = config.get("threads_per_job", 1)
 PY = shlex.quote(sys.executable)            # the environment snakemake runs in (.venv)
 JOBS_PER_GPU = config.get("jobs_per_gpu", 1)
-ON_DEVICE = f"{PY} -m silentvae.gpus --jobs-per-gpu {JOBS_PER_GPU} --"  # claims a GPU (or none: CPU) for the job
+ON_DEVICE = f"{PY} -m silentvae.pipeline.gpus --jobs-per-gpu {JOBS_PER_GPU} --"  # claims a GPU (or none: CPU) for the job
 
 
 def papermill(notebook, out_nb, **params):
@@ -133,7 +133,7 @@ rule select:
     conda:
         ENV
     shell:
-        "{params.py} -m silentvae.plan select {output:q} {params.candidates:q} > {log:q} 2>&1"
+        "{params.py} -m silentvae.pipeline.plan select {output:q} {params.candidates:q} > {log:q} 2>&1"
 
 
 rule variance:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """CPU ms per step (process CPU time, 1 thread, paper sizes, 6 steps after a 2-step warm-up) of the eager
 reference loop and the engine (K = 1) for Table 2 methods, alternating eager / engine twice, in a process with
-glibc's default allocator ("default") or with the setting silentvae.engine.train_stacked makes for CPU jobs
-("heap": silentvae.engine._reuse_freed_memory). Run it once per mode: the setting is per process.
+glibc's default allocator ("default") or with the setting silentvae.training.engine.train_stacked makes for CPU jobs
+("heap": silentvae.training.engine._reuse_freed_memory). Run it once per mode: the setting is per process.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_allocator.py sg_gaussian,reparam,sg_bernoulli,gumbel,reinforce default
     OMP_NUM_THREADS=1 python benchmarks/bench_allocator.py sg_gaussian,reparam,sg_bernoulli,gumbel,reinforce heap
@@ -15,9 +15,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from silentvae.engine import StackedRuns, _reuse_freed_memory  # noqa: E402
-from silentvae.methods import FIXED_METHODS  # noqa: E402
-from silentvae.run import Run, RunConfig  # noqa: E402
+from silentvae.training.engine import StackedRuns, _reuse_freed_memory  # noqa: E402
+from silentvae.training.methods import FIXED_METHODS  # noqa: E402
+from silentvae.training.run import Run, RunConfig  # noqa: E402
 from reference_trainer import train_epoch as eager_epoch  # noqa: E402
 
 if sys.argv[2] == "heap":

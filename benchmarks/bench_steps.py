@@ -2,20 +2,20 @@
 r"""Optimizer steps per second of three ways to train the fixed-variance model, and what the protocol costs.
 
 Model: MnistEncoder (channels 32, latent 200) + LinearDecoder, batch 64, MNIST-shaped data (the mnist5k
-subset from silentvae.data, tiled as needed; random 8-bit images if it is missing). For each method of
+subset from silentvae.training.data, tiled as needed; random 8-bit images if it is missing). For each method of
 Table 2 (sg_gaussian, reparam, sg_bernoulli, gumbel, reinforce) it times
 
   (a) baseline: what a user would write: a torchvision-style Dataset (per-item uint8 -> float tensor and
       dequantisation), torch.utils.data.DataLoader(shuffle=True), an eager loop with loss.item() per step;
-  (b) engine:   silentvae.engine with one run, as silentvae.engine.train runs it (data on the
+  (b) engine:   silentvae.training.engine with one run, as silentvae.training.engine.train runs it (data on the
       device, shuffling and dequantisation on the device, one host sync per epoch);
-  (c) stacked:  silentvae.engine.StackedRuns with K runs (--stack), reported as run-steps/s = K * steps/s,
+  (c) stacked:  silentvae.training.engine.StackedRuns with K runs (--stack), reported as run-steps/s = K * steps/s,
       with its peak GPU memory.
 
 It prints steps/s, the ratios to (a), SG's step time over reparam's, and the projected device-hours of
 the protocol: Table 2 (config/paper.yaml's fixed-variance runs: 5 methods x 4 learning rates x 500 epochs
 x ceil(54000 / 64) = 844 steps) and Table 3 on MNIST (its learnable-variance runs, counted with
-silentvae.plan.make_plan; timed with engines (b) and (c) on the learnable model). Projections count
+silentvae.pipeline.plan.make_plan; timed with engines (b) and (c) on the learnable model). Projections count
 optimizer steps only (no validation, checkpoints or job start-up) and time every step at its most
 expensive phase (Algorithm 1's linear decoder active, encoder not yet frozen), so Table 3's figure is an
 upper bound. Last, the whole protocol (Tables 1-4, 9 on MNIST, CIFAR-10 and ImageNet 32x32) with the
@@ -49,13 +49,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from silentvae.data import DatasetNotFoundError, load_dataset  # noqa: E402
+from silentvae.training.data import DatasetNotFoundError, load_dataset  # noqa: E402
 from silentvae.estimators import make_estimator  # noqa: E402
 from silentvae.models import LinearDecoder, MnistEncoder  # noqa: E402
-from silentvae.methods import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
-from silentvae.plan import load_config, make_plan  # noqa: E402
-from silentvae.engine import StackedRuns, auto_stack_size  # noqa: E402
-from silentvae.run import Run, RunConfig  # noqa: E402
+from silentvae.training.methods import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
+from silentvae.pipeline.plan import load_config, make_plan  # noqa: E402
+from silentvae.training.engine import StackedRuns, auto_stack_size  # noqa: E402
+from silentvae.training.run import Run, RunConfig  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 from reference_trainer import train_epoch as eager_train_epoch  # noqa: E402
@@ -132,7 +132,7 @@ def time_baseline(cfg: RunConfig, images: np.ndarray, steps: int, warmup: int, w
 # --- (b) the silentvae engine and (c) the stacked engine ------------------------------------------
 
 def time_engine(cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int) -> float:
-    """Steps/s of the engine with one run, as silentvae.engine.train runs it (one epoch of exactly ``steps``
+    """Steps/s of the engine with one run, as silentvae.training.engine.train runs it (one epoch of exactly ``steps``
     steps, after a warm-up epoch)."""
     stack = StackedRuns([cfg], tuple(images.shape[1:]))
     return _epoch_steps_per_second(stack.train_epoch, cfg, images, steps, warmup)
@@ -182,7 +182,7 @@ def time_stacked(cfg: RunConfig, images: torch.Tensor, steps: int, warmup: int, 
 
 # --- protocol arithmetic --------------------------------------------------------------------------
 
-#: Training images per epoch (the official training sets less the 10% validation split of silentvae.data).
+#: Training images per epoch (the official training sets less the 10% validation split of silentvae.training.data).
 TRAIN_IMAGES = {"mnist": 54_000, "cifar10": 45_000, "imagenet32": 1_153_050}
 IMAGE_SHAPE = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "imagenet32": (3, 32, 32)}
 
@@ -238,13 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine-vs-eager", action="store_true", help="only Table 2's methods, one run: eager "
                     "reference vs the engine (with --compile if given) vs --seeds seeds stacked; wall and CPU time")
     ap.add_argument("--reuse-freed-memory", action="store_true", help="first set glibc's allocator as "
-                    "silentvae.engine.train_stacked does on a CPU (heap only, freed memory kept), for every engine")
+                    "silentvae.training.engine.train_stacked does on a CPU (heap only, freed memory kept), for every engine")
     ap.add_argument("--seeds", type=int, default=3, help="--engine-vs-eager: seeds stacked in one step")
     ap.add_argument("--cpu-time", action="store_true", help="time the engines by this process's CPU time "
                     "(time.process_time) instead of wall time: on a shared CPU it leaves out the other jobs' time")
     args = ap.parse_args(argv)
     if args.reuse_freed_memory:
-        from silentvae.engine import _reuse_freed_memory
+        from silentvae.training.engine import _reuse_freed_memory
         _reuse_freed_memory()
     global clock
     clock = time.process_time if args.cpu_time else time.perf_counter
@@ -347,7 +347,7 @@ def print_stack_of_one(device: str, size: dict, images: torch.Tensor, steps: int
     """Steps/s of one run: the eager loop (before) and the engine with K = 1 (after), alternating ``repeats``
     times per method; each round's ratio after / before, and the range and median of the ratios."""
     print(f"One run, steps/s: eager loop (tests/reference_trainer.py, the trainer before the engine) vs the engine "
-          f"with K = 1 (silentvae.engine.train now); {repeats} alternating rounds")
+          f"with K = 1 (silentvae.training.engine.train now); {repeats} alternating rounds")
     print(f"  {'experiment':10s} {'method':13s} {'eager':>16s} {'engine':>16s}  engine/eager per round")
     all_ratios = []
     methods = [("fixed", m, spec) for m, spec in FIXED_METHODS.items()]

@@ -8,9 +8,9 @@ Variational Autoencoders" (arXiv 2508.03587). The public API is what ``__all__``
 * Algorithm 1 in your own loop: :func:`silent_weight`, :func:`encoder_frozen`, :func:`split_gradient`;
 * the linear decoders, posteriors and closed forms they build on.
 
-The names load on first use (PEP 562), so ``python -m silentvae.gpus`` and the other torch-free modules start
-without importing torch. The reproduction pipeline (:mod:`silentvae.engine`, :mod:`silentvae.run`,
-:mod:`silentvae.jobs`, ...) is imported by module name, not from here.
+The names load on first use (PEP 562), so ``python -m silentvae.pipeline.gpus`` and the other torch-free modules start
+without importing torch. The reproduction pipeline (:mod:`silentvae.training.engine`, :mod:`silentvae.training.run`,
+:mod:`silentvae.pipeline.jobs`, ...) is imported by module name, not from here.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ linear decoder's exact (silent) gradient with the nonlinear decoder's sampled on
     grad_phi = w_lin * grad_phi(silent) + (1 - w_lin) * grad_phi(sampled),   w_lin = max(0, 1 - epoch * lambda)
 
 (epochs count from 1), plus the KL's gradient; from the cut-off epoch on the encoder is frozen. Three helpers, the
-ones the pipeline's engine (:mod:`silentvae.engine`, via :class:`silentvae.run.RunConfig`) uses too:
+ones the pipeline's engine (:mod:`silentvae.training.engine`, via :class:`silentvae.training.run.RunConfig`) uses too:
 
 * :func:`silent_weight` -- w_lin at an epoch;
 * :func:`encoder_frozen` -- whether the encoder is frozen at an epoch;

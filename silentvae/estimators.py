@@ -100,7 +100,7 @@ class Reinforce:
     def surrogate(posterior, decoder, x: Tensor, baseline: Tensor | None, generator: torch.Generator | None = None,
                   noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The stateless part of :meth:`loss`: (surrogate (B,), batch mean of f) for a given ``baseline``
-        (None: leave-one-out). ``silentvae.engine`` calls it under vmap with one baseline per run."""
+        (None: leave-one-out). ``silentvae.training.engine`` calls it under vmap with one baseline per run."""
         z = posterior.sample(generator, noise)
         f = -decoder.loglik(x, z)
         log_q = posterior.log_prob(z)

@@ -21,7 +21,7 @@ __all__ = ["GaussianPosterior", "BernoulliPosterior", "Posterior", "scale_grad",
 
 #: The one random draw behind every sample of a posterior kind: eps ~ N(0, I) for Gaussian latents
 #: (``rsample``/``sample``), u ~ U[0, 1) for Bernoulli latents (``sample``/``relaxed_sample``). Each sampler
-#: takes that draw as ``noise=`` instead of drawing it (``silentvae.engine`` draws per run, outside vmap).
+#: takes that draw as ``noise=`` instead of drawing it (``silentvae.training.engine`` draws per run, outside vmap).
 NOISE = {"gaussian": torch.randn, "bernoulli": torch.rand}
 
 

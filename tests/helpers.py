@@ -192,7 +192,7 @@ def monte_carlo(values: Tensor) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------------
 
 def training_state(state: dict) -> dict[str, dict[str, Tensor]]:
-    """A run's ``last.pt`` (or :meth:`silentvae.run.Run.state_dict`) as float64 CPU tensors by name:
+    """A run's ``last.pt`` (or :meth:`silentvae.training.run.Run.state_dict`) as float64 CPU tensors by name:
     ``params`` (the floating tensors of the models' state dict), ``exp_avg`` and ``exp_avg_sq`` (AdamW's moments,
     by parameter index) and ``steps`` (AdamW's step count per parameter index)."""
     models = state["models"]

@@ -1,6 +1,6 @@
 r"""The tests' reference trainer: one run of Algorithm 1 as a plain eager loop (autograd, torch.optim.AdamW).
 
-The library trains every run with the engine of :mod:`silentvae.engine` (a single run is a stack of one);
+The library trains every run with the engine of :mod:`silentvae.training.engine` (a single run is a stack of one);
 this is the same training written the obvious way, which ``tests/test_stacked.py`` compares the engine
 against. Per step, with w_lin = ``cfg.silent_weight(epoch)`` (Eq. 8):
 
@@ -11,7 +11,7 @@ against. Per step, with w_lin = ``cfg.silent_weight(epoch)`` (Eq. 8):
 Random numbers come from ``run.generator`` in the engine's order: ``randperm`` per epoch, then per step
 the dequantisation noise and the estimator's latent noise. REINFORCE keeps its baseline in the estimator
 (:meth:`silentvae.estimators.Reinforce.loss`). The files are written with the library's
-:func:`~silentvae.run.resume_run` / :func:`~silentvae.run.save_run`, so their format is the checkpoint
+:func:`~silentvae.training.run.resume_run` / :func:`~silentvae.training.run.save_run`, so their format is the checkpoint
 format a run resumes from.
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from silentvae.data import DataSplit, dequantize
+from silentvae.training.data import DataSplit, dequantize
 from silentvae.estimators import SilentGradient
-from silentvae.run import (HEAD_INIT_IMAGES, NonFiniteLossError, Run, RunConfig, evaluate, resume_run, save_run,
+from silentvae.training.run import (HEAD_INIT_IMAGES, NonFiniteLossError, Run, RunConfig, evaluate, resume_run, save_run,
                            write_metrics)
 
 
@@ -70,7 +70,7 @@ def train_epoch(run: Run, images: Tensor) -> dict[str, Any]:
 
 def reference_train(cfg: RunConfig, out: str | Path, splits: tuple[DataSplit, DataSplit]) -> list[dict[str, Any]]:
     """Train (or resume) ``cfg`` in ``out`` up to ``cfg.epochs`` with :func:`train_epoch`; its history (same rows
-    and files as :func:`silentvae.engine.train`)."""
+    and files as :func:`silentvae.training.engine.train`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train_images, val_images = (s.images.to(device=cfg.device, dtype=cfg.torch_dtype) for s in splits)

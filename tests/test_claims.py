@@ -1,4 +1,4 @@
-"""The verdict rules of silentvae.claims on synthetic results: every claim reaches every verdict it can."""
+"""The verdict rules of silentvae.report.claims on synthetic results: every claim reaches every verdict it can."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 
 import scipy.stats
 
-from silentvae import claims as C
-from silentvae import stats as S
+from silentvae.report import claims as C
+from silentvae.report import stats as S
 
 
 def res(bpds, *, mse=3.0, kld=100.0, seed=0, silent=False, frozen=None, lr=5e-4):
@@ -35,7 +35,7 @@ def seeds(curve, shift=0.0, *, mse=3.0, n=3, **kw):
 
 
 # ---------------------------------------------------------------------------------------------------
-# shared rules (silentvae.stats)
+# shared rules (silentvae.report.stats)
 # ---------------------------------------------------------------------------------------------------
 
 def test_final_value_is_the_mean_of_the_last_three_epochs():
@@ -445,7 +445,7 @@ def test_embedded_config_is_built_for_the_claims():
     paper's Taylor check."""
     from pathlib import Path
 
-    from silentvae.plan import load_config
+    from silentvae.pipeline.plan import load_config
     cfg = load_config(Path(__file__).resolve().parent.parent / "config" / "embedded.yaml")
     run = cfg["fixed_variance"]["run"]
     assert (run["latent_dim"], run["channels"], run["sigma2"]) == (200, 32, 0.01)
@@ -456,7 +456,7 @@ def test_embedded_config_is_built_for_the_claims():
     assert epochs[0] == 1 and max(epochs) <= run["epochs"] and set(epochs) <= set(run["checkpoint_epochs"])
     assert vd["num_batches"] >= 20 and vd["num_samples"] >= 2
     # Table 1 compares stages by optimizer steps: one measured epoch is at the paper's epoch 1 (844 steps)
-    from silentvae.data import load_dataset
+    from silentvae.training.data import load_dataset
     steps_per_epoch = -(-len(load_dataset(cfg["fixed_variance"]["dataset"], split="train")) // run["batch_size"])
     assert C.step_pairs({e: e * steps_per_epoch for e in epochs}) == {12: 1}
     tb = cfg["taylor_bias"]  # the paper's model size, checked on as many latents as a CPU enumerates quickly
@@ -465,7 +465,7 @@ def test_embedded_config_is_built_for_the_claims():
     lv = cfg["learnable_variance"]
     # every compared method is trained at >= 3 seeds of its selected setting (the Welch test on the seeds)
     assert len(cfg["fixed_variance"]["seeds"]) >= 3 and len(lv["seeds"]) >= 3
-    from silentvae.plan import make_plan
+    from silentvae.pipeline.plan import make_plan
     plan = make_plan(cfg, not_run={})
     for selection, finals in plan.final_runs.items():
         assert 1 + len(finals) >= 3, selection

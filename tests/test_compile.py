@@ -4,8 +4,8 @@ the same runs as the eager step. On the CPU, inductor compiles it to C++ (about 
 import pytest
 import torch
 
-from silentvae.data import DataSplit
-from silentvae.engine import train_stacked
+from silentvae.training.data import DataSplit
+from silentvae.training.engine import train_stacked
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +36,8 @@ def test_compiled_stacked_step_equals_eager(tmp_path):
 def test_pipeline_compile_trains_a_single_run_with_the_compiled_stacked_step(tmp_path):
     """`compile` in the config: train_runs sends even a one-run job through the stacked engine's compiled step,
     and the run equals the uncompiled single-run trainer's (a stack of one without vmap)."""
-    from silentvae.jobs import train_runs
-    from silentvae.engine import train
+    from silentvae.pipeline.jobs import train_runs
+    from silentvae.training.engine import train
 
     cfg = {"experiment": "fixed", "latent": "gaussian", "estimator": "reparam", "epochs": 1, "latent_dim": 4,
            "channels": 2, "batch_size": 32, "train_limit": 64, "val_limit": 32, "dataset": "mnist5k"}

@@ -13,9 +13,9 @@ or a wrong step is off by far more than the tolerance, and it asserts that every
 import pytest
 import torch
 
-from silentvae.data import DataSplit
-from silentvae.engine import train
-from silentvae.run import HEAD_INIT_IMAGES, Run, RunConfig
+from silentvae.training.data import DataSplit
+from silentvae.training.engine import train
+from silentvae.training.run import HEAD_INIT_IMAGES, Run, RunConfig
 
 from helpers import assert_same_training, training_state
 from reference_trainer import reference_train
@@ -88,7 +88,7 @@ def test_train_and_resume_on_cuda(tmp_path, run):
 def test_stacked_equals_separate_on_cuda(tmp_path, run):
     """A stack on the GPU (grid of lr x anneal x cut-off), and each run alone (a stack of one), train what the
     reference trainer trains."""
-    from silentvae.engine import train_stacked
+    from silentvae.training.engine import train_stacked
     grid = [{"seed": 0, "lr": LR}, {"seed": 1, "lr": LR / 2}]
     if run["experiment"] == "learnable":
         grid = [{**g, "anneal_rate": a, "cutoff_epoch": c} for g, a, c in zip(grid, (0.5, 0.0), (None, 2))]
@@ -103,7 +103,7 @@ def test_stacked_equals_separate_on_cuda(tmp_path, run):
 @gpu
 @needs_cuda
 def test_auto_stack_size_fits_free_memory():
-    from silentvae.engine import auto_stack_size, measure_peak_bytes
+    from silentvae.training.engine import auto_stack_size, measure_peak_bytes
     cfgs = [RunConfig(device="cuda", latent_dim=200, channels=32, seed=s) for s in range(64)]
     k = auto_stack_size(cfgs, (1, 28, 28), log=lambda *_: None)
     assert 1 <= k <= 64

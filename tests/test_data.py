@@ -1,4 +1,4 @@
-"""Tests for silentvae.data: each dataset is written in its official format into tmp_path."""
+"""Tests for silentvae.training.data: each dataset is written in its official format into tmp_path."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from silentvae import data
-from silentvae.data import (
+from silentvae.training import data
+from silentvae.training.data import (
     DATASETS,
     DataError,
     DatasetNotFoundError,
@@ -315,7 +315,7 @@ def write_cifar_md5sums(folder: Path) -> Path:
 def test_cifar10_md5_manifest_vouches_for_a_self_made_copy(tmp_path, monkeypatch):
     """Without a manifest the test batches fail the official checksums; with $SILENTVAE_CIFAR10_MD5SUMS listing
     theirs they load (also in subprocesses such as pipeline jobs); a file changed after that is refused again."""
-    from silentvae.data import CIFAR10_MD5SUMS_ENV, DataError
+    from silentvae.training.data import CIFAR10_MD5SUMS_ENV, DataError
     src = _write_cifar(tmp_path)
     folder = tmp_path / "cifar-10-batches-py"
     with pytest.raises(DataError, match="md5"):
@@ -553,7 +553,7 @@ def test_dequantize_rejects_integer_input():
 
 
 def test_locate_dataset_reports_presence_and_the_place_looked_at(tmp_path, monkeypatch):
-    from silentvae.data import locate_dataset
+    from silentvae.training.data import locate_dataset
     monkeypatch.setenv("SILENTVAE_FASHION_MNIST_DIR", str(tmp_path / "debian"))
     assert locate_dataset("cifar10", tmp_path) == (False, str(tmp_path / "cifar-10-batches-py"))
     (tmp_path / "cifar-10-batches-py").mkdir()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from silentvae.diagnostics import (condition_on_free_latents, decompose, enumerate_states, est_pct_interval,
+from silentvae.training.diagnostics import (condition_on_free_latents, decompose, enumerate_states, est_pct_interval,
                                    exact_expected_loglik_bernoulli, gradient_variance, taylor_bias_check)
 from silentvae.estimators import Reinforce, Reparameterization, SilentGradient
 from silentvae.models import LinearDecoder, LinearPrecisionDecoder, MnistEncoder
@@ -46,7 +46,7 @@ def _all_grads(enc, dec, estimator, batches, num_samples, seed):
 
 @pytest.mark.parametrize("block", [16, 2])
 def test_variance_decomposition_matches_law_of_total_variance(block, monkeypatch):
-    monkeypatch.setattr("silentvae.diagnostics.DRAW_BLOCK", block)   # 2: draws combined over blocks of 2, 2, 1
+    monkeypatch.setattr("silentvae.training.diagnostics.DRAW_BLOCK", block)   # 2: draws combined over blocks of 2, 2, 1
     enc, dec = _tiny("gaussian")
     batches = _batches(4)
     got = gradient_variance(enc, dec, Reparameterization(), batches, num_samples=5, seed=3)
@@ -246,7 +246,7 @@ def test_taylor_bias_is_small_but_nonzero_with_learned_precision():
 def test_reinforce_with_a_training_like_baseline_is_noisier_than_with_the_exact_expected_loss():
     """The default baseline (this batch's exact expected loss) flatters REINFORCE; a data-average baseline as its
     running average settles at in training leaves more variance (the same draws: the same seed)."""
-    from silentvae.diagnostics import data_average_loss
+    from silentvae.training.diagnostics import data_average_loss
     enc, dec = _tiny("bernoulli", d=4, decoder="learnable")
     x = _batches(1)[0]
     exact = taylor_bias_check(enc, dec, x, num_samples=800, chunk=400, seed=0)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from silentvae.run import RunConfig, load_run, load_splits
-from silentvae.engine import train
+from silentvae.training.run import RunConfig, load_run, load_splits
+from silentvae.training.engine import train
 
 
 @pytest.mark.slow

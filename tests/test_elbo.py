@@ -11,7 +11,7 @@ import silentvae
 from silentvae import (BernoulliPosterior, GaussianPosterior, LinearDecoder, LinearPrecisionDecoder, encoder_frozen,
                        silent_elbo, silent_weight, split_gradient)
 from silentvae.analytic import expected_loglik_learnable
-from silentvae.run import RunConfig
+from silentvae.training.run import RunConfig
 
 B, D, LATENTS = 5, 12, 4
 

@@ -1,7 +1,7 @@
-"""Tests of silentvae.gpus: device claims with flock lock files, on simulated devices.
+"""Tests of silentvae.pipeline.gpus: device claims with flock lock files, on simulated devices.
 
-Concurrency and crash tests use real worker *processes* (``python -m silentvae.gpus -- CMD`` as the pipeline runs
-it, or plain ``python -c`` subprocesses that import only silentvae.gpus, so they start fast), because locks must
+Concurrency and crash tests use real worker *processes* (``python -m silentvae.pipeline.gpus -- CMD`` as the pipeline runs
+it, or plain ``python -c`` subprocesses that import only silentvae.pipeline.gpus, so they start fast), because locks must
 work across processes and survive SIGKILL.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from silentvae import gpus
+from silentvae.pipeline import gpus
 
 ROOT = Path(__file__).resolve().parents[1]
 CVD = "CUDA_VISIBLE_DEVICES"
@@ -56,7 +56,7 @@ def _lock_is_free(path: Path) -> bool:
 
 
 def _cli(lock_dir: Path, *cmd: str, devices: int = 1) -> list[str]:
-    return [sys.executable, "-m", "silentvae.gpus", "--lock-dir", str(lock_dir), "--num-devices", str(devices),
+    return [sys.executable, "-m", "silentvae.pipeline.gpus", "--lock-dir", str(lock_dir), "--num-devices", str(devices),
             "--", *cmd]
 
 
@@ -65,7 +65,7 @@ def _cli(lock_dir: Path, *cmd: str, devices: int = 1) -> list[str]:
 _JOB = """
 import json, os, sys, time
 from pathlib import Path
-from silentvae import gpus
+from silentvae.pipeline import gpus
 work, i = Path(sys.argv[1]), sys.argv[2]
 (work / f"ready{i}").touch()
 while not (work / "go").exists():                 # start barrier: all workers contend at once
@@ -105,7 +105,7 @@ def test_concurrent_jobs_never_share_a_device(tmp_path):
 # --- crash safety ----------------------------------------------------------------------------------------
 
 def _hold_in_child(lock_dir: Path) -> subprocess.Popen:
-    """A claim (``python -m silentvae.gpus``) holding the one simulated device until killed; its command dies
+    """A claim (``python -m silentvae.pipeline.gpus``) holding the one simulated device until killed; its command dies
     with it."""
     p = subprocess.Popen(_cli(lock_dir, sys.executable, "-c", "import time; print('held', flush=True); "
                               "time.sleep(60)"), env=_worker_env(), stdout=subprocess.PIPE, text=True)
@@ -150,7 +150,7 @@ def test_preset_cuda_visible_devices_is_the_pool(tmp_path, monkeypatch):
     fd = os.open(tmp_path / "gpu3.lock", os.O_RDWR | os.O_CREAT)                 # someone else holds "3"
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        out = subprocess.run([sys.executable, "-m", "silentvae.gpus", "--lock-dir", str(tmp_path), "--timeout", "0",
+        out = subprocess.run([sys.executable, "-m", "silentvae.pipeline.gpus", "--lock-dir", str(tmp_path), "--timeout", "0",
                               "--", sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
                              env=_worker_env(**{CVD: "3,5"}), capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
@@ -191,7 +191,7 @@ def test_default_lock_dir(tmp_path, monkeypatch):
     child = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n"
              "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
              "except BlockingIOError:\n    print('held')\n")
-    out = subprocess.run([sys.executable, "-m", "silentvae.gpus", "--", sys.executable, "-c", child,
+    out = subprocess.run([sys.executable, "-m", "silentvae.pipeline.gpus", "--", sys.executable, "-c", child,
                           str(shared / "gpu0.lock")], capture_output=True, text=True, timeout=60,
                          env=_worker_env(**{gpus.ENV_LOCK_DIR: str(shared), gpus.ENV_NUM_GPUS: "1"}))
     assert out.returncode == 0 and out.stdout.split() == ["held"], out.stderr
@@ -227,7 +227,7 @@ def test_cli_execs_command_holding_the_device(tmp_path):
              "dev = os.environ['CUDA_VISIBLE_DEVICES']\n"
              "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print(dev, 'free')\n"
              "except BlockingIOError:\n    print(dev, 'held')\n")
-    out = subprocess.run([sys.executable, "-m", "silentvae.gpus", "--lock-dir", str(tmp_path), "--num-devices", "1",
+    out = subprocess.run([sys.executable, "-m", "silentvae.pipeline.gpus", "--lock-dir", str(tmp_path), "--num-devices", "1",
                           "--", sys.executable, "-c", child, str(tmp_path / "gpu0.lock")],
                          env=_worker_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -254,7 +254,7 @@ def test_jobs_per_gpu_spreads_then_shares(tmp_path):
 def test_cli_jobs_per_gpu_takes_the_second_slot(tmp_path):
     holder = _hold_in_child(tmp_path)  # holds gpu0.lock (slot 0) in another process
     try:
-        out = subprocess.run([sys.executable, "-m", "silentvae.gpus", "--lock-dir", str(tmp_path), "--num-devices",
+        out = subprocess.run([sys.executable, "-m", "silentvae.pipeline.gpus", "--lock-dir", str(tmp_path), "--num-devices",
                               "1", "--jobs-per-gpu", "2", "--timeout", "5", "--", sys.executable, "-c",
                               "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
                              env=_worker_env(), capture_output=True, text=True, timeout=60)

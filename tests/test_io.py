@@ -1,4 +1,4 @@
-"""Tests of silentvae.io: atomic writes leave either the old file or the complete new one."""
+"""Tests of silentvae.training.io: atomic writes leave either the old file or the complete new one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 import torch
 
-from silentvae.io import (CheckpointError, atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text,
+from silentvae.training.io import (CheckpointError, atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text,
                           load_checkpoint)
 
 

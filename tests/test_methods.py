@@ -2,11 +2,11 @@
 
 import yaml
 
-from silentvae import claims
-from silentvae import paper_values as pv
-from silentvae.methods import FIXED_METHODS, LEARNABLE_METHODS, METHODS, label, with_sg
-from silentvae.plan import SCHEMA_PATH
-from silentvae.run import RunConfig
+from silentvae.report import claims
+from silentvae.report import paper_values as pv
+from silentvae.training.methods import FIXED_METHODS, LEARNABLE_METHODS, METHODS, label, with_sg
+from silentvae.pipeline.plan import SCHEMA_PATH
+from silentvae.training.run import RunConfig
 
 
 def test_schema_enums_are_the_registry():

@@ -44,8 +44,9 @@ def test_ci_runs_the_readme_test_command():
 
 # Import names of the pipeline extra's distributions (where they differ from the distribution name).
 _IMPORT_NAME = {"pyyaml": "yaml", "jupyter": None, "snakemake-executor-plugin-slurm": None}
-CORE_MODULES = ["moments", "analytic", "metrics", "posteriors", "estimators", "models", "elbo", "algorithm1", "io",
-                "data", "methods", "run", "engine", "diagnostics", "paths"]
+CORE_MODULES = ["moments", "analytic", "metrics", "posteriors", "estimators", "models", "elbo", "algorithm1",
+                "training.io", "training.data", "training.methods", "training.history", "training.run",
+                "training.engine", "training.diagnostics", "pipeline.paths"]
 
 
 def test_core_library_imports_and_runs_without_the_pipeline_extra():

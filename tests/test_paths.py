@@ -1,4 +1,4 @@
-"""The results layout (silentvae.paths): the folder checks, and no results path spelled outside paths.py."""
+"""The results layout (silentvae.pipeline.paths): the folder checks, and no results path spelled outside paths.py."""
 
 import ast
 import re
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from silentvae.paths import OWNER_FILE, check_results_dir
-from silentvae.plan import load_config, validate_config
+from silentvae.pipeline.paths import OWNER_FILE, check_results_dir
+from silentvae.pipeline.plan import load_config, validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -66,9 +66,9 @@ def _code_strings(path):
 
 
 def test_no_results_path_is_spelled_outside_paths_py():
-    """silentvae.paths owns the results layout: the Snakefile, the jobs, the report's collectors and the tools
+    """silentvae.pipeline.paths owns the results layout: the Snakefile, the jobs, the report's collectors and the tools
     ask it for every path (a layout change is one edit)."""
-    sources = [p for p in (ROOT / "silentvae").glob("*.py") if p.name not in TRAINER]
+    sources = [p for p in (ROOT / "silentvae").rglob("*.py") if p.name not in TRAINER]
     sources += [ROOT / "tools" / "make_report_fixture.py", ROOT / "tools" / "lr_grid.py"]
     spelled = [f"{p.name}:{line}: {text!r}" for p in sources for line, text in _code_strings(p)
                if RESULTS_PATH.search(text)]

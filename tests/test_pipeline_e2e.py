@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from silentvae import paths
+from silentvae.pipeline import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 

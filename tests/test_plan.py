@@ -1,4 +1,4 @@
-"""The plan of a config (silentvae.plan): validation, the protocol's runs, selections and training jobs, the
+"""The plan of a config (silentvae.pipeline.plan): validation, the protocol's runs, selections and training jobs, the
 dataset filter, and the same plan as before the split of pipeline.py (no training, no Snakemake here)."""
 
 import hashlib
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from silentvae.jobs import resolve_run_config
-from silentvae.methods import LEARNABLE_METHODS
-from silentvae.plan import load_config, lr_tag, make_plan, missing_datasets, select_best, validate_config
+from silentvae.pipeline.jobs import resolve_run_config
+from silentvae.training.methods import LEARNABLE_METHODS
+from silentvae.pipeline.plan import load_config, lr_tag, make_plan, missing_datasets, select_best, validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -201,7 +201,7 @@ def test_one_point_grid_trains_its_seeds_without_waiting_for_the_selection(tmp_p
     assert jobs["fixed/mnist5k/gumbel"] == ["fixed/mnist5k/gumbel/lr0.0005"] + [
         f"fixed/mnist5k/gumbel/final_s{s}" for s in cfg["fixed_variance"]["seeds"][1:]]
     assert "fixed/mnist5k/gumbel/final" not in jobs and len(jobs["learnable/mnist5k/reparam_sg/grid"]) == 3
-    from silentvae.engine import check_stackable   # one stack: the configs differ only in stackable keys
-    from silentvae.run import RunConfig
+    from silentvae.training.engine import check_stackable   # one stack: the configs differ only in stackable keys
+    from silentvae.training.run import RunConfig
     for job in ("fixed/mnist5k/gumbel", "learnable/mnist5k/reparam_sg/grid"):
         check_stackable([RunConfig.from_dict({**plan.runs[r].config, "lr": 5e-4}) for r in jobs[job]])

@@ -22,9 +22,9 @@ import pytest
 import yaml
 from test_data import _write_cifar, write_cifar_md5sums
 
-from silentvae import paths
-from silentvae.paths import OWNER_FILE
-from silentvae.plan import make_plan
+from silentvae.pipeline import paths
+from silentvae.pipeline.paths import OWNER_FILE
+from silentvae.pipeline.plan import make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_RUN = {"latent_dim": 2, "channels": 2}

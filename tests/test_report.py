@@ -1,4 +1,4 @@
-"""Tests of silentvae.report, silentvae.plots and silentvae.paper_values on small fake results."""
+"""Tests of silentvae.report.writing, silentvae.report.plots and silentvae.report.paper_values on small fake results."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from silentvae import paper_values as pv  # noqa: E402
-from silentvae import methods, plots, report, tables  # noqa: E402
-from silentvae.methods import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
+from silentvae.report import paper_values as pv# noqa: E402
+from silentvae.training import methods# noqa: E402
+from silentvae.report import plots# noqa: E402
+from silentvae.report import writing as report# noqa: E402
+from silentvae.report import tables# noqa: E402
+from silentvae.training.methods import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
 
 
 
@@ -25,7 +28,7 @@ CIFAR_REASON = "not run: cifar10 not found at data/cifar-10-batches-py"
 
 
 def result(bpds, *, mse=None, kld=None, lr=1e-3, dataset="mnist5k", seed=0, experiment="fixed"):
-    """A result.json dict in silentvae.run's format with the given per-epoch validation BPDs."""
+    """A result.json dict in silentvae.training.run's format with the given per-epoch validation BPDs."""
     n = len(bpds)
     mse = mse if mse is not None else [3.0] * n
     kld = kld if kld is not None else [100.0] * n
@@ -140,7 +143,7 @@ def _learnable_from_paper(lines: list[str], pairs: bool) -> dict[str, dict[str, 
 
 
 def test_paper_values_equal_the_papers_tables():
-    """Every value of silentvae.paper_values (TABLE1, TABLE2, TABLE3, TABLE4, TABLE9, CONVERGENCE, TAYLOR_BIAS)
+    """Every value of silentvae.report.paper_values (TABLE1, TABLE2, TABLE3, TABLE4, TABLE9, CONVERGENCE, TAYLOR_BIAS)
     equals the paper's, as tests/paper_tables.txt keeps its lines verbatim (no value missing, none extra)."""
     blocks = _paper_blocks()
     by_label = {m.label: key for key, m in FIXED_METHODS.items()}
@@ -536,7 +539,7 @@ def test_format_value():
 
 
 def test_load_json(tmp_path):
-    from silentvae.io import atomic_write_json
+    from silentvae.training.io import atomic_write_json
     res = result([7.0, 6.8])
     atomic_write_json(tmp_path / "r.json", res)
     assert tables.load_json(tmp_path / "r.json") == res
@@ -599,8 +602,8 @@ def test_image_figures_and_normalisation(tmp_path):
     ("learnable", "bernoulli", "gumbel", True),
 ])
 def test_reconstructions_from_checkpoint(tmp_path, experiment, latent, estimator, silent):
-    from silentvae.data import DataSplit
-    from silentvae.engine import train
+    from silentvae.training.data import DataSplit
+    from silentvae.training.engine import train
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (96, 1, 28, 28), generator=g).float() / 256
     labels = torch.arange(96) % 10
@@ -647,7 +650,7 @@ def test_report_notebook_html_has_claims_first_and_every_figure_as_an_image(tmp_
     import papermill
     from nbconvert import HTMLExporter
 
-    from silentvae import claims
+    from silentvae.report import claims
 
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root / "tools"))
@@ -689,7 +692,7 @@ def test_report_notebook_html_has_claims_first_and_every_figure_as_an_image(tmp_
 def test_provenance_names_each_runs_initialisation():
     """The initialisation is a choice the paper leaves open: every provenance row names it; runs saved before
     RunConfig had ``init`` used its default."""
-    from silentvae.run import RunConfig
+    from silentvae.training.run import RunConfig
     _, runs = fixed_results()
     (old_id, old), (new_id, new) = list(runs.items())[:2]
     new = {**new, "config": {**new["config"], "init": "pytorch"}}

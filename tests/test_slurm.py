@@ -26,8 +26,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from silentvae import gpus, paths
-from silentvae.plan import make_plan
+from silentvae.pipeline import gpus
+from silentvae.pipeline import paths
+from silentvae.pipeline.plan import make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "slurm_local.sh"

@@ -11,7 +11,7 @@ import yaml
 
 from test_plan import paper_config
 
-from silentvae.plan import load_config, make_plan
+from silentvae.pipeline.plan import load_config, make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]

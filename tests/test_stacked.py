@@ -1,5 +1,5 @@
-"""The training engine (silentvae.engine): K runs in one vmapped step, and a single run
-(silentvae.engine.train, a stack of one), equal the reference trainer (tests/reference_trainer.py: the plain
+"""The training engine (silentvae.training.engine): K runs in one vmapped step, and a single run
+(silentvae.training.engine.train, a stack of one), equal the reference trainer (tests/reference_trainer.py: the plain
 eager loop, one run at a time).
 
 Tiny models on CPU and synthetic 28x28 data (100 training images at batch 32: three full batches and a
@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from silentvae.data import DataSplit
-from silentvae.io import load_checkpoint
-from silentvae.engine import (adamw_update_, auto_stack_size, check_stackable, measure_peak_bytes, pick_stack_size,
+from silentvae.training.data import DataSplit
+from silentvae.training.io import load_checkpoint
+from silentvae.training.engine import (adamw_update_, auto_stack_size, check_stackable, measure_peak_bytes, pick_stack_size,
                               train, train_stacked)
-from silentvae.run import NonFiniteLossError, RunConfig, load_splits
+from silentvae.training.run import NonFiniteLossError, RunConfig, load_splits
 
 from reference_trainer import reference_train
 
@@ -133,9 +133,9 @@ def test_stacked_equals_separate_runs(tmp_path, splits, estimator, latent, dtype
 
 
 def test_stacked_output_resumes_with_train(tmp_path, splits):
-    """A stack stopped after epoch 1 is continued by silentvae.engine.train (and vice versa) as if never stacked; a run
+    """A stack stopped after epoch 1 is continued by silentvae.training.engine.train (and vice versa) as if never stacked; a run
     the reference trainer (torch.optim.AdamW, the checkpoint format of the eager trainer before the engine)
-    stopped after epoch 1 is continued by silentvae.engine.train the same way."""
+    stopped after epoch 1 is continued by silentvae.training.engine.train the same way."""
     torch.set_num_threads(1)
     configs = [RunConfig(**TINY, estimator="reinforce", latent="bernoulli", reinforce_momentum=0.5, seed=s, lr=lr)
                for s, lr in GRID[:2]]
@@ -170,7 +170,7 @@ def test_functional_adamw_equals_torch(dtype):
     ref, state = [], []
     for k, lr in enumerate(lrs):
         p = torch.nn.Parameter(p0[k].clone())
-        opt = torch.optim.AdamW([p], lr=lr, betas=betas, weight_decay=wd)  # as silentvae.run.build_optimizer
+        opt = torch.optim.AdamW([p], lr=lr, betas=betas, weight_decay=wd)  # as silentvae.training.run.build_optimizer
         for gr in grads:
             p.grad = gr[k].clone()
             opt.step()
@@ -302,7 +302,7 @@ def test_train_runs_splits_a_grid_into_stacks_of_stack_size(tmp_path):
     """The pipeline's train_runs: 3 runs with stack_size=2 train as a stack of 2 and a single run, with the same
     results as separate runs, and list the finished runs in done_json."""
     torch.set_num_threads(1)
-    from silentvae.jobs import train_runs
+    from silentvae.pipeline.jobs import train_runs
     base = {**TINY, "dataset": "mnist5k", "train_limit": 96, "val_limit": 32}
     runs = [{"id": f"grid/lr{lr:g}_s{seed}", "config": {**base, "seed": seed, "lr": lr}, "inherit": [],
              "out_dir": str(tmp_path / f"st{i}")} for i, (seed, lr) in enumerate(GRID)]

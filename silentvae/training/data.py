@@ -119,7 +119,7 @@ def default_data_root() -> Path:
     env = os.environ.get("SILENTVAE_DATA")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "data"
+    return Path(__file__).resolve().parents[2] / "data"
 
 
 def dequantize(x: torch.Tensor, generator: torch.Generator | None = None,

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from . import paper_values as pv
-from .io import atomic_path
+from ..training.io import atomic_path
 
 __all__ = ["save_figure", "figure_png", "show", "curves_panels", "image_grid", "normalise_per_image", "reconstruction_figure",
            "reconstruction_with_std_figure", "reconstructions_from_checkpoint", "curves_figure",
@@ -121,7 +121,7 @@ def reconstructions_from_checkpoint(path: str | Path, images: Tensor, device: st
     sqrt(sigma2) everywhere), the nonlinear decoder in the learnable one (the SG linear decoder is unused).
     Returns (means, stds), each (N, C, H, W) float32 on the CPU.
     """
-    from .run import load_run
+    from ..training.run import load_run
     cfg, models, _ = load_run(path, device)
     x = images.to(device=device, dtype=cfg.torch_dtype)
     posterior = models["encoder"](x)
@@ -194,7 +194,7 @@ def variance_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Est % (share of the reconstruction gradient's variance due to latent sampling) per method with its 95%
     bootstrap interval, one panel per measured epoch titled by its optimizer steps, the 50% line ("dominates")
     dashed, and the paper's Est % as black markers only where the paper's point is at the same steps.
-    ``table`` is :func:`silentvae.tables.table1`'s DataFrame. Est % above 100 (corrected Batch Var < 0) is drawn
+    ``table`` is :func:`silentvae.report.tables.table1`'s DataFrame. Est % above 100 (corrected Batch Var < 0) is drawn
     as measured; an exactly zero Est Var (SG) is labelled "0"."""
     import seaborn as sns
     df = table[pd.to_numeric(table["Epoch"], errors="coerce").notna()].copy()

@@ -10,11 +10,11 @@ kept verbatim in the repository:
 * ``TABLE3`` / ``TABLE4`` / ``TABLE9``: learnable variance, BPD mean +- std over 3 seeds / KLD / MSE of a
   single run, for MNIST, ImageNet 32x32 and CIFAR-10. The paper's "Continuous None" / "Discrete None" rows
   (Table 9: "Silent Gradients (SG)") are the standalone "None + SG" methods ``none_sg_gaussian`` /
-  ``none_sg_bernoulli`` and appear only in the "With SG" column. Method labels: :mod:`silentvae.methods`.
+  ``none_sg_bernoulli`` and appear only in the "With SG" column. Method labels: :mod:`silentvae.training.methods`.
 * ``TAYLOR_BIAS``: Sec. 4.1, L2 deviation from the exact (enumerated) encoder gradient, learnable variance
   (REINFORCE: 100,000 samples, baseline not specified; Gumbel-Softmax given as "6.1k").
 
-MSE is the per-image sum of squared errors (as ``val_mse`` of :mod:`silentvae.run`).
+MSE is the per-image sum of squared errors (as ``val_mse`` of :mod:`silentvae.training.run`).
 Our ``mnist5k`` (the 5,000-image MNIST subset) and ``mnist`` results are compared with the paper's MNIST
 numbers; ``fashion_mnist`` has no paper counterpart.
 """

@@ -8,7 +8,7 @@ Verdicts (:data:`VERDICTS`):
   reached); the row gives the gap, its direction and what it would take;
 * ``not run``: the inputs do not exist (dataset missing, experiment or method not in the config).
 
-**The rule for every comparison between methods** (one rule, both directions; :mod:`silentvae.stats`): each
+**The rule for every comparison between methods** (one rule, both directions; :mod:`silentvae.report.stats`): each
 seed's final value is the mean validation metric of its last 3 epochs; the methods' final values are compared
 by Welch's two-sided t-test at 5% (``scipy.stats.ttest_ind(equal_var=False, trim=0.2)``: from 5 seeds a side on,
 the 20%-trimmed means, Yuen's test, so one seed far off its method's others does not decide). A significant difference in the
@@ -23,8 +23,8 @@ is exactly 0) and the Taylor check keep their own rules, stated in their functio
 
 Each row has an ``Id`` (:data:`CLAIM_IDS`, e.g. ``t2_continuous_sg``, ``t3_bpd_mnist``): the report, the
 tests and everything else look claims up by id, never by position. Each ``claim_*`` function takes plain
-result dicts (formats: :mod:`silentvae.tables`) and returns a row dict with the keys of :data:`COLUMNS` (``Id``
-filled by :func:`claims_table`, which assembles every row from :func:`silentvae.report.gather_results`).
+result dicts (formats: :mod:`silentvae.report.tables`) and returns a row dict with the keys of :data:`COLUMNS` (``Id``
+filled by :func:`claims_table`, which assembles every row from :func:`silentvae.report.writing.gather_results`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import paper_values as pv
-from .methods import DEFAULT_INIT, FIXED_METHODS, LEARNABLE_METHODS, with_sg
+from ..training.methods import DEFAULT_INIT, FIXED_METHODS, LEARNABLE_METHODS, with_sg
 from .stats import ALPHA, FINAL_EPOCHS, MIN_SEEDS, TRIM, Comparison, final_value, mean_curve, welch
 
 __all__ = ["HOLDS", "CONTRADICTED", "NOT_SHOWN", "NOT_RUN", "VERDICTS", "COLUMNS", "RULE", "CLAIM_IDS",
@@ -437,10 +437,10 @@ def epochs_to_target(result: dict[str, Any], target: float) -> tuple[int, bool]:
 def claim_convergence(fixed: dict[str, list[dict[str, Any]]], target: float, runs: dict[str, list[str]] | None = None):
     """Sec. 3.2: continuous SG reaches the target BPD in fewer epochs than reparameterization (paper: about half).
 
-    The rule of every comparison (:func:`silentvae.stats.welch`) on each seed's first epoch at or below ``target``
+    The rule of every comparison (:func:`silentvae.report.stats.welch`) on each seed's first epoch at or below ``target``
     (:func:`epochs_to_target`; a seed that never reached it counts as epochs run + 1, a lower bound, stated in the
     row): SG significantly fewer epochs holds, significantly more contradicts, otherwise not shown. "About half"
-    is a ratio a handful of seeds cannot test: the row gives the seeds' mean curves' epochs (:func:`silentvae.stats.mean_curve`)
+    is a ratio a handful of seeds cannot test: the row gives the seeds' mean curves' epochs (:func:`silentvae.report.stats.mean_curve`)
     and their ratio beside the paper's.
     """
     claim = "SG reaches the target BPD in fewer epochs than reparameterization (paper: about half)"
@@ -485,7 +485,7 @@ def claim_convergence(fixed: dict[str, list[dict[str, Any]]], target: float, run
 # Taylor bias (Sec. 4.1)
 # ------------------------------------------------------------------------------------------------------
 
-#: REINFORCE's baselines in the Taylor check (silentvae.diagnostics.REINFORCE_BASELINES): result key -> label
+#: REINFORCE's baselines in the Taylor check (silentvae.training.diagnostics.REINFORCE_BASELINES): result key -> label
 TAYLOR_BASELINES = {"reinforce": "scalar baseline", "reinforce_per_image": "per-image baseline"}
 
 
@@ -690,7 +690,7 @@ def _fixed_inputs(gathered: dict[str, Any]) -> tuple[dict[str, list[dict[str, An
 
 
 def claims_table(gathered: dict[str, Any], cfg: dict[str, Any]) -> pd.DataFrame:
-    """Every claim row from :func:`silentvae.report.gather_results` output and the config (in the paper's
+    """Every claim row from :func:`silentvae.report.writing.gather_results` output and the config (in the paper's
     order), each with its ``Id``. Learnable claims get one row per paper dataset (a dataset not in the config,
     or missing on disk, is one "not run" row per claim)."""
     fixed, fixed_ids = _fixed_inputs(gathered)

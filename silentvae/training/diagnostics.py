@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .estimators import GumbelSoftmax, Reinforce, SilentGradient
-from .posteriors import BernoulliPosterior
+from ..estimators import GumbelSoftmax, Reinforce, SilentGradient
+from ..posteriors import BernoulliPosterior
 
 __all__ = ["CONFIDENCE_LEVEL", "BOOTSTRAP_RESAMPLES", "decompose", "est_pct_interval", "gradient_variance",
            "enumerate_states", "exact_expected_loglik_bernoulli", "condition_on_free_latents",

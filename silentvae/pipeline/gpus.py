@@ -3,7 +3,7 @@
 Snakemake (``--resources gpu=8``) only *counts* GPUs; it does not say which one a job should use. Each job
 therefore runs under a claim (see "Command-line use" below)::
 
-    python -m silentvae.gpus -- papermill in.ipynb out.ipynb     # the command sees one GPU as "cuda", or none
+    python -m silentvae.pipeline.gpus -- papermill in.ipynb out.ipynb     # the command sees one GPU as "cuda", or none
 
 How it works
 ------------
@@ -38,7 +38,7 @@ devices first. Snakemake's ``--resources gpu=`` then counts slots: GPUs x N.
 
 Command-line use (Snakemake ``shell:`` rules)::
 
-    python -m silentvae.gpus [--timeout S] [--lock-dir D] [--num-devices N] [--jobs-per-gpu N] -- papermill in.ipynb out.ipynb
+    python -m silentvae.pipeline.gpus [--timeout S] [--lock-dir D] [--num-devices N] [--jobs-per-gpu N] -- papermill in.ipynb out.ipynb
 
 claims a device, then runs the command as its child with ``CUDA_VISIBLE_DEVICES`` set, and exits with the
 command's status once the command exits; the lock is held by this waiting parent, so it lives exactly as long
@@ -250,7 +250,7 @@ def _acquire(pool: list[str], lock_dir: Path, timeout: float | None, poll: float
                 f"${ENV_TIMEOUT} (inf: forever).")
         if not waited:
             waited = True
-            print(f"silentvae.gpus: every GPU slot in {lock_dir} is busy ({_holders(lock_dir, pool)}); waiting up to "
+            print(f"silentvae.pipeline.gpus: every GPU slot in {lock_dir} is busy ({_holders(lock_dir, pool)}); waiting up to "
                   f"{timeout:g} s (--timeout / ${ENV_TIMEOUT})", file=sys.stderr, flush=True)
         time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
 
@@ -277,10 +277,10 @@ def _run_holding_lock(cmd: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m silentvae.gpus [options] -- CMD ...``: claim a device, then run CMD with
+    """``python -m silentvae.pipeline.gpus [options] -- CMD ...``: claim a device, then run CMD with
     ``CUDA_VISIBLE_DEVICES`` set and exit with its status (no device: CMD is exec'd unchanged, on CPU). The
     device stays claimed until CMD exits; background processes CMD leaves behind do not hold it."""
-    parser = argparse.ArgumentParser(prog="python -m silentvae.gpus", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m silentvae.pipeline.gpus", description=main.__doc__)
     parser.add_argument("--lock-dir", default=None, help=f"default: ${ENV_LOCK_DIR} or {default_lock_dir()}")
     parser.add_argument("--num-devices", type=int, default=None,
                         help="default: $SILENTVAE_NUM_GPUS, else a preset CUDA_VISIBLE_DEVICES, else the host's GPUs")
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
-        parser.error("no command given (usage: python -m silentvae.gpus [options] -- CMD ...)")
+        parser.error("no command given (usage: python -m silentvae.pipeline.gpus [options] -- CMD ...)")
     pool = _device_pool(args.num_devices)
     if not pool:
         os.execvp(cmd[0], cmd)
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _, dev, _ = _acquire(pool, lock_dir, args.timeout, args.poll, args.jobs_per_gpu)  # held until we exit
     except TimeoutError as err:
-        print(f"silentvae.gpus: {err}", file=sys.stderr)
+        print(f"silentvae.pipeline.gpus: {err}", file=sys.stderr)
         return 75  # EX_TEMPFAIL
     os.environ[_CVD] = dev
     return _run_holding_lock(cmd)

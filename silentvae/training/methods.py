@@ -23,7 +23,7 @@ __all__ = ["Method", "FIXED_METHODS", "LEARNABLE_METHODS", "METHODS", "label", "
 class Method:
     """One compared method of one experiment.
 
-    ``grid`` names the values it searches (see :data:`silentvae.plan.GRIDS`): ``"lr"``, ``"lr_cutoff"`` or
+    ``grid`` names the values it searches (see :data:`silentvae.pipeline.plan.GRIDS`): ``"lr"``, ``"lr_cutoff"`` or
     ``"anneal_cutoff"`` (the last inherits the learning rate selected for ``baseline``)."""
 
     id: str
@@ -36,7 +36,7 @@ class Method:
     label: str                # the paper's name for it
 
     def run_fields(self) -> dict[str, Any]:
-        """Its :class:`silentvae.run.RunConfig` fields (the fixed experiment has no silent decoder)."""
+        """Its :class:`silentvae.training.run.RunConfig` fields (the fixed experiment has no silent decoder)."""
         fields: dict[str, Any] = {"latent": self.latent, "estimator": self.estimator}
         if self.experiment == "learnable":
             fields["silent"] = self.silent_decoder

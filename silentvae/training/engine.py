@@ -1,5 +1,5 @@
 r"""The training engine: K runs at once in one process, one vmapped step (``torch.func``); a single run
-(:func:`train`) is a stack of one. What a run is (config, models, files) lives in :mod:`silentvae.run`.
+(:func:`train`) is a stack of one. What a run is (config, models, files) lives in :mod:`silentvae.training.run`.
 
 Why: the paper's protocol is thousands of small-model runs (Table 2 alone is 5 methods x 4 learning rates
 x 500 epochs of 844 steps; Table 3 is 8 methods x up to 20 grid points x 3 seeds). One such model keeps a
@@ -23,13 +23,13 @@ What, each in one place:
 * the loop, :func:`train_stacked`: resume from ``last.pt``, validation, ``last.pt``, ``epoch_XXXX.pt``,
   ``metrics.json``, ``result.json``.
 
-Each run keeps a :class:`silentvae.run.Run` (models, torch AdamW state, REINFORCE baseline, generator,
+Each run keeps a :class:`silentvae.training.run.Run` (models, torch AdamW state, REINFORCE baseline, generator,
 history) which the engine fills in at every epoch end: the files are those of a single run, and a
 checkpoint resumes in a stack of any size.
 
 Random numbers: each run draws from its own ``Run.generator`` (seeded by its seed, on the device), in
 this order: ``randperm`` once per epoch, then per step the dequantisation noise (``torch.rand`` of the
-batch's shape, as in :func:`~silentvae.data.dequantize`) and then the estimator's latent noise
+batch's shape, as in :func:`~silentvae.training.data.dequantize`) and then the estimator's latent noise
 (:data:`silentvae.posteriors.NOISE` of the latent kind, shape (B, d); none for ``sg``). The draws happen
 outside ``vmap`` and enter the step as tensors, which the estimators take as ``noise=``. REINFORCE's running
 baseline is a (K,) tensor with the estimator's update rule.
@@ -43,7 +43,7 @@ Inside an epoch nothing waits for the device: losses and the first non-finite st
 the device and read once per epoch; everything that changes between runs within an epoch (w_lin,
 freezing, step counts) is known on the host at the epoch's start and uploaded once. A run whose loss
 becomes non-finite is dropped from the outputs (its files keep the last good epoch) while the others go
-on; :func:`train_stacked` raises :class:`~silentvae.run.NonFiniteLossError` naming it at the end.
+on; :func:`train_stacked` raises :class:`~silentvae.training.run.NonFiniteLossError` naming it at the end.
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from .algorithm1 import split_gradient
+from ..algorithm1 import split_gradient
 from .data import DataSplit, dequantize
-from .estimators import Reinforce, SilentGradient, make_estimator
+from ..estimators import Reinforce, SilentGradient, make_estimator
 from .io import load_checkpoint
-from .posteriors import NOISE
+from ..posteriors import NOISE
 from .run import (HEAD_INIT_IMAGES, NonFiniteLossError, Run, RunConfig, evaluate, kept_after_failure, load_splits,
                   resume_run, save_run, write_metrics)
 
@@ -220,7 +220,7 @@ class _Segment:
 class StackedRuns:
     """K runs (equal configs but :data:`STACKABLE_KEYS`) trained together by one vmapped step.
 
-    ``runs[k]`` is the :class:`~silentvae.run.Run` of ``configs[k]``: its models give the initial
+    ``runs[k]`` is the :class:`~silentvae.training.run.Run` of ``configs[k]``: its models give the initial
     parameters, its generator all random numbers, and :meth:`sync_runs` writes the stacked state back
     into it (models, AdamW state, REINFORCE baseline). Call :meth:`load_from_runs` after changing the
     runs (e.g. ``run.load_state_dict`` for a resume).
@@ -298,7 +298,7 @@ class StackedRuns:
             offset += size
         if offset != self.flat.shape[1] or [n for s in segments for n in s.names] != self.names:
             raise ValueError(f"unexpected parameter layout {self.names[:3]}...: stacking needs the encoder / decoder "
-                             f"/ linear ModuleDict of silentvae.run.build_models")
+                             f"/ linear ModuleDict of silentvae.training.run.build_models")
         return segments
 
     def _views(self, flat: Tensor, shapes: dict[str, torch.Size]) -> dict[str, Tensor]:
@@ -618,7 +618,7 @@ def train(cfg: RunConfig | dict, out_dir: str | Path, *, splits: tuple[DataSplit
     """Train (or resume, or skip if finished) the run ``cfg`` in ``out_dir``; return its history.
 
     ``stop_after`` ends the call after that many epochs of this call (the run stays resumable). The run is a
-    stack of one of :func:`train_stacked`; raises :class:`~silentvae.run.NonFiniteLossError` if its loss
+    stack of one of :func:`train_stacked`; raises :class:`~silentvae.training.run.NonFiniteLossError` if its loss
     becomes non-finite.
     """
     (history,) = train_stacked([cfg], splits, out_dirs=[out_dir], log=log, stop_after=stop_after)

@@ -1,8 +1,8 @@
-r"""The statistical rule behind every comparison between methods (:mod:`silentvae.claims`) and the final
+r"""The statistical rule behind every comparison between methods (:mod:`silentvae.report.claims`) and the final
 values the tables show.
 
-* **Final value of a run**: the mean of its last :data:`FINAL_EPOCHS` epochs' validation metric,
-  :math:`\bar v = \frac1k \sum_{e=E-k+1}^{E} v_e` (fewer when the run has fewer epochs), not one noisy epoch.
+* **Final value of a run**: :func:`silentvae.training.history.final_value` (the mean of its last
+  :data:`FINAL_EPOCHS` epochs' validation metric), imported here for the report.
 * **Comparison** of methods ``a`` and ``b`` (one final value per seed): Welch's two-sided t-test on
   :data:`TRIM`-trimmed means (Yuen's test; ``scipy.stats.ttest_ind(equal_var=False, trim=TRIM)``),
   :math:`t = (\bar a_t - \bar b_t) / \sqrt{d_a + d_b}`, :math:`d = (n - 1) s_w^2 / (h (h - 1))` with
@@ -24,12 +24,13 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..training.history import FINAL_EPOCHS, final_value
+
 __all__ = ["ALPHA", "MIN_SEEDS", "FINAL_EPOCHS", "TRIM", "final_value", "mean_curve", "Comparison", "welch",
            "trimmed_mean"]
 
 ALPHA = 0.05
 MIN_SEEDS = 2
-FINAL_EPOCHS = 3
 TRIM = 0.2   # fraction trimmed from each tail before the test: floor(0.2 n) values, 0 below 5 seeds
 
 
@@ -38,16 +39,6 @@ def trimmed_mean(values: Sequence[float], trim: float = TRIM) -> float:
     at trim 0.2): ``scipy.stats.trim_mean``, the means the test compares."""
     from scipy.stats import trim_mean
     return float(trim_mean(values, trim))
-
-
-def final_value(result: dict[str, Any], key: str = "val_bpd", epochs: int = FINAL_EPOCHS) -> float:
-    """Mean of ``key`` over the last ``epochs`` history entries of a result dict."""
-    history = result.get("history") or []
-    if not history:
-        raise ValueError("result has an empty history: it has no final value")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    return statistics.fmean(float(h[key]) for h in history[-epochs:])
 
 
 def mean_curve(results: Sequence[dict[str, Any]], key: str = "val_bpd") -> list[tuple[int, float]]:

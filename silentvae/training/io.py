@@ -26,7 +26,7 @@ from typing import Any, Iterator
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "CheckpointError",
            "load_checkpoint"]
 
-#: Keys every training checkpoint has (:meth:`silentvae.run.Run.state_dict` adds optimizer, estimator and
+#: Keys every training checkpoint has (:meth:`silentvae.training.run.Run.state_dict` adds optimizer, estimator and
 #: generator states; the report's fixtures keep only these).
 CHECKPOINT_KEYS = ("config", "models", "history")
 

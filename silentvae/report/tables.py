@@ -1,5 +1,5 @@
 r"""Table formatting of the report: every reproduced number beside the paper's value and the difference
-(assembly, i.e. gathering results and writing the report files, is :mod:`silentvae.report`).
+(assembly, i.e. gathering results and writing the report files, is :mod:`silentvae.report.writing`).
 
 Each ``table*`` function is pure: result dicts in, a flat :class:`pandas.DataFrame` out (one row per
 table row, a RangeIndex, no MultiIndex). Numeric cells are floats / ints; a cell that has no number holds
@@ -16,14 +16,14 @@ a string that says why:
 Differences are always ``ours - paper``. Our ``mnist5k`` (5,000-image MNIST subset) numbers are compared
 with the paper's full-MNIST column; the ``Note`` column and the captions say so.
 
-Input formats (see :mod:`silentvae.run`, :mod:`silentvae.plan`, :mod:`silentvae.diagnostics`):
+Input formats (see :mod:`silentvae.training.run`, :mod:`silentvae.pipeline.plan`, :mod:`silentvae.training.diagnostics`):
 
 * result dict: ``{"config": RunConfig dict, "history": [{"epoch", "val_bpd", "val_mse", "val_kld", ...}],
-  "finished": bool}``; its final value of a metric is :func:`silentvae.stats.final_value` (the mean of the
+  "finished": bool}``; its final value of a metric is :func:`silentvae.training.history.final_value` (the mean of the
   last 3 epochs), as in the claims; over seeds, tables show mean ± sd (sample sd, ddof=1).
 * selection dict: ``{"best_run", "best_val_bpd", "best_config", "candidates"}``.
 * variance result: ``{"batch_var", "batch_var_raw", "est_var", "est_pct", "est_pct_ci", "steps", ...}``
-  (:func:`silentvae.jobs.variance_job`); Taylor result ``{"sg", "gumbel",
+  (:func:`silentvae.pipeline.jobs.variance_job`); Taylor result ``{"sg", "gumbel",
   "reinforce", "exact_norm", "num_samples", ...}``.
 
 :func:`write_table` writes ``<name>.csv`` (full precision), ``<name>.md`` and ``<name>.tex`` (numbers
@@ -42,9 +42,9 @@ import pandas as pd
 
 from . import claims
 from . import paper_values as pv
-from . import paths
-from .io import atomic_write_text
-from .methods import DEFAULT_INIT, FIXED_METHODS, label as method_label
+from ..pipeline import paths
+from ..training.io import atomic_write_text
+from ..training.methods import DEFAULT_INIT, FIXED_METHODS, label as method_label
 from .paper_values import TAYLOR_LABELS, TAYLOR_PAPER_KEY
 from .stats import FINAL_EPOCHS, final_value, mean_curve
 
@@ -91,7 +91,7 @@ CAPTIONS: dict[str, str] = {
                "say which it used); its Monte Carlo error ~ 1/sqrt(S) is also given at the paper's 100,000 samples."),
 }
 CAPTIONS["taylor"] = CAPTIONS["taylor_bias"]
-CAPTIONS["claims"] = ("The paper's claims: this run's evidence, the paper's, and a verdict (silentvae.claims): holds, "
+CAPTIONS["claims"] = ("The paper's claims: this run's evidence, the paper's, and a verdict (silentvae.report.claims): holds, "
                       "contradicted, not shown at this scale (with what it would take), or not run. " + claims.RULE)
 CAPTIONS["provenance"] = (f"Every run whose numbers the report shows: its folder under {paths.runs_dir('results')}/, "
                           "config and seed.")
@@ -150,7 +150,7 @@ def table1_epoch_map(steps: dict[int, int]) -> dict[int, int | None]:
     """Which paper epoch (1 / 50 / 250) each of our measured points is compared with, by optimizer steps.
 
     ``steps``: {our epoch: optimizer steps the run had taken}. A point pairs with the paper's point at the same
-    step count (:func:`silentvae.claims.step_pairs`: paper MNIST 844 steps per epoch, within 10%); any other
+    step count (:func:`silentvae.report.claims.step_pairs`: paper MNIST 844 steps per epoch, within 10%); any other
     point has no paper counterpart (None), whatever its epoch number.
     """
     from .claims import step_pairs
@@ -168,8 +168,8 @@ def table1(variance_results: dict[str, dict[int, dict[str, Any]]], *,
     an unbiased estimate, negative when noise), Est Var, Est % with its confidence interval (ours, paper, diff).
 
     Args:
-        variance_results: method -> epoch -> :func:`silentvae.diagnostics.gradient_variance` result labelled with
-            ``steps`` (:func:`silentvae.jobs.variance_job`); a result without steps pairs with no paper point.
+        variance_results: method -> epoch -> :func:`silentvae.training.diagnostics.gradient_variance` result labelled with
+            ``steps`` (:func:`silentvae.pipeline.jobs.variance_job`); a result without steps pairs with no paper point.
         methods: the methods to list (default: those in ``variance_results``); a listed method with no
             results gets one row of "not run: method not in config".
     Paper values and differences appear only where our point pairs with the paper's by steps
@@ -225,7 +225,7 @@ def _sd(vals: list[float]) -> Any:
 def table2(selections: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]], *,
            methods: Iterable[str] | None = None, not_run: dict[str, str] | None = None,
            dataset: str | None = None, seeds: dict[str, list[str]] | None = None) -> pd.DataFrame:
-    """Final validation BPD / MSE (:func:`silentvae.stats.final_value`) of the selected learning rate per
+    """Final validation BPD / MSE (:func:`silentvae.training.history.final_value`) of the selected learning rate per
     method: the mean over its seeds (column ``BPD``), their sample sd (``BPD sd``, "n/a" for one seed) and
     count (``Seeds``).
 
@@ -278,7 +278,7 @@ def table2(selections: dict[str, dict[str, Any]], results: dict[str, dict[str, A
 
 def convergence(results: dict[str, list[dict[str, Any]] | dict[str, Any]],
                 target: float = pv.CONVERGENCE["target_bpd"], *, methods: Iterable[str] | None = None) -> pd.DataFrame:
-    """First epoch whose seeds' mean validation BPD (:func:`silentvae.stats.mean_curve`) <= ``target`` per
+    """First epoch whose seeds' mean validation BPD (:func:`silentvae.report.stats.mean_curve`) <= ``target`` per
     method (the selected learning rate's seeds).
 
     ``results``: method -> its seeds' result dicts (or one result dict). Not reached: "not reached (best X.XXX)".
@@ -533,7 +533,7 @@ def summary_table1(variance: dict[str, dict[int, dict[str, Any]]]) -> pd.DataFra
 
 
 def verdict_by_id(claims_df: pd.DataFrame) -> dict[str, str]:
-    """{claim id: verdict} of a :func:`silentvae.claims.claims_table` (the report looks claims up by id)."""
+    """{claim id: verdict} of a :func:`silentvae.report.claims.claims_table` (the report looks claims up by id)."""
     return dict(zip(claims_df["Id"], claims_df["Verdict"]))
 
 

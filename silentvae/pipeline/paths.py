@@ -3,7 +3,7 @@ Snakefile, the job runners and the report's collectors call these functions).
 
 ::
 
-    <results>/runs/<run id>/           one training run (silentvae.engine writes result.json, last.pt, ...)
+    <results>/runs/<run id>/           one training run (silentvae.training.engine writes result.json, last.pt, ...)
     <results>/selected/<selection>.json the grid point chosen on validation BPD
     <results>/training/<job>.json      a training job's finished runs and stack size
     <results>/variance/<...>.json, <results>/taylor/<dataset>.json   diagnostics (job id = path)
@@ -11,7 +11,7 @@ Snakefile, the job runners and the report's collectors call these functions).
     <results>/tables/, <results>/figures/, <results>/report.{ipynb,html}
 
 Ids (run ids such as ``fixed/mnist/reparam/lr0.0005``, selection and job ids) come from
-:mod:`silentvae.plan`; a Snakemake wildcard such as ``"{run}"`` may stand for one. Paths are strings.
+:mod:`silentvae.pipeline.plan`; a Snakemake wildcard such as ``"{run}"`` may stand for one. Paths are strings.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def check_results_dir(results: str, workdir: str | Path, claim: bool = False) ->
                          f"not to this one ({workdir}): two working directories would overwrite each other's "
                          f"outputs. Use another results folder, or delete {marker} if {owner} no longer uses it.")
     if claim and owner is None:
-        from .io import atomic_write_text
+        from ..training.io import atomic_write_text
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(marker, f"{workdir}\n")
     return root

@@ -1,10 +1,10 @@
 r"""Report assembly: gather a results folder's finished outputs, judge the claims, build every table and figure,
 and write them (``tables/<name>.{csv,md,tex}``, ``figures/<name>.{png,pdf}``). The tables themselves are
-:mod:`silentvae.tables`, the verdicts :mod:`silentvae.claims`, the figures :mod:`silentvae.plots`.
+:mod:`silentvae.report.tables`, the verdicts :mod:`silentvae.report.claims`, the figures :mod:`silentvae.report.plots`.
 
 :func:`write_report` returns {"claims": DataFrame, "sections": [{"title", "caption", "table", "figures"}],
 "tables", "figures", "notes", "provenance"}; the report notebook (``tools/build_notebooks.py``) displays it.
-Claims are looked up by id (:func:`silentvae.tables.verdict_by_id`), never by row position.
+Claims are looked up by id (:func:`silentvae.report.tables.verdict_by_id`), never by row position.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from . import claims
 from . import paper_values as pv
-from . import paths
-from .methods import FIXED_METHODS, label as method_label
+from ..pipeline import paths
+from ..training.methods import FIXED_METHODS, label as method_label
 from .tables import (CAPTIONS, convergence, load_json, provenance, summary_convergence, summary_learnable,
                      summary_table1, summary_table2, summary_taylor, table1, table2, table3, table4, table9,
                      taylor_table, verdict_by_id, write_table)
@@ -40,7 +40,7 @@ def gather_results(results_dir: str | Path, cfg: dict[str, Any]) -> dict[str, An
     {dataset: {method: selection}}, ``taylor`` (result or None) and ``not_run`` {dataset: reason}. Outputs
     that do not exist are left out.
     """
-    from .plan import make_plan
+    from ..pipeline.plan import make_plan
     results = str(results_dir)
     plan = make_plan(cfg)
     out: dict[str, Any] = {"fixed_dataset": cfg["fixed_variance"]["dataset"], "fixed_selections": {},
@@ -82,7 +82,7 @@ class _Images:
         self.results, self.device, self.num_images = results, device, num_images
 
     def validation(self, result: dict[str, Any]):
-        from .run import RunConfig, load_splits
+        from ..training.run import RunConfig, load_splits
         run_cfg = RunConfig.from_dict({**result["config"], "device": self.device})
         return load_splits(run_cfg)[1].images[:self.num_images]
 
@@ -185,7 +185,7 @@ def write_report(results_dir: str | Path, cfg: dict[str, Any], *, out_dir: str |
                  num_images: int = 8, device: str = "cpu") -> dict[str, Any]:
     """Every claim, table and figure of the paper from the finished outputs under ``results_dir``.
 
-    Writes ``tables/<name>.{csv,md,tex}`` (``claims`` first: :func:`silentvae.claims.claims_table`; the long
+    Writes ``tables/<name>.{csv,md,tex}`` (``claims`` first: :func:`silentvae.report.claims.claims_table`; the long
     comparisons ``table1`` ... ``taylor_bias``; ``provenance``: every run shown) and
     ``figures/<name>.{png,pdf}`` under ``out_dir`` (default ``results_dir``). Returns {"claims": DataFrame,
     "sections": [{"title", "caption", "table": compact DataFrame, "figures": [names]}], "tables": {name:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .methods import FIXED_METHODS, LEARNABLE_METHODS
+from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS
 from .paths import last_checkpoint_in, result_in, selection_in
 
 __all__ = ["job_device", "resolve_run_config", "prepare_run", "train_runs", "variance_job", "taylor_job"]
@@ -15,7 +15,7 @@ __all__ = ["job_device", "resolve_run_config", "prepare_run", "train_runs", "var
 
 def job_device(device: str = "auto") -> str:
     """The torch device of a pipeline job: "cuda" when ``device`` is auto and a GPU is visible (the job
-    runs under ``python -m silentvae.gpus``, which leaves exactly one claimed GPU visible), else "cpu"."""
+    runs under ``python -m silentvae.pipeline.gpus``, which leaves exactly one claimed GPU visible), else "cpu"."""
     import torch
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -43,7 +43,7 @@ def prepare_run(run_config: dict[str, Any], inherit: list, selections_dir: str, 
 
     import torch
 
-    from .run import RunConfig
+    from ..training.run import RunConfig
     torch.set_num_threads(int(threads))
     resolved = resolve_run_config(run_config, [tuple(i) for i in inherit], selections_dir)
     cfg = RunConfig.from_dict({**resolved, "device": job_device(device)})
@@ -56,20 +56,20 @@ def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str
                stack_size: int | str = "auto", done_json: str = "", jobs_per_gpu: int = 1,
                compile: bool | str = False, log=print) -> dict[str, tuple[Any, Path, list[dict[str, Any]]]]:
     """Train the runs of one pipeline job (one run, or a grid of one method with ``engine: stacked``) with
-    :func:`silentvae.engine.train_stacked`, ``stack_size`` runs per stack ("auto": as many as fit in the GPU's
+    :func:`silentvae.training.engine.train_stacked`, ``stack_size`` runs per stack ("auto": as many as fit in the GPU's
     free memory shared by ``jobs_per_gpu`` jobs; all of them on a CPU; a single run is a stack of one, as in
-    :func:`silentvae.engine.train`). ``compile`` (true or a ``torch.compile`` mode) compiles the engine's step.
+    :func:`silentvae.training.engine.train`). ``compile`` (true or a ``torch.compile`` mode) compiles the engine's step.
 
     ``runs``: [{"id", "config", "inherit", "out_dir"}]. Returns {run id: (RunConfig, output folder, history)}.
     With ``done_json`` it finally writes {"runs": {run id: result.json}, "stack_size": K} there (the
     Snakefile's output for every training job). If a run's loss became non-finite, the other stacks still
-    finish before :class:`~silentvae.run.NonFiniteLossError` is raised.
+    finish before :class:`~silentvae.training.run.NonFiniteLossError` is raised.
     """
     import torch
 
-    from .io import atomic_write_json
-    from .engine import auto_stack_size, train_stacked
-    from .run import NonFiniteLossError, load_splits
+    from ..training.io import atomic_write_json
+    from ..training.engine import auto_stack_size, train_stacked
+    from ..training.run import NonFiniteLossError, load_splits
     prepared = [prepare_run(r["config"], r.get("inherit", []), selections_dir, r.get("out_dir", ""), device, threads)
                 for r in runs]
     run_ids = [r["id"] for r in runs]
@@ -116,7 +116,7 @@ def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, o
     """Table 1 for one method: gradient-variance decomposition at each checkpoint epoch of the selected run.
 
     Batches are the first ``num_batches * batch_size`` training images (seeded order, no dequantisation).
-    Each epoch's result (:func:`silentvae.diagnostics.gradient_variance`) is labelled by the optimizer steps the
+    Each epoch's result (:func:`silentvae.training.diagnostics.gradient_variance`) is labelled by the optimizer steps the
     run had taken: ``steps`` = epoch x ``steps_per_epoch``, ceil(train images / batch size) of that run.
     With an empty ``selection_path`` a tiny demo run is trained first (for the notebook's defaults).
     Returns {epoch: result} and writes it to ``out_json`` (if given) with the run it came from.
@@ -126,11 +126,11 @@ def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, o
 
     import torch
 
-    from .diagnostics import gradient_variance
-    from .estimators import make_estimator
-    from .io import atomic_write_json, load_checkpoint
-    from .engine import train
-    from .run import RunConfig, checkpoint_name, load_run, load_splits
+    from ..training.diagnostics import gradient_variance
+    from ..estimators import make_estimator
+    from ..training.io import atomic_write_json, load_checkpoint
+    from ..training.engine import train
+    from ..training.run import RunConfig, checkpoint_name, load_run, load_splits
 
     dev = _job_setup(device, threads)
     epochs = sorted(int(e) for e in settings["epochs"])
@@ -176,17 +176,17 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
                threads: int = 1) -> dict[str, float]:
     """Section 4.1's check: train a Bernoulli-latent encoder with a learnable-precision linear decoder by Silent
     Gradients for ``train_epochs`` ("None + SG"), then compare encoder gradients on one validation batch
-    against the enumerated exact gradient (:func:`silentvae.diagnostics.taylor_bias_check`), over the
+    against the enumerated exact gradient (:func:`silentvae.training.diagnostics.taylor_bias_check`), over the
     ``free_latents`` most uncertain latents when ``latent_dim`` is too large to enumerate."""
     import tempfile
 
     import torch
 
-    from .data import dequantize
-    from .diagnostics import data_average_loss, taylor_bias_check
-    from .io import atomic_write_json, load_checkpoint
-    from .engine import train
-    from .run import RunConfig, build_models, load_splits
+    from ..training.data import dequantize
+    from ..training.diagnostics import data_average_loss, taylor_bias_check
+    from ..training.io import atomic_write_json, load_checkpoint
+    from ..training.engine import train
+    from ..training.run import RunConfig, build_models, load_splits
 
     dev = _job_setup(device, threads)
     none_sg = LEARNABLE_METHODS["none_sg_bernoulli"].run_fields()  # Bernoulli latents, the silent gradient alone

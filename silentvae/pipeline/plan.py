@@ -2,11 +2,11 @@ r"""The experiment plan behind the Snakefile: which runs, selections, training j
 asks for (testable without Snakemake). Protocol (Appendix B.3):
 
 * Fixed variance (Table 2): every method x learning rate at the first of ``seeds``; the best learning rate
-  per method is selected on its final validation BPD (:func:`silentvae.stats.final_value`: the mean of the
+  per method is selected on its final validation BPD (:func:`silentvae.training.history.final_value`: the mean of the
   last 3 epochs), then trained for the remaining seeds (Table 2 and its claims: mean ± sd over seeds). Table 1
   uses the selected (first-seed) runs' checkpoints.
 * Learnable variance (Tables 3, 4, 9): each method searches its grid (:data:`GRIDS`, named by
-  :attr:`silentvae.methods.Method.grid`) at the first seed: baselines the learning rate; "X + SG" annealing
+  :attr:`silentvae.training.methods.Method.grid`) at the first seed: baselines the learning rate; "X + SG" annealing
   rate x cut-off at X's selected learning rate; "None + SG" learning rate x cut-off. The selected setting is
   then trained for the remaining seeds; the grid's own run is the first seed.
 * A grid of one point selects itself: its other seeds take the point's values directly (no wait for the
@@ -20,8 +20,8 @@ asks for (testable without Snakemake). Protocol (Appendix B.3):
 * Datasets that are neither on disk nor downloadable (:func:`missing_datasets`) are left out of the plan and
   reported as "not run: <dataset> not found at <path>".
 
-``python -m silentvae.plan select OUT.json '{"run id": "result.json", ...}'`` is the Snakefile's ``select``
-rule; ``python -m silentvae.plan plan CONFIG.yaml`` prints a config's job counts.
+``python -m silentvae.pipeline.plan select OUT.json '{"run id": "result.json", ...}'`` is the Snakefile's ``select``
+rule; ``python -m silentvae.pipeline.plan plan CONFIG.yaml`` prints a config's job counts.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from typing import Any
 
 import yaml
 
-from .methods import FIXED_METHODS, LEARNABLE_METHODS, Method
+from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, Method
 
 __all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "load_config", "validate_config", "missing_datasets",
            "make_plan", "lr_tag", "select_best"]
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def _download(cfg: dict[str, Any], dataset: str) -> bool:
 def missing_datasets(cfg: dict[str, Any]) -> dict[str, str]:
     """{dataset: "not run: <dataset> not found at <path>"} for each dataset the config uses that is neither on
     disk under ``data_root`` nor allowed to download."""
-    from .data import locate_dataset
+    from ..training.data import locate_dataset
     missing = {}
     for name in _planned_datasets(cfg):
         present, path = locate_dataset(name, cfg["data_root"])
@@ -160,7 +160,7 @@ class _PlanBuilder:
 
 
 def _check_variance_epochs(cfg: dict[str, Any]) -> None:
-    from .run import RunConfig
+    from ..training.run import RunConfig
     fixed, variance = cfg["fixed_variance"], cfg["variance_decomposition"]
     fixed_epochs = fixed["run"].get("epochs", RunConfig.epochs)
     if fixed["enabled"] and variance["enabled"] and max(variance["epochs"]) > fixed_epochs:
@@ -280,9 +280,9 @@ def make_plan(cfg: dict[str, Any], not_run: dict[str, str] | None = None) -> Pla
 
 
 def select_best(candidates: dict[str, str | Path]) -> dict[str, Any]:
-    """Pick the run with the lowest final validation BPD (:func:`silentvae.stats.final_value`: mean of the last
+    """Pick the run with the lowest final validation BPD (:func:`silentvae.training.history.final_value`: mean of the last
     3 epochs) among {run id: result.json path}."""
-    from .stats import final_value
+    from ..training.history import final_value
     scored = []
     for run_id, path in candidates.items():
         with open(path) as f:
@@ -295,13 +295,13 @@ def select_best(candidates: dict[str, str | Path]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m silentvae.plan select OUT.json '{"run id": "result.json", ...}'`` (the Snakefile's
-    ``select`` rule) and ``python -m silentvae.plan plan CONFIG.yaml`` (job counts)."""
+    """``python -m silentvae.pipeline.plan select OUT.json '{"run id": "result.json", ...}'`` (the Snakefile's
+    ``select`` rule) and ``python -m silentvae.pipeline.plan plan CONFIG.yaml`` (job counts)."""
     import argparse
     import sys
 
-    from .io import atomic_write_json
-    parser = argparse.ArgumentParser(prog="python -m silentvae.plan")
+    from ..training.io import atomic_write_json
+    parser = argparse.ArgumentParser(prog="python -m silentvae.pipeline.plan")
     sub = parser.add_subparsers(dest="command", required=True)
     select_parser = sub.add_parser("select", help="pick the best run of a grid on final validation BPD")
     select_parser.add_argument("out")

@@ -1,0 +1,3 @@
+"""The report: statistics, the paper's claims and their verdicts, tables, figures, writing it.
+
+The top floor: reads results through :mod:`silentvae.pipeline` and :mod:`silentvae.training`; nothing imports it."""

@@ -1,0 +1,28 @@
+r"""A run's history (one dict per epoch, as ``metrics.json`` / ``result.json`` hold it) read as one number.
+
+* **Final value** of a run: the mean of its last :data:`FINAL_EPOCHS` epochs' validation metric,
+  :math:`\bar v = \frac1k \sum_{e=E-k+1}^{E} v_e` (fewer when the run has fewer epochs), not one noisy epoch.
+  The pipeline selects a grid's best run on it (:func:`silentvae.pipeline.plan.select_best`), the report's
+  tables and verdicts compare it (:mod:`silentvae.report`): one home for the number.
+
+Torch-free: the pipeline's ``select`` job imports it without starting torch.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+__all__ = ["FINAL_EPOCHS", "final_value"]
+
+FINAL_EPOCHS = 3
+
+
+def final_value(result: dict[str, Any], key: str = "val_bpd", epochs: int = FINAL_EPOCHS) -> float:
+    """Mean of ``key`` over the last ``epochs`` history entries of a result dict."""
+    history = result.get("history") or []
+    if not history:
+        raise ValueError("result has an empty history: it has no final value")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    return statistics.fmean(float(h[key]) for h in history[-epochs:])
