@@ -6,7 +6,7 @@
 #
 # Table of contents (each training/diagnostic job executes one papermill notebook from notebooks/; the plan is
 # silentvae.pipeline.plan's, every path silentvae.pipeline.paths'):
-#   train_<job>  a training job: one run, or a method's grid stacked (engine: stacked); its experiment's
+#   train_<job>  a training job: one run, or a method's grid stacked (stack_grid: true); its experiment's
 #                notebook: fixed variance -> Table 2, Figure 2, convergence (Sec. 3.2);
 #                learnable variance, with/without SG -> Tables 3, 4, 9, Figures 3-5 (Sec. 4.2)
 #   select       best grid point on validation BPD        -> results/selected/
@@ -23,11 +23,13 @@ from pathlib import Path
 import yaml
 
 from silentvae.pipeline import paths
-from silentvae.pipeline.plan import make_plan, validate_config
+from silentvae.pipeline.plan import make_plan, resolve_config
 
-if not workflow.overwrite_configfiles:  # no --configfile: the paper protocol (--configfile replaces it, not merges)
+if not workflow.overwrite_configfiles:  # no --configfile: the paper protocol (a --configfile replaces it)
     configfile: "config/paper.yaml"
-validate_config(config)
+RESOLVED = resolve_config(config)  # a config that `extends: paper.yaml` is merged onto it; validated (schema)
+config.clear()
+config.update(RESOLVED)
 paths.check_results_dir(config["results"], os.getcwd())  # not empty, not "/", not another working directory's
 
 

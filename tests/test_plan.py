@@ -4,6 +4,8 @@ dataset filter, and the same plan as before the split of pipeline.py (no trainin
 import hashlib
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,7 +190,7 @@ def test_plan_is_the_one_before_the_split(name):
 
 
 def test_one_point_grid_trains_its_seeds_without_waiting_for_the_selection(tmp_path):
-    """embedded: one lr, so every seed of a method starts at once (one job where the engine is stacked)."""
+    """embedded: one lr, so every seed of a method starts at once (one job where grids are stacked)."""
     cfg = load_config(ROOT / "config" / "embedded.yaml")
     plan = make_plan(cfg, not_run={})
     final = plan.runs["fixed/mnist5k/gumbel/final_s2"]
@@ -196,7 +198,7 @@ def test_one_point_grid_trains_its_seeds_without_waiting_for_the_selection(tmp_p
     assert final.config["seed"] == 2
     sg = plan.runs["learnable/mnist5k/reparam_sg/final_s1"]   # "+ SG" still waits for the baseline's lr
     assert sg.inherit == [("learnable/mnist5k/reparam", ["lr"])] and sg.config["cutoff_epoch"] == 3
-    cfg["fixed_variance"]["engine"] = cfg["learnable_variance"]["engine"] = "stacked"
+    cfg["fixed_variance"]["stack_grid"] = cfg["learnable_variance"]["stack_grid"] = True
     jobs = make_plan(cfg, not_run={}).training_jobs
     assert jobs["fixed/mnist5k/gumbel"] == ["fixed/mnist5k/gumbel/lr0.0005"] + [
         f"fixed/mnist5k/gumbel/final_s{s}" for s in cfg["fixed_variance"]["seeds"][1:]]
@@ -205,3 +207,65 @@ def test_one_point_grid_trains_its_seeds_without_waiting_for_the_selection(tmp_p
     from silentvae.training.run import RunConfig
     for job in ("fixed/mnist5k/gumbel", "learnable/mnist5k/reparam_sg/grid"):
         check_stackable([RunConfig.from_dict({**plan.runs[r].config, "lr": 5e-4}) for r in jobs[job]])
+
+
+CONFIGS = sorted(p for p in (ROOT / "config").glob("*.yaml") if p.name != "schema.yaml")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_loads_through_the_snakefiles_route(path, tmp_path):
+    """Each config in config/ (an override that `extends` another, or one that stands alone) loads and validates
+    through load_config, and Snakemake, given it as --configfile, plans the same training jobs (resolve_config
+    is the one route for both)."""
+    cfg = {**load_config(path), "results": str(tmp_path / "results"), "data_root": str(tmp_path)}
+    plan = make_plan(cfg)
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", str(path), "--cores", "1", "-n",
+                          "--quiet", "rules", "--config", f"results={cfg['results']}", f"data_root={tmp_path}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    counts = dict(re.findall(r"^(train_\w+)\s+(\d+)$", res.stdout + res.stderr, re.M))
+    assert sum(int(n) for n in counts.values()) == len(plan.training_jobs) > 0
+
+
+def test_overrides_merge_onto_what_they_extend(tmp_path):
+    """`extends`: mappings merged key by key, lists and values replaced, `key: null` removes the key, an
+    override of an override works; the merged result is validated, and a bad `extends` names the fix."""
+    paper = load_config(ROOT / "config" / "paper.yaml")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: paper.yaml\nname: child\ndatasets: {mnist: null, mnist5k: {download: false}}\n"
+                     "fixed_variance: {lr_grid: [1.0e-3], run: {epochs: 3}}\n")
+    cfg = load_config(child)
+    assert cfg["name"] == "child" and "extends" not in cfg
+    assert cfg["datasets"] == {"mnist5k": {"download": False}, "cifar10": {"download": True},
+                               "imagenet32": {"download": False}}
+    assert cfg["fixed_variance"]["lr_grid"] == [1e-3]                                  # a list is replaced
+    assert cfg["fixed_variance"]["run"] == {**paper["fixed_variance"]["run"], "epochs": 3}  # a mapping merged
+    grandchild = tmp_path / "grandchild.yaml"
+    grandchild.write_text(f"extends: {child}\nfixed_variance: {{seeds: [7]}}\n")
+    assert load_config(grandchild) == {**cfg, "fixed_variance": {**cfg["fixed_variance"], "seeds": [7]}}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: paper.yaml\nfixed_variance: {run: {epochz: 3}}\n")
+    with pytest.raises(ValueError, match="epochz"):
+        load_config(bad)
+    bad.write_text("extends: nosuch.yaml\n")
+    with pytest.raises(ValueError, match="'nosuch.yaml' is not a file in .*config"):
+        load_config(bad)
+
+
+def test_embedded_and_tiny_state_only_what_differs_from_the_paper():
+    """The named configs are small overrides of config/paper.yaml: no key repeats the paper's value."""
+    import yaml as _yaml
+
+    paper = _yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+
+    def repeated(override, base, where=""):
+        for key, value in override.items():
+            if key in base and isinstance(value, dict) and isinstance(base[key], dict):
+                yield from repeated(value, base[key], f"{where}{key}.")
+            elif key in base and value == base[key]:
+                yield f"{where}{key}"
+
+    for name in ("embedded", "tiny"):
+        override = _yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
+        assert override["extends"] == "paper.yaml"
+        assert list(repeated(override, paper)) == [], name

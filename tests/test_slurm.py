@@ -28,7 +28,7 @@ import yaml
 
 from silentvae.pipeline import gpus
 from silentvae.pipeline import paths
-from silentvae.pipeline.plan import make_plan
+from silentvae.pipeline.plan import load_config, make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "slurm_local.sh"
@@ -204,7 +204,7 @@ def test_tiny_config_through_slurm_profile(tmp_path, slurm_cluster):
         print(" ", job["JobID"], job["State"], job["Elapsed"], job["Comment"], job["ReqTRES"])
 
     # every training and diagnostic job went through sbatch and finished there; training jobs asked for one GPU
-    plan = make_plan({**yaml.safe_load(slurm_cfg.read_text()), "data_root": str(tmp_path / "data")})
+    plan = make_plan({**load_config(slurm_cfg), "data_root": str(tmp_path / "data")})
     training = {"rule_train_" + "".join(c if c.isalnum() else "_" for c in job) for job in plan.training_jobs}
     diagnostic = {f"rule_{kind}_wildcards_{job.replace('/', '_')}" for kind, jobs_ in (("variance", plan.variance),
                                                                        ("taylor", plan.taylor)) for job in jobs_}

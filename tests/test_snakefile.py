@@ -77,11 +77,11 @@ def test_snakefile_lint_clean():
 
 
 def test_engines_single_and_stacked(tmp_path):
-    """engine: single gives one job per run, stacked one per grid (learnable: the first seed's grid, then the
+    """stack_grid: false gives one job per run, true one per grid (learnable: the first seed's grid, then the
     other seeds); the two can be mixed."""
     cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     cfg["results"] = str(tmp_path / "results")
-    cfg["fixed_variance"]["engine"], cfg["learnable_variance"]["engine"] = "single", "stacked"
+    cfg["fixed_variance"]["stack_grid"], cfg["learnable_variance"]["stack_grid"] = False, True
     plan = make_plan({**cfg, "data_root": str(tmp_path)})
     fixed_runs = [r for r in plan.runs if r.startswith("fixed/")]
     stacks = {job: run_ids for job, run_ids in plan.training_jobs.items() if run_ids != [job]}

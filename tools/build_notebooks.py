@@ -65,7 +65,7 @@ NOTEBOOK_SOURCES = {
         "# Fixed-variance linear decoder (Section 3.2)\n\nTraining runs of Table 2: a conv encoder (Table 5) and "
         "a linear decoder N(x; Wz + b, sigma^2 I), sigma^2 = 0.01, trained with one estimator. Silent Gradients use "
         "the closed form E_q||x - Wz - b||^2 = ||x - Wm - b||^2 + sum_i ||w_i||^2 Var(z_i). One run per job, or "
-        "(`engine: stacked`) a method's whole learning-rate grid trained together by one vmapped step.",
+        "(`stack_grid: true`) a method's whole learning-rate grid trained together by one vmapped step.",
         params_cell(f'''runs = [{{"id": "demo/fixed/sg_gaussian", "inherit": [], "out_dir": "",   # empty: a temporary folder
          "config": {{**{TINY!r}, "experiment": "fixed", "latent": "gaussian", "estimator": "sg",
                     "checkpoint_epochs": [1]}}}}]
@@ -87,7 +87,7 @@ show(fig)''',
         "encoder + nonlinear conv decoder (Tables 5-8) trained by a stochastic estimator; with `silent=True` a linear "
         "decoder with learnable precision alpha(z) = W_a z + b_a is trained beside it and the encoder's gradient is "
         "w_lin * silent + (1 - w_lin) * noisy, w_lin = max(0, 1 - epoch * lambda), until the cut-off epoch freezes it. "
-        "One run per job, or (`engine: stacked`) a method's grid trained together by one vmapped step.",
+        "One run per job, or (`stack_grid: true`) a method's grid trained together by one vmapped step.",
         params_cell(f'''runs = [{{"id": "demo/learnable/reparam_sg", "inherit": [], "out_dir": "",   # empty: a temporary folder
          "config": {{**{TINY!r}, "experiment": "learnable", "latent": "gaussian", "estimator": "reparam",
                     "silent": True, "anneal_rate": 0.5}}}}]

@@ -23,7 +23,7 @@ import yaml
 
 from silentvae.pipeline import paths
 from silentvae.training.io import load_checkpoint
-from silentvae.pipeline.plan import make_plan
+from silentvae.pipeline.plan import make_plan, resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "notebooks" / "fixtures" / "report_results"
@@ -40,7 +40,7 @@ def main() -> int:
         if FIXTURE.exists():
             shutil.rmtree(FIXTURE)
         FIXTURE.mkdir(parents=True)
-        plan = make_plan(run_cfg)
+        plan = make_plan(resolve_config(run_cfg))
         wanted = ([paths.selection_json(str(results), s) for s in plan.selections]
                   + [paths.diagnostic_json(str(results), job) for job in [*plan.variance, *plan.taylor]]
                   + [paths.result_json(str(results), r) for r in plan.runs])

@@ -55,7 +55,7 @@ def prepare_run(run_config: dict[str, Any], inherit: list, selections_dir: str, 
 def train_runs(runs: list[dict[str, Any]], selections_dir: str = "", device: str = "auto", threads: int = 1,
                stack_size: int | str = "auto", done_json: str = "", jobs_per_gpu: int = 1,
                compile: bool | str = False, log=print) -> dict[str, tuple[Any, Path, list[dict[str, Any]]]]:
-    """Train the runs of one pipeline job (one run, or a grid of one method with ``engine: stacked``) with
+    """Train the runs of one pipeline job (one run, or a grid of one method with ``stack_grid: true``) with
     :func:`silentvae.training.engine.train_stacked`, ``stack_size`` runs per stack ("auto": as many as fit in the GPU's
     free memory shared by ``jobs_per_gpu`` jobs; all of them on a CPU; a single run is a stack of one, as in
     :func:`silentvae.training.engine.train`). ``compile`` (true or a ``torch.compile`` mode) compiles the engine's step.

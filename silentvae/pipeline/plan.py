@@ -11,8 +11,8 @@ asks for (testable without Snakemake). Protocol (Appendix B.3):
   then trained for the remaining seeds; the grid's own run is the first seed.
 * A grid of one point selects itself: its other seeds take the point's values directly (no wait for the
   selection; "X + SG" still inherits X's selected learning rate).
-* Training jobs (``Plan.training_jobs``): ``engine: single`` trains each run in its own job; ``engine:
-  stacked`` a method's grid in one job (fixed: its learning rates; learnable: the grid at the first seed), then
+* Training jobs (``Plan.training_jobs``): ``stack_grid: false`` trains each run in its own job; ``stack_grid:
+  true`` a method's grid in one job (fixed: its learning rates; learnable: the grid at the first seed), then
   one more the selected setting's other seeds; a grid of one point and its other seeds are one job.
 * Every grid value is planned as written. A cut-off epoch c freezes the encoder from epoch c on; c beyond the
   run's epochs never freezes it (the same training as no cut-off; such runs are kept, not merged, so that the
@@ -35,7 +35,8 @@ import yaml
 
 from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, Method
 
-__all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "load_config", "validate_config", "missing_datasets",
+__all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "load_config", "merge_config", "resolve_config",
+           "validate_config", "missing_datasets",
            "make_plan", "lr_tag", "select_best"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
@@ -88,10 +89,48 @@ class Plan:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
+    """The config in ``path``, resolved (:func:`resolve_config`: merged onto the config it ``extends``, then
+    validated). The Snakefile takes the same route for its ``--configfile``."""
+    return resolve_config(_read_yaml(path))
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
     with open(path) as f:
-        cfg = yaml.safe_load(f)
-    validate_config(cfg)
-    return cfg
+        return yaml.safe_load(f) or {}
+
+
+def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged on top, as Snakemake merges configs (``snakemake.utils.update_config``:
+    mappings merged key by key, any other value, lists included, replaced)."""
+    import copy
+
+    from snakemake.utils import update_config
+    merged = copy.deepcopy(base)
+    update_config(merged, copy.deepcopy(override))
+    return merged
+
+
+def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A config made final. A config with ``extends: NAME`` states only what differs from NAME (a file in
+    ``config/``, or a path; it may extend another in turn): it is merged onto that one (:func:`merge_config`)
+    and every ``key: null`` then removes the key (an override can take a dataset out of the paper's). The
+    result is validated (:func:`validate_config`). A config without ``extends`` stands alone."""
+    def drop_removed(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: drop_removed(v) for k, v in value.items() if v is not None}
+        return value
+
+    cfg = dict(cfg)
+    base_name = cfg.pop("extends", None)
+    if base_name is not None:
+        base_path = SCHEMA_PATH.parent / base_name if not Path(base_name).is_absolute() else Path(base_name)
+        if not base_path.is_file():
+            raise ValueError(f"invalid config at 'extends': {base_name!r} is not a file in {SCHEMA_PATH.parent} "
+                             "(name a config there, e.g. 'extends: paper.yaml', or give an absolute path)")
+        cfg = merge_config(load_config(base_path), cfg)
+    resolved = drop_removed(cfg)
+    validate_config(resolved)
+    return resolved
 
 
 def validate_config(cfg: dict[str, Any]) -> None:
@@ -234,12 +273,12 @@ def _plan_learnable(cfg: dict[str, Any], builder: _PlanBuilder, dataset: str,
 
 def _training_jobs(cfg: dict[str, Any], builder: _PlanBuilder,
                    final_runs: dict[str, list[str]]) -> dict[str, list[str]]:
-    """engine single: a job per run (its id is the run's); stacked: a job per grid (fixed: the selection id;
+    """``stack_grid: false``: a job per run (its id is the run's); true: a job per grid (fixed: the selection id;
     learnable: ``<selection>/grid``), then ``<selection>/final`` for the other seeds; a grid of one point and
     its other seeds in the grid's job."""
     jobs: dict[str, list[str]] = {}
     for experiment in ("fixed", "learnable"):
-        stacked = cfg[f"{experiment}_variance"].get("engine", "single") == "stacked"
+        stacked = cfg[f"{experiment}_variance"].get("stack_grid", False)
         for selection, run_ids in builder.selections.items():
             if not selection.startswith(f"{experiment}/"):
                 continue
