@@ -519,7 +519,7 @@ def test_default_data_root(monkeypatch, tmp_path):
     monkeypatch.setenv("SILENTVAE_DATA", str(tmp_path))
     assert default_data_root() == tmp_path
     monkeypatch.delenv("SILENTVAE_DATA")
-    assert default_data_root() == Path(data.__file__).resolve().parent.parent / "data"
+    assert default_data_root() == Path(__file__).resolve().parents[1] / "data"   # <repo>/data
     monkeypatch.setenv("SILENTVAE_DATA", str(tmp_path))
     with pytest.raises(DatasetNotFoundError, match=str(tmp_path / "MNIST" / "raw")):
         load_dataset("mnist", split="train")  # root=None uses $SILENTVAE_DATA

