@@ -12,7 +12,6 @@ import silentvae
 from silentvae import (BernoulliPosterior, GaussianPosterior, LinearDecoder, LinearPrecisionDecoder, encoder_frozen,
                        silent_elbo, silent_weight, split_gradient)
 from silentvae.analytic import expected_loglik_learnable
-from helpers import bernoulli_enum_fixed
 from silentvae.run import RunConfig
 
 B, D, LATENTS = 5, 12, 4
@@ -265,6 +264,8 @@ def _bernoulli_problem(dtype=torch.float64, seed=6):
 
 
 def _enumerated_elbo(x, logits, weight, bias, sigma2, prior_p=0.5):
+    from helpers import bernoulli_enum_fixed
+
     x, logits, weight, bias = (t.detach().double() for t in (x, logits, weight, bias))
     p = torch.sigmoid(logits)
     loglik = bernoulli_enum_fixed(x, p, weight, bias, torch.as_tensor(sigma2, dtype=torch.float64))["loglik"]
