@@ -15,8 +15,9 @@ without importing torch. The reproduction pipeline (:mod:`silentvae.training.eng
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from types import ModuleType as _ModuleType
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 __version__ = "0.1.0"  # the same as pyproject.toml's version (tests/test_packaging.py checks)
 
@@ -34,19 +35,22 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value  # later look-ups skip this function
         return value
     raise AttributeError(f"module 'silentvae' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    """The public API, the submodules loaded so far and the module's dunders: each once."""
+    submodules = {n for n, v in globals().items()
+                  if isinstance(v, _ModuleType) and v.__name__.startswith(f"{__name__}.")}
+    return sorted({*__all__, *submodules, *(n for n in globals() if n.startswith("__"))})
 
 
-if TYPE_CHECKING:  # static type checkers see the names directly
+if _TYPE_CHECKING:  # static type checkers see the names directly
     from .algorithm1 import encoder_frozen, silent_weight, split_gradient
     from .analytic import expected_loglik_fixed, expected_loglik_learnable
     from .elbo import silent_elbo

@@ -145,7 +145,8 @@ def expected_loglik_learnable(x: Tensor, m: LatentMoments, mu_weight: Tensor, mu
 
     The quadratic term is exact (:func:`learnable_terms`); E[log alpha^2] uses the 2nd-order
     Taylor form log E[alpha^2] - Var(alpha^2) / (2 E[alpha^2]^2) (paper Eq. 7, taken per pixel),
-    with E[alpha^2] clamped below at ``min_alpha_sq``.
+    with E[alpha^2] clamped below at ``min_alpha_sq``. So the result approximates the expectation and is not a
+    bound: it can lie above it (a measured example in :func:`silentvae.silent_elbo`'s docstring).
     """
     t = learnable_terms(x, m, mu_weight, mu_bias, alpha_weight, alpha_bias)
     e_log_a2 = taylor_expected_log(t["alpha_sq"], t["alpha_sq_var"], min_alpha_sq)
@@ -180,7 +181,15 @@ def _check_inputs(x: Tensor, m: LatentMoments, *, weight: Tensor, bias: Tensor |
     return x2
 
 
-def _check_sigma2(sigma2: float | Tensor, weight: Tensor) -> float | Tensor:
+def _check_sigma2(sigma2, weight: Tensor) -> float | Tensor:
+    """sigma2 as a float (a scalar that needs no gradient) or a tensor on the weight's device; numpy scalars and
+    arrays and lists are taken as tensors of the weight's dtype."""
+    if not isinstance(sigma2, (Tensor, int, float)):
+        try:
+            sigma2 = torch.as_tensor(sigma2, dtype=weight.dtype, device=weight.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"sigma2 must be a positive number or per-pixel variances (a tensor, numpy array or "
+                             f"list), got {type(sigma2).__name__}") from err
     if isinstance(sigma2, Tensor) and sigma2.numel() == 1 and not sigma2.requires_grad:
         sigma2 = float(sigma2)
     if isinstance(sigma2, (int, float)):
@@ -192,4 +201,7 @@ def _check_sigma2(sigma2: float | Tensor, weight: Tensor) -> float | Tensor:
         raise ValueError("sigma2 has entries <= 0 or non-finite; the decoder variance must be positive and finite")
     if sigma2.numel() != 1 and sigma2.shape not in {(weight.shape[0],), (1, weight.shape[0])}:
         raise ValueError(f"sigma2 must be a scalar or shaped ({weight.shape[0]},), got {tuple(sigma2.shape)}")
-    return sigma2
+    if sigma2.device != weight.device:
+        raise ValueError(f"sigma2 is on {sigma2.device} but the decoder's weight is on {weight.device}; "
+                         f"move sigma2 there")
+    return sigma2.to(weight.dtype)

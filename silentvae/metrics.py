@@ -13,6 +13,7 @@ and with ELBO <= log p(y):  log P(x_int) >= ELBO - D ln 256, so
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,9 @@ def bits_per_dim(elbo_nats: Tensor | float, num_dims: int) -> Tensor | float:
 
         bpd = (-ELBO / D + ln 256) / ln 2
     """
-    if not isinstance(num_dims, int) or num_dims <= 0:
+    if isinstance(num_dims, bool) or not isinstance(num_dims, numbers.Integral) or num_dims <= 0:
         raise ValueError(f"num_dims must be a positive int (pixels x channels), got {num_dims!r}")
-    return (-elbo_nats / num_dims + _LN_256) / _LN_2
+    return (-elbo_nats / int(num_dims) + _LN_256) / _LN_2
 
 
 def kl_gaussian_standard(mean: Tensor, var: Tensor) -> Tensor:

@@ -6,8 +6,9 @@ Encoders map images to a mean-field posterior (:mod:`silentvae.posteriors`):
 * :class:`CifarEncoder`  - Table 7: 4 x Conv4x4 (strides 2, 2, 2, 1) each + ReLU + BatchNorm, Flatten, Linear.
 
 Decoders score x given z. Every decoder has ``loglik(x, z)`` (sum over pixels of log p(x|z), one
-value per sample) and ``mean(z)``/``std(z)`` images; linear decoders also have the closed form
-``expected_loglik(x, posterior)`` = E_q[log p(x|z)] that gives Silent Gradients:
+value per sample) and ``mean(z)``/``std(z)`` images; linear decoders also have ``forward(z)`` (p(x|z) as a
+``torch.distributions`` object) and the closed form ``expected_loglik(x, q)`` = E_q[log p(x|z)] that gives
+Silent Gradients:
 
 * :class:`LinearDecoder`           - Section 3: N(x; W z + b, sigma2 I), fixed sigma2.
 * :class:`LinearPrecisionDecoder`  - Section 4.1: N(x; W_mu z + b_mu, diag 1/alpha^2), alpha = W_a z + b_a.
@@ -23,11 +24,13 @@ constant-latent trick (a weight column on a latent fixed at 1).
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Independent, Normal
 
-from .analytic import expected_loglik_fixed, expected_loglik_learnable
 from .posteriors import BernoulliPosterior, GaussianPosterior
 
 __all__ = ["MnistEncoder", "CifarEncoder", "LinearDecoder", "LinearPrecisionDecoder", "MnistConvDecoder",
@@ -129,8 +132,31 @@ def gaussian_loglik_from_log_std(x: Tensor, mean: Tensor, log_std: Tensor) -> Te
     return (-0.5 * z.square() - log_std - 0.5 * _LOG_2PI).flatten(1).sum(-1)
 
 
+def _out_shape(out_features: int | Sequence[int]) -> tuple[int, ...]:
+    """``out_features`` as a shape: an int D -> (D,), a shape (C, H, W) -> itself; every size a positive int."""
+    shape = (out_features,) if isinstance(out_features, numbers.Integral) else tuple(out_features)
+    if not shape or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise ValueError(f"out_features must be a positive int (values per example) or a shape of positive ints "
+                         f"such as (1, 28, 28), got {out_features!r}")
+    return tuple(int(n) for n in shape)
+
+
+def _expected_loglik(decoder: nn.Module, x: Tensor, q) -> Tensor:
+    from .elbo import expected_loglik  # elbo imports this module: look it up at call time
+    return expected_loglik(x, q, decoder)
+
+
 class LinearDecoder(nn.Module):
     """p(x|z) = N(x; W z + b, sigma2 I) with fixed sigma2 (paper Eq. 2; Section 3.2 uses sigma2 = 0.01).
+
+    Args:
+        latent_dim: d, the number of latents.
+        out_features: values per example D, or the shape of one example (e.g. (1, 28, 28)); x is flattened.
+        sigma2: the fixed variance of every value.
+        zero_init: W = 0 at the start (see below); False keeps nn.Linear's default init.
+
+    ``decoder(z)`` is p(x|z) as a ``torch.distributions`` object (Independent Normal over the example's shape), for
+    sampling loops; :meth:`expected_loglik` is the closed form E_q[log p(x|z)] that gives Silent Gradients.
 
     W starts at zero (the paper leaves the initialisation open). Why: the expected error is
     ||x - W E[z] - b||^2 + sum_i ||w_i||^2 Var(z_i) (Eq. 4), divided by 2 sigma2 = 0.02. With nn.Linear's
@@ -146,18 +172,23 @@ class LinearDecoder(nn.Module):
     (RunConfig ``init="pytorch"``, for the initialisation ablation tools/init_ablation.py).
     """
 
-    def __init__(self, latent_dim: int, out_shape=(1, 28, 28), sigma2: float = 0.01, zero_init: bool = True):
+    def __init__(self, latent_dim: int, out_features: int | Sequence[int], sigma2: float = 0.01,
+                 zero_init: bool = True):
         super().__init__()
         if not sigma2 > 0:
             raise ValueError(f"sigma2 must be positive, got {sigma2}")
-        self.out_shape = tuple(out_shape)
+        self.out_shape = _out_shape(out_features)
         self.sigma2 = float(sigma2)
-        self.linear = nn.Linear(latent_dim, math.prod(out_shape))
+        self.linear = nn.Linear(latent_dim, math.prod(self.out_shape))
         if zero_init:
             nn.init.zeros_(self.linear.weight)
 
+    def forward(self, z: Tensor) -> Independent:
+        """p(x|z) = N(W z + b, sigma2 I) for latents z (..., d), over values shaped ``out_shape``."""
+        return Independent(Normal(self.mean(z), math.sqrt(self.sigma2)), len(self.out_shape))
+
     def mean(self, z: Tensor) -> Tensor:
-        return self.linear(z).view(-1, *self.out_shape)
+        return self.linear(z).unflatten(-1, self.out_shape)
 
     def std(self, z: Tensor) -> Tensor:
         return torch.full_like(self.mean(z), math.sqrt(self.sigma2))
@@ -166,23 +197,37 @@ class LinearDecoder(nn.Module):
         sq = (x.flatten(1) - self.linear(z)).square().sum(-1)
         return -0.5 * sq / self.sigma2 - 0.5 * sq.new_tensor(x[0].numel() * math.log(2 * math.pi * self.sigma2))
 
-    def expected_loglik(self, x: Tensor, posterior) -> Tensor:
-        """Closed-form E_q[log p(x|z)] (:func:`silentvae.analytic.expected_loglik_fixed`)."""
-        return expected_loglik_fixed(x, posterior.moments(), self.linear.weight, self.linear.bias, self.sigma2)
+    def expected_loglik(self, x: Tensor, q) -> Tensor:
+        """Closed-form E_q[log p(x|z)] in nats per example (B,) (:func:`silentvae.analytic.expected_loglik_fixed`);
+        q is any q :func:`silentvae.silent_elbo` takes."""
+        return _expected_loglik(self, x, q)
 
 
 class LinearPrecisionDecoder(nn.Module):
     """p(x|z) = N(x; W_mu z + b_mu, diag(1/alpha(z)^2)), alpha(z) = W_a z + b_a (paper Eq. 5).
+
+    Args:
+        latent_dim: d, the number of latents.
+        out_features: values per example D, or the shape of one example (e.g. (1, 28, 28)); x is flattened.
+        init_std: the standard deviation 1/alpha every value starts near (b_a = 1/init_std).
+        zero_init: W_mu = 0 at the start; False keeps nn.Linear's default init.
+
+    ``decoder(z)`` is p(x|z) as a ``torch.distributions`` object (Independent Normal, scale 1/|alpha(z)|);
+    :meth:`expected_loglik` is the paper's closed form: exact quadratic term, E[log alpha^2] by the 2nd-order
+    Taylor form of Eq. 7 -- an approximation, not a bound (:func:`silentvae.silent_elbo`).
 
     W_mu starts at zero, for the reason given in :class:`LinearDecoder` (the variance term of the closed form,
     here sum_i ||w_mu,i * alpha||^2 Var(z_i), would otherwise saturate Bernoulli codes before they carry the image);
     alpha starts near 1/init_std everywhere (small random W_a, b_a = 1/init_std).
     """
 
-    def __init__(self, latent_dim: int, out_shape=(1, 28, 28), init_std: float = 0.1, zero_init: bool = True):
+    def __init__(self, latent_dim: int, out_features: int | Sequence[int], init_std: float = 0.1,
+                 zero_init: bool = True):
         super().__init__()
-        self.out_shape = tuple(out_shape)
-        pixels = math.prod(out_shape)
+        if not init_std > 0:
+            raise ValueError(f"init_std must be positive, got {init_std}")
+        self.out_shape = _out_shape(out_features)
+        pixels = math.prod(self.out_shape)
         self.mu = nn.Linear(latent_dim, pixels)
         self.alpha = nn.Linear(latent_dim, pixels)
         if zero_init:
@@ -191,21 +236,25 @@ class LinearPrecisionDecoder(nn.Module):
             self.alpha.weight.mul_(0.1 / init_std)  # keeps W_a z small relative to b_a
             self.alpha.bias.fill_(1.0 / init_std)
 
+    def forward(self, z: Tensor) -> Independent:
+        """p(x|z) = N(W_mu z + b_mu, 1/alpha(z)^2) for latents z (..., d), over values shaped ``out_shape``."""
+        return Independent(Normal(self.mean(z), self.std(z)), len(self.out_shape))
+
     def mean(self, z: Tensor) -> Tensor:
-        return self.mu(z).view(-1, *self.out_shape)
+        return self.mu(z).unflatten(-1, self.out_shape)
 
     def std(self, z: Tensor) -> Tensor:
-        return 1.0 / self.alpha(z).abs().clamp_min(1e-6).view(-1, *self.out_shape)
+        return 1.0 / self.alpha(z).abs().clamp_min(1e-6).unflatten(-1, self.out_shape)
 
     def loglik(self, x: Tensor, z: Tensor) -> Tensor:
         """sum_p -1/2 (x - mu)^2 alpha^2 + 1/2 log alpha^2 - 1/2 log 2 pi (paper Eq. 6, sampled z)."""
         a2 = self.alpha(z).square().clamp_min(1e-12)
         return (-0.5 * (x.flatten(1) - self.mu(z)).square() * a2 + 0.5 * torch.log(a2) - 0.5 * _LOG_2PI).sum(-1)
 
-    def expected_loglik(self, x: Tensor, posterior) -> Tensor:
-        """Closed form (exact quadratic term, Taylor log term): :func:`silentvae.analytic.expected_loglik_learnable`."""
-        return expected_loglik_learnable(x, posterior.moments(), self.mu.weight, self.mu.bias,
-                                         self.alpha.weight, self.alpha.bias)
+    def expected_loglik(self, x: Tensor, q) -> Tensor:
+        """E_q[log p(x|z)] in nats per example (B,), exact quadratic term and Taylor log term
+        (:func:`silentvae.analytic.expected_loglik_learnable`); q is any q :func:`silentvae.silent_elbo` takes."""
+        return _expected_loglik(self, x, q)
 
 
 class _ConvGaussianDecoder(nn.Module):

@@ -4,20 +4,28 @@ Each posterior exposes what every estimator needs: its moments (for Silent Gradi
 to the prior, samples (hard, reparameterised or relaxed) and log q(z|x) (for REINFORCE).
 ``scale_grad(w)`` returns the same distribution whose parameters pass gradients scaled by w:
 the device behind Algorithm 1's encoder-gradient mixing (Eq. 8).
+
+The q's the closed forms can read are looked up by type in :data:`LATENTS` (as
+``torch.distributions.kl_divergence`` looks up its KL rules, the most specific class of the MRO first):
+``torch.distributions.Normal``, ``Bernoulli`` (logits or probs), ``Independent`` of either over the last
+dimension, and the two posteriors here. :func:`latent_rule` finds a q's :class:`LatentRule`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.distributions import Bernoulli, Independent, Normal
 
 from .metrics import kl_bernoulli_uniform_logits, kl_gaussian_standard
 from .moments import LatentMoments, bernoulli_moments, gaussian_moments
 
-__all__ = ["GaussianPosterior", "BernoulliPosterior", "Posterior", "scale_grad", "NOISE"]
+__all__ = ["GaussianPosterior", "BernoulliPosterior", "Posterior", "scale_grad", "NOISE", "Latent", "LatentRule",
+           "LATENTS", "latent_rule"]
 
 #: The one random draw behind every sample of a posterior kind: eps ~ N(0, I) for Gaussian latents
 #: (``rsample``/``sample``), u ~ U[0, 1) for Bernoulli latents (``sample``/``relaxed_sample``). Each sampler
@@ -136,3 +144,97 @@ class BernoulliPosterior:
 
 
 Posterior = GaussianPosterior | BernoulliPosterior
+
+
+# --- the q's the closed forms read ---------------------------------------------------------------------------
+
+#: What :func:`silentvae.silent_elbo` and the linear decoders' ``expected_loglik`` take as q(z|x).
+Latent = Union[Normal, Bernoulli, Independent, GaussianPosterior, BernoulliPosterior]
+
+
+@dataclass(frozen=True)
+class LatentRule:
+    """How to read one kind of q(z|x):
+
+    * ``kind``: "gaussian" or "bernoulli" (for Independent: None, its base distribution's);
+    * ``params(q)`` -> q's parameter tensors; ``rebuild(q, params)`` -> the same kind of q from new ones;
+    * ``moments_kl(q)`` -> (moments, KL to the standard prior N(0, I) / Bern(1/2), (B,));
+    * ``torch(q)`` -> q as a ``torch.distributions`` object with batch shape (B, d) (for another prior's KL).
+    """
+
+    kind: str | None
+    params: Callable[[Latent], tuple[Tensor, ...]]
+    rebuild: Callable[[Latent, tuple[Tensor, ...]], Latent]
+    moments_kl: Callable[[Latent], tuple[LatentMoments, Tensor]]
+    torch: Callable[[Latent], Normal | Bernoulli]
+
+    def map(self, q: Latent, fn: Callable[[Tensor], Tensor]) -> Latent:
+        """q rebuilt from ``fn`` of each of its parameter tensors (cast them, scale their gradient, ...)."""
+        return self.rebuild(q, tuple(fn(t) for t in self.params(q)))
+
+
+#: q's class -> its :class:`LatentRule`.
+LATENTS: dict[type, LatentRule] = {}
+
+
+def _normal(q: Normal) -> tuple[LatentMoments, Tensor]:
+    var = q.scale.square()
+    return gaussian_moments(q.loc, var, validate=False), kl_gaussian_standard(q.loc, var)
+
+
+def _bernoulli(q: Bernoulli) -> tuple[LatentMoments, Tensor]:
+    # q.logits of a probs-built Bernoulli is log p - log(1 - p) (p clamped to [eps, 1 - eps]): differentiable.
+    return bernoulli_moments(q.probs, validate=False), kl_bernoulli_uniform_logits(q.logits)
+
+
+def _bernoulli_rebuild(q: Bernoulli, params: tuple[Tensor, ...]) -> Bernoulli:
+    if q._param is q.probs:  # built from probs: keep them the parameter
+        return Bernoulli(probs=params[0], validate_args=False)
+    return Bernoulli(logits=params[0], validate_args=False)
+
+
+def _check_independent(q: Independent) -> Latent:
+    if q.reinterpreted_batch_ndims != 1:
+        raise ValueError(f"q is Independent over {q.reinterpreted_batch_ndims} dimensions; silent_elbo needs "
+                         f"latents over the last one: Independent(base, 1) with base of batch shape (B, latents)")
+    return q.base_dist
+
+
+def _base_rule(q: Independent) -> LatentRule:
+    return latent_rule(_check_independent(q))
+
+
+LATENTS[Normal] = LatentRule("gaussian", lambda q: (q.loc, q.scale),
+                             lambda q, p: Normal(*p, validate_args=False), _normal, lambda q: q)
+LATENTS[Bernoulli] = LatentRule("bernoulli", lambda q: (q._param,), _bernoulli_rebuild, _bernoulli, lambda q: q)
+LATENTS[Independent] = LatentRule(
+    None, lambda q: _base_rule(q).params(q.base_dist),
+    lambda q, p: Independent(_base_rule(q).rebuild(q.base_dist, p), 1, validate_args=False),
+    lambda q: _base_rule(q).moments_kl(q.base_dist), lambda q: _base_rule(q).torch(q.base_dist))
+LATENTS[GaussianPosterior] = LatentRule("gaussian", lambda q: (q.mean, q.var), lambda q, p: GaussianPosterior(*p),
+                                        lambda q: (q.moments(), q.kl()),
+                                        lambda q: Normal(q.mean, q.var.sqrt(), validate_args=False))
+LATENTS[BernoulliPosterior] = LatentRule("bernoulli", lambda q: (q.logits,), lambda q, p: BernoulliPosterior(*p),
+                                         lambda q: (q.moments(), q.kl()),
+                                         lambda q: Bernoulli(logits=q.logits, validate_args=False))
+
+
+def _taken(registry: dict[type, object]) -> str:
+    return ", ".join(f"{t.__module__}.{t.__qualname__}" for t in registry)
+
+
+def latent_rule(q: object) -> LatentRule:
+    """q's :class:`LatentRule` (the most specific class of its MRO in :data:`LATENTS`); TypeError naming the q's
+    taken if it has none."""
+    rule = next((LATENTS[t] for t in type(q).__mro__ if t in LATENTS), None)
+    if rule is None:
+        raise TypeError(f"q is a {type(q).__module__}.{type(q).__qualname__}, which has no closed-form moments here; "
+                        f"pass a mean-field Gaussian or Bernoulli q(z|x): one of {_taken(LATENTS)} "
+                        f"(Independent over the last dimension). Other latents need a sampling estimator.")
+    return rule
+
+
+def latent_kind(q: Latent) -> str:
+    """"gaussian" or "bernoulli": the kind of q's latents (through Independent)."""
+    rule = latent_rule(q)
+    return rule.kind if rule.kind is not None else latent_kind(_check_independent(q))

@@ -265,3 +265,67 @@ def test_standardize_head_gives_unit_spread_locations(cls, shape, latent):
     torch.testing.assert_close(enc.head.bias[6:], before_head[1], rtol=0, atol=0)
     with pytest.raises(ValueError, match="at least 2 images"):
         enc.standardize_head_(images[:1])
+
+
+# ----------------------------------------------------------------------------------------------
+# The linear decoders as ordinary modules (issue 29)
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", [LinearDecoder, LinearPrecisionDecoder])
+@pytest.mark.parametrize("out_features, shape", [(6, (6,)), ((1, 2, 3), (1, 2, 3))])
+def test_linear_decoders_are_called_like_modules_and_give_a_normal(cls, out_features, shape):
+    import inspect
+
+    from torch.distributions import Independent
+
+    assert inspect.signature(cls).parameters["out_features"].default is inspect.Parameter.empty  # no MNIST default
+    torch.manual_seed(5)
+    dec = cls(4, out_features).double()
+    lin = dec.linear if cls is LinearDecoder else dec.mu
+    nn.init.normal_(lin.weight)
+    z = torch.randn(3, 4, dtype=F64)
+    p = dec(z)
+    assert isinstance(p, Independent) and p.batch_shape == (3,) and p.event_shape == shape
+    mean = (z @ lin.weight.T + lin.bias).view(3, *shape)
+    std = (torch.full_like(mean, 0.1) if cls is LinearDecoder
+           else 1 / (z @ dec.alpha.weight.T + dec.alpha.bias).abs().view(3, *shape))
+    torch.testing.assert_close(p.mean, mean)
+    torch.testing.assert_close(p.stddev, std)
+    x = torch.rand(3, *shape, dtype=F64)
+    torch.testing.assert_close(p.log_prob(x), normal_loglik(x, mean, std))
+    torch.testing.assert_close(p.log_prob(x), dec.loglik(x, z))
+    assert dec(torch.randn(7, 3, 4, dtype=F64)).sample().shape == (7, 3, *shape)  # sample dimensions kept
+
+
+def test_out_features_must_be_sizes():
+    with pytest.raises(ValueError, match=r"out_features must be a positive int.*\(1, 28, 28\)"):
+        LinearPrecisionDecoder(8, 0)
+    with pytest.raises(ValueError, match=r"out_features must be a positive int"):
+        LinearDecoder(8, (1, "28"))
+
+
+@pytest.mark.parametrize("cls", [LinearDecoder, LinearPrecisionDecoder])
+def test_expected_loglik_takes_torch_distributions_and_equals_enumeration(cls):
+    """decoder.expected_loglik(x, q) for q a torch Bernoulli / Independent Normal: the enumerated expectation
+    (tests/helpers.py), the same as for the package's posteriors."""
+    from torch.distributions import Bernoulli, Independent
+
+    from helpers import bernoulli_enum_fixed, bernoulli_enum_learnable, learnable_objective_from_moments
+
+    torch.manual_seed(6)
+    dec = cls(4, 5).double()
+    lin = dec.linear if cls is LinearDecoder else dec.mu
+    nn.init.normal_(lin.weight)
+    g = torch.Generator().manual_seed(6)
+    x, logits = torch.rand(3, 5, generator=g, dtype=F64), torch.randn(3, 4, generator=g, dtype=F64)
+    p = torch.sigmoid(logits)
+    if cls is LinearDecoder:
+        want = bernoulli_enum_fixed(x, p, lin.weight, lin.bias, torch.tensor(dec.sigma2, dtype=F64))["loglik"]
+    else:
+        e = bernoulli_enum_learnable(x, p, lin.weight, lin.bias, dec.alpha.weight, dec.alpha.bias)
+        want = learnable_objective_from_moments(e["quad"], e["alpha_sq"], e["alpha_4"])
+    for q in (Bernoulli(logits=logits), Independent(Bernoulli(probs=p), 1), BernoulliPosterior(logits)):
+        torch.testing.assert_close(dec.expected_loglik(x, q), want)
+    loc, var = torch.randn(3, 4, generator=g, dtype=F64), torch.rand(3, 4, generator=g, dtype=F64) + 0.1
+    torch.testing.assert_close(dec.expected_loglik(x, Independent(Normal(loc, var.sqrt()), 1)),
+                               dec.expected_loglik(x, GaussianPosterior(loc, var)))

@@ -57,7 +57,8 @@ def _compared_outputs(path: Path) -> list[dict[str, list[str]]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fixed_variance", "learnable_variance", "variance_decomposition", "taylor_bias"])
+@pytest.mark.parametrize("name", ["fixed_variance", "learnable_variance", "variance_decomposition", "taylor_bias",
+                                  "tutorial"])
 def test_notebook_outputs_hold_with_two_threads_and_other_cpu_code(name, tmp_path):
     committed = NOTEBOOKS / f"{name}.ipynb"
     executed = tmp_path / f"{name}.ipynb"

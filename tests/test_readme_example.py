@@ -12,10 +12,18 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "## Use Silent Gradients in your own VAE"
 
 
+def readme_section() -> str:
+    return README.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
+
+
 def readme_examples() -> list[str]:
     """The python code blocks of the README's section on using SG in your own VAE, in order."""
-    section = README.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+    return re.findall(r"```python\n(.*?)```", readme_section(), re.S)
+
+
+def readme_prints() -> list[str]:
+    """For each python block, the ```text block right after it: what the README says the example prints."""
+    return re.findall(r"```python\n.*?```\n+[^`]*?```text\n(.*?)```", readme_section(), re.S)
 
 
 def _run(number: int, capsys) -> dict:
@@ -74,8 +82,24 @@ def test_algorithm_1_example_trains_and_freezes_the_encoder(capsys, monkeypatch)
 
 
 @pytest.mark.parametrize("number", [0, 1, 2])
-def test_examples_print_their_numbers(number, capsys):
+def test_examples_print_what_the_readme_says(number, capsys):
+    """Each example seeds itself: run in a fresh namespace, it prints exactly the lines quoted under it."""
+    assert len(readme_prints()) == 3
     namespace: dict = {}
     exec(compile(readme_examples()[number], f"README example {number + 1}", "exec"), namespace)
     out = capsys.readouterr().out
+    assert out == readme_prints()[number]
     assert "ELBO" in out and "nan" not in out.lower()
+
+
+def test_the_tutorial_lines_the_readme_quotes_are_the_notebooks_outputs():
+    """The README quotes lines the tutorial prints (seeded); nbval checks the notebook re-prints them."""
+    import nbformat
+
+    quoted = re.search(r"<!-- tutorial output -->\n```text\n(.*?)```", readme_section(), re.S).group(1)
+    nb = nbformat.read(README.parent / "notebooks" / "tutorial.ipynb", as_version=4)
+    printed = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
+    lines = [line for line in quoted.splitlines() if line.strip() and not line.startswith("...")]
+    assert len(lines) >= 5
+    for line in lines:
+        assert line in printed.splitlines(), line
