@@ -43,7 +43,7 @@ from torch.distributions import Normal, kl_divergence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import silentvae  # noqa: E402
-from silentvae.data import load_dataset  # noqa: E402
+from silentvae.training.data import load_dataset  # noqa: E402
 
 HELPERS = {"reparam": None, "fixed_0.01": 0.01, "fixed_0.1": 0.1, "fixed_1": 1.0, "fixed_10": 10.0, "fixed_100": 100.0,
            "fixed_inf": math.inf, "learned_0.1": "learned:0.1", "learned_1": "learned:1.0"}

@@ -83,7 +83,7 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 import silentvae
-from silentvae.data import load_dataset
+from silentvae.training.data import load_dataset
 
 torch.set_num_threads(threads)
 train_x = load_dataset("mnist5k", split="train").images.flatten(1)  # x_int / 256, in [0, 1)
