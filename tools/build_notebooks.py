@@ -179,7 +179,10 @@ cfg = load_config(config) if isinstance(config, str) else config
 out = write_report(results_dir, cfg, out_dir=output_dir or tempfile.mkdtemp(prefix="silentvae-report-"))
 display(Markdown("## The paper's claims, judged by this run\\n\\n" + CAPTIONS["claims"].replace(RULE, "").strip()))
 display(Markdown(f"**{RULE}**"))   # the rule that decides every comparison, stated above the table
-display(HTML(html_table(out["claims"])))''',
+display(Markdown(f"*{out['comparisons']}.*"))
+display(HTML(html_table(out["claims_summary"])))   # the first screen: id, the paper's sentence, ours, paper, verdict''',
+        '''display(Markdown("### Why each verdict, and the runs behind it"))
+display(HTML(html_table(out["claims_details"])))''',
         '''from silentvae.report.plots import show
 
 for note in out["notes"]:   # one line per missing dataset
