@@ -48,7 +48,7 @@ __all__ = ["HOLDS", "CONTRADICTED", "NOT_SHOWN", "NOT_RUN", "VERDICTS", "COLUMNS
            "claim_discrete_sg", "claim_convergence", "claim_taylor", "taylor_conditioning",
            "reinforce_at_paper_samples", "taylor_ratio_interval", "claim_learnable_pairs",
            "claim_sg_beats_reinforce", "pair_outcomes", "claims_table", "claim_id", "missing_seeds_reason",
-           "comparisons_note", "count_comparisons"]
+           "comparisons_note", "count_comparisons", "CONVERGENCE_METHODS"]
 
 HOLDS = "holds"
 CONTRADICTED = "contradicted"
@@ -496,6 +496,10 @@ def claim_discrete_sg(fixed: dict[str, MethodEvidence], paper_epochs: int = PAPE
                 _run_ids([fixed[m] for m in need]), 4)
 
 
+#: the methods the convergence claim compares
+CONVERGENCE_METHODS = ("sg_gaussian", "reparam")
+
+
 def claim_convergence(fixed: dict[str, MethodEvidence], target: float, target_reason: str = ""):
     """Sec. 3.2: continuous SG reaches the target BPD sooner than reparameterization (paper: 45 vs 90 epochs at
     6.73 BPD). Each seed's epochs to target (:func:`silentvae.training.history.epochs_to_target`; a seed that never
@@ -505,7 +509,7 @@ def claim_convergence(fixed: dict[str, MethodEvidence], target: float, target_re
     source = "Sec. 3.2"
     paper = (f"{pv.CONVERGENCE['target_bpd']} BPD (MNIST): SG epoch {pv.CONVERGENCE['sg_gaussian']:.0f}, "
              f"reparameterization epoch {pv.CONVERGENCE['reparam']:.0f}")
-    need = ("sg_gaussian", "reparam")
+    need = CONVERGENCE_METHODS
     unavailable = _unavailable("convergence", source, paper, fixed, need)
     if unavailable:
         return unavailable

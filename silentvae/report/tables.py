@@ -53,7 +53,8 @@ from .stats import FINAL_EPOCHS, median_epochs_to_target
 __all__ = ["NOT_CONFIGURED", "NO_RESULT", "NO_DATASET", "NO_PAPER", "NA", "CAPTIONS", "load_json", "table1", "table1_epoch_map", "table2", "convergence", "table3", "table4", "table9",
            "taylor_table", "format_value", "format_table", "write_table", "dataset_note", "latex_escape",
            "summary_table1", "summary_table2", "summary_learnable", "summary_convergence", "summary_taylor",
-           "provenance", "html_table", "VERDICT_COLORS", "verdict_by_id", "claims_summary", "claims_details"]
+           "provenance", "html_table", "VERDICT_COLORS", "verdict_by_id", "claims_summary", "claims_details",
+           "TABLE2_CLAIMS", "FINAL_LABELS"]
 
 NOT_CONFIGURED = "not run: method not in config"
 NO_RESULT = "not run: no finished result"
@@ -533,8 +534,6 @@ def claims_details(claims_df: pd.DataFrame) -> pd.DataFrame:
 TABLE2_CLAIMS = {m: ((claims.claim_id("discrete_sg"),) if spec.latent == "bernoulli"
                      else (claims.claim_id("continuous_mse"), claims.claim_id("continuous_bpd")))
                  for m, spec in FIXED_METHODS.items()}
-#: the methods the convergence claim compares
-CONVERGENCE_METHODS = ("sg_gaussian", "reparam")
 
 
 def _pm(mean: Any, sd: Any) -> Any:
@@ -584,9 +583,10 @@ def summary_learnable(kind: str, learnable: dict[str, dict[str, MethodEvidence]]
 
 def summary_convergence(full: pd.DataFrame, verdict: str) -> pd.DataFrame:
     """Convergence, compact: each method's median epoch to the target and per-seed epochs beside the paper's, with
-    the claim's verdict on the methods the claim compares (:data:`CONVERGENCE_METHODS`), none on the others."""
+    the claim's verdict on the methods the claim compares (:data:`silentvae.report.claims.CONVERGENCE_METHODS`),
+    none on the others."""
     out = full[["Method", "Seeds", "Target BPD", "Median epoch", "Per seed", "Paper epoch", "Epochs run"]].copy()
-    compared = {method_label("fixed", m) for m in CONVERGENCE_METHODS}
+    compared = {method_label("fixed", m) for m in claims.CONVERGENCE_METHODS}
     out["Verdict"] = [verdict if m in compared else "" for m in out["Method"]]
     return out
 
