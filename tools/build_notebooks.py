@@ -146,7 +146,7 @@ show(variance_figure(table1({settings["method"]: results})))''',
         "each k of `free_latents`: SG's and Gumbel-Softmax's deviations grow with k. SG's deviation is a real "
         "Taylor error, not round-off: about 3e-3 of the exact gradient's norm on the embedded config.",
         params_cell('''settings = {"dataset": "mnist5k", "latent_dim": 8, "free_latents": [2, 4], "channels": 4, "train_epochs": 1,
-            "lr": 1e-3, "batch_size": 8, "num_samples": 100, "draws": 5, "temperature": 0.5, "train_limit": 128}
+            "lr": 1e-3, "batch_size": 8, "num_samples": 500, "draws": 3, "temperature": 0.5, "train_limit": 128}
 out_json = ""
 work_dir = ""
 device = "cpu"

@@ -387,7 +387,7 @@ def claim_variance_dominates(variance: dict[str, dict[int, dict[str, Any]]], run
     all_points = "; ".join(f"{FIXED_METHODS[m].label}: " + ", ".join(
         f"{_pct_ci(r)} ({_point(int(e), r)}, seeds {seeds_text(point_seeds(r))})"
         for e, r in sorted(per.items(), key=lambda i: int(i[0]))) for m, per in present.items())
-    return _row("variance_dominates", source, ours, paper + f" ({STEP_ASSUMPTION})", verdict,
+    return _row("variance_dominates", source, ours, paper + " (steps: 54,000 training images assumed)", verdict,
                 _why(why + [rule, "every point: " + all_points]), run_ids)
 
 

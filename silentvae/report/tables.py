@@ -67,10 +67,11 @@ CAPTIONS: dict[str, str] = {
                "variance (Batch Var) and estimator variance (Est Var) over N batches x S latent draws; Batch Var raw "
                "is the variance of the S-draw batch means, Batch Var = raw - Est Var / S (unbiased, negative when "
                "the estimator noise exceeds it: Est % > 100 flags that). Est % = 100 Est Var / (Batch Var + Est "
-               "Var) with a 95% bootstrap interval (BCa) over the batches. Points are labelled by optimizer steps "
-               "(epoch x ceil(train images / batch)) and compared with the paper's point at the same steps (MNIST: "
-               "844 steps per epoch, epochs 1 / 50 / 250 = 844 / 42,200 / 211,000 steps); other points have no "
-               "paper value. diff = ours - paper."),
+               "Var), the mean over the seeds measured (Seeds), with a 95% interval over seeds and batches (two-stage "
+               "bootstrap; over batches alone for one seed). Points are labelled by optimizer steps (epoch x "
+               "ceil(train images / batch)) and compared with the paper's point at the same steps (MNIST: 844 steps "
+               "per epoch, epochs 1 / 50 / 250 = 844 / 42,200 / 211,000 steps, assuming a 54,000-image training "
+               "split the paper does not state); other points have no paper value. diff = ours - paper."),
     "table2": ("Table 2: fixed variance (sigma^2 = 0.01), linear decoder: final validation BPD and MSE (each seed's "
                f"mean over its last {FINAL_EPOCHS} epochs), mean ± sd over the seeds of the best learning rate per "
                "method (selected at the first seed). Our MNIST (5k subset) runs are compared with the paper's "
@@ -635,5 +636,5 @@ def html_table(df: pd.DataFrame) -> str:
         styler = styler.map(color, subset=verdict_cols)
     return styler.set_table_styles([{"selector": "td, th", "props": "text-align: left; vertical-align: top; "
                                                                      "padding: 2px 6px; font-size: 12px; "
-                                                                     "max-width: 36em; overflow-wrap: anywhere"}]
+                                                                     "max-width: 36em; overflow-wrap: break-word"}]
                                 ).to_html()
