@@ -550,3 +550,37 @@ def test_embedded_config_is_built_for_the_claims():
     for selection, finals in plan.final_runs.items():
         assert 1 + len(finals) >= 3, selection
     assert max(lv["cutoff_grid"]) <= lv["datasets"]["mnist5k"]["epochs"]   # Algorithm 1's cut-off happens
+
+
+def test_evidence_lists_every_planned_method_and_its_missing_seeds(tmp_path):
+    """The report checks what it reads against the plan: a planned method without a selection on disk is in the
+    evidence with every planned seed missing, and its claims are "not run: seeds ... missing" (write_report and
+    Snakemake read the same evidence)."""
+    import json
+
+    import yaml
+
+    from silentvae.pipeline import paths
+    from silentvae.pipeline.plan import make_plan, validate_config
+    from silentvae.report.evidence import build_evidence
+    from pathlib import Path
+    cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "config" / "tiny.yaml").read_text())
+    cfg["results"] = str(tmp_path)
+    validate_config(cfg)
+    plan = make_plan(cfg)
+    sel_id = "fixed/mnist5k/sg_gaussian"
+    best = plan.selections[sel_id][0]
+    for run_id in [best] + plan.final_runs[sel_id]:
+        path = Path(paths.result_json(str(tmp_path), run_id))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        seed = 0 if run_id == best else int(run_id.rsplit("_s", 1)[1])
+        path.write_text(json.dumps(res(FLAT, seed=seed)))
+    sel = Path(paths.selection_json(str(tmp_path), sel_id))
+    sel.parent.mkdir(parents=True, exist_ok=True)
+    sel.write_text(json.dumps({"best_run": best, "best_config": {"dataset": "mnist5k", "lr": 5e-4}}))
+    evidence = build_evidence(tmp_path, cfg)
+    assert evidence.fixed["sg_gaussian"].complete and evidence.fixed["sg_gaussian"].seeds == (0, 1)
+    assert evidence.fixed["reparam"].runs == () and evidence.fixed["reparam"].missing_seeds == (0, 1)
+    df = C.claims_table(evidence, cfg).set_index("Id")
+    assert df.loc["t2_continuous_mse", "Ours"] == "not run: seeds 0, 1 of 2 missing (Reparameterization)"
+    assert df.loc["t2_continuous_mse", "Verdict"] == C.NOT_RUN

@@ -402,14 +402,14 @@ def _run_ids(methods: Iterable[MethodEvidence]) -> list[str]:
 def _unavailable(name: str, source: str, paper: str, fixed: dict[str, MethodEvidence],
                  need: tuple[str, ...]) -> dict[str, Any] | None:
     """The "not run" row when a needed method is absent or misses planned seeds, else None."""
-    absent = [FIXED_METHODS[m].label for m in need if m not in fixed or not fixed[m].runs]
+    absent = [FIXED_METHODS[m].label for m in need if m not in fixed]
     present = [fixed[m] for m in need if m in fixed]
     if absent:
         return _row(name, source, "missing: " + ", ".join(absent), paper, NOT_RUN,
                     f"needs {', '.join(need)} in fixed_variance.methods, finished", _run_ids(present))
     reason = missing_seeds_reason(present)
     if reason:
-        return _row(name, source, reason, paper, NOT_RUN, reason + ": rerun the pipeline", _run_ids(present))
+        return _row(name, source, reason, paper, NOT_RUN, reason + ": run the pipeline to the end", _run_ids(present))
     return None
 
 
@@ -691,7 +691,7 @@ def claim_learnable_pairs(key: str, dataset: str, learnable: dict[str, MethodEvi
     involved = [m for est in SAMPLING_ESTIMATORS for m in (learnable.get(est), learnable.get(with_sg(est))) if m]
     missing = missing_seeds_reason(involved)
     if missing:
-        return _row(key, source, missing, paper, NOT_RUN, missing + ": rerun the pipeline", _run_ids(involved))
+        return _row(key, source, missing, paper, NOT_RUN, missing + ": run the pipeline to the end", _run_ids(involved))
     pairs = pair_outcomes(learnable, dataset, key)
     if not pairs:
         return _row(key, source, "no pair of X and X + SG runs", paper, NOT_RUN,
@@ -719,12 +719,12 @@ def claim_sg_beats_reinforce(dataset: str, learnable: dict[str, MethodEvidence] 
         return _row("sg_vs_reinforce", source, "—", paper, NOT_RUN, reason)
     sg, rf = (learnable or {}).get("none_sg_bernoulli"), (learnable or {}).get("reinforce")
     present = [m for m in (sg, rf) if m]
-    if not sg or not rf or not sg.runs or not rf.runs:
+    if not sg or not rf:
         return _row("sg_vs_reinforce", source, "missing none_sg_bernoulli or reinforce runs", paper, NOT_RUN,
                     "needs none_sg_bernoulli and reinforce in learnable_variance.methods", _run_ids(present))
     missing = missing_seeds_reason(present)
     if missing:
-        return _row("sg_vs_reinforce", source, missing, paper, NOT_RUN, missing + ": rerun the pipeline",
+        return _row("sg_vs_reinforce", source, missing, paper, NOT_RUN, missing + ": run the pipeline to the end",
                     _run_ids(present))
     c = compare(sg.values("val_bpd"), rf.values("val_bpd"))
     o = outcome(c, -1)

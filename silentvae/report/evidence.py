@@ -201,8 +201,8 @@ def _target(cfg: dict[str, Any]) -> tuple[float, str]:
 def build_evidence(results_dir: str | Path, cfg: dict[str, Any]) -> Evidence:
     """Read every finished output of the plan of ``cfg`` (:func:`silentvae.pipeline.plan.make_plan`) under
     ``results_dir`` once: per experiment, dataset and method the selected setting's runs over the planned seeds
-    (the selected grid run first, then ``final_s<seed>``), Table 1's points, the Taylor check. Outputs that do not
-    exist are left out and their seeds listed as missing."""
+    (the selected grid run first, then ``final_s<seed>``), Table 1's points, the Taylor check. Every planned
+    method is there; outputs that do not exist are left out and their seeds listed as missing."""
     from ..pipeline.plan import make_plan
     results = str(results_dir)
     plan = make_plan(cfg)
@@ -212,18 +212,20 @@ def build_evidence(results_dir: str | Path, cfg: dict[str, Any]) -> Evidence:
     for selection_id in plan.selections:
         experiment, dataset, method = selection_id.split("/")
         selection = _load(paths.selection_json(results, selection_id))
-        if selection is None:
-            continue
         planned = cfg[f"{experiment}_variance"]["seeds"]
-        ids = [selection["best_run"]] + plan.final_runs.get(selection_id, [])
+        # no selection yet: the grid's seed is missing, the other seeds count as they finish
+        ids = ([selection["best_run"]] if selection else []) + plan.final_runs.get(selection_id, [])
         found = [(i, r) for i, r in ((i, _load(paths.result_json(results, i))) for i in ids) if r is not None]
         evidence = method_evidence(experiment, dataset, method, [r for _, r in found], run_ids=[i for i, _ in found],
                                    planned_seeds=planned, target=target if experiment == "fixed" else None)
         if experiment == "fixed":
-            ev.fixed[method], ev.fixed_selections[method] = evidence, selection
+            ev.fixed[method] = evidence
+            if selection is not None:
+                ev.fixed_selections[method] = selection
         else:
             ev.learnable.setdefault(dataset, {})[method] = evidence
-            ev.learnable_selections.setdefault(dataset, {})[method] = selection
+            if selection is not None:
+                ev.learnable_selections.setdefault(dataset, {})[method] = selection
     for job, settings in plan.variance.items():
         result = _load(paths.diagnostic_json(results, job))
         if result is not None:
