@@ -308,8 +308,11 @@ def test_discrete_sg_tests_all_four_comparisons_of_the_papers_sentence():
                                                                            bpd, mse)})
     row = C.claim_discrete_sg(fixed((0.0, 0.1, 0.3), (6.0, 7.0, 9.0)))
     assert row["Verdict"] == C.HOLDS and row["Comparisons"] == 4
-    for text in ("BPD SG", "MSE SG", "Gumbel-Softmax", "REINFORCE"):
+    assert row["Ours"].startswith("SG medians: BPD 6.800 < Gumbel-Softmax 6.900 (p 0.0079)")
+    for text in ("MSE 6.000 < Gumbel-Softmax 7.000", "BPD 6.800 < REINFORCE 7.100", "MSE 6.000 < REINFORCE 9.000",
+                 "(5 vs 5/5 seeds)"):
         assert text in row["Ours"]
+    assert row["Details"].count("shift ") == 4                                  # each effect and interval in full
     # the embedded runs' pattern: SG lowest BPD, Gumbel-Softmax the lower MSE: contradicted, and the row says by what
     row = C.claim_discrete_sg(fixed((0.0, 0.1, 0.3), (11.3, 9.7, 20.0)))
     assert row["Verdict"] == C.CONTRADICTED and "contradicted by: Gumbel-Softmax lower in MSE" in row["Details"]

@@ -484,14 +484,17 @@ def claim_discrete_sg(fixed: dict[str, MethodEvidence], paper_epochs: int = PAPE
             c = compare(sg.values(key), b.values(key))
             o = outcome(c, -1)
             outcomes.append(o)
-            ours.append(f"{metric} " + _versus(sg, b, key, c, labels=("SG", b.label)))
-            why.append(f"SG vs {b.label} {metric}: {_SIDE[o]}" + (f" ({c.why_untestable()})" if not c.testable else ""))
+            va, vb = _median(sg.values(key)), _median(b.values(key))
+            rel = "<" if va < vb else ">" if va > vb else "="
+            ours.append(f"{metric} {va:.3f} {rel} {b.label} {vb:.3f} (p {c.p:.2g})")
+            why.append(f"SG vs {b.label} {metric}: {_SIDE[o]}: " + _versus(sg, b, key, c, labels=("SG", b.label)))
             if o == AGAINST:
                 reversed_.append(f"{b.label} lower in {metric}")
     verdict = aggregate(outcomes)
     head = f"contradicted by: {', '.join(reversed_)}" if reversed_ else ""
     note = _length_note([(fixed[m], paper_epochs) for m in need])
-    return _row("discrete_sg", source, "; ".join(ours), paper, verdict,
+    n = f"{len(sg.runs)} vs " + "/".join(str(len(fixed[m].runs)) for m in ("gumbel", "reinforce"))
+    return _row("discrete_sg", source, "SG medians: " + "; ".join(ours) + f" ({n} seeds)", paper, verdict,
                 _why([head] + why + [init_note([fixed[m] for m in need], "discrete_sg")], note),
                 _run_ids([fixed[m] for m in need]), 4)
 
