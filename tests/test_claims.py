@@ -225,6 +225,7 @@ def test_variance_dominates_is_decided_at_the_paper_step_counts_only():
     ok = {m: _study((60.0, 80.0)) for m in ("reparam", "gumbel", "reinforce")}
     row = C.claim_variance_dominates(ok)
     assert row["Verdict"] == C.HOLDS                                  # unpaired points below 50 do not count
+    assert row["Comparisons"] == 3                                    # one interval per method at the paired point
     why = row["Details"]
     assert "needs epoch 594" in why and "needs epoch 2,972" in why and "95% interval over batches and >= 3 seeds" in why
     assert "Reparameterization 70.0 [60.0, 80.0]" in row["Ours"] and "3 seeds' checkpoints" in row["Ours"]
@@ -373,7 +374,7 @@ def taylor(ratios_gumbel, ratios_reinforce, per_image=None, samples=C.PAPER_TAYL
 
 def test_taylor_verdict_is_the_direction_by_an_interval_over_draws():
     row = C.claim_taylor(taylor([25, 30, 28, 27, 31], [2.5, 3.0, 2.9, 2.6, 3.1]))
-    assert row["Verdict"] == C.HOLDS and "(5 draws" in row["Ours"]
+    assert row["Verdict"] == C.HOLDS and "(5 draws" in row["Ours"] and row["Comparisons"] == 2
     gm = math.exp(sum(math.log(r) for r in (2.5, 3.0, 2.9, 2.6, 3.1)) / 5)
     assert f"REINFORCE / SG {gm:.1f}x [" in row["Ours"] and "(paper 2.8x)" in row["Details"]
     # no threshold: 1.2x each draw is below Gumbel's and REINFORCE's, and the interval excludes 1
@@ -517,7 +518,7 @@ def test_claims_table_has_every_claim_by_id_counts_its_tests_and_has_no_table9_v
     # judged comparisons: MSE 1, convergence 1 (no seed reaches 6.9: still a row that ran), Table 3 pairs 3,
     # Table 4 pairs 3; continuous BPD at 16 of 500 epochs is shown, not judged (0)
     assert C.count_comparisons(df) == 8
-    assert C.comparisons_note(df).startswith("8 comparisons at 5%: about 0.4 false verdicts expected")
+    assert C.comparisons_note(df).startswith("8 tests at 5% (comparisons of methods and 95% intervals): about 0.4 false verdicts expected")
     for col in C.SUMMARY_COLUMNS + C.DETAIL_COLUMNS:
         assert col in df.columns
 

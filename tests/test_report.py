@@ -707,7 +707,7 @@ def test_report_notebook_html_has_claims_first_and_every_figure_as_an_image(tmp_
     assert claims_at < first_table < html.index("<img")                # the claims table is the first thing
     above = html[claims_at:first_table]                               # the rule, its date and commit, the count
     assert "Mann-Whitney" in above and f"fixed {claims.RULE_DATE}, in commit" in above
-    assert "comparisons at 5%: about" in above and "false verdict" in above
+    assert "tests at 5% (comparisons of methods and 95% intervals): about" in above and "false verdict" in above
     claims_df = pd.read_csv(tmp_path / "out" / "tables" / "claims.csv", keep_default_na=False)
     assert len(claims_df) >= 15 and set(claims_df["Verdict"]) <= set(claims.VERDICTS)
     first = html[first_table:html.index("</table>") + len("</table>")]

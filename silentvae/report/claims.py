@@ -387,8 +387,11 @@ def claim_variance_dominates(variance: dict[str, dict[int, dict[str, Any]]], run
     all_points = "; ".join(f"{FIXED_METHODS[m].label}: " + ", ".join(
         f"{_pct_ci(r)} ({_point(int(e), r)}, seeds {seeds_text(point_seeds(r))})"
         for e, r in sorted(per.items(), key=lambda i: int(i[0]))) for m, per in present.items())
+    decided = sum(1 for m, per in present.items() for e, r in per.items()
+                  if FIXED_METHODS[m].estimator != "sg" and r.get("est_pct_ci")
+                  and len(point_seeds(r)) >= MIN_TABLE1_SEEDS and int(e) in (step_pairs(_steps(per) or {})))
     return _row("variance_dominates", source, ours, paper + " (steps: 54,000 training images assumed)", verdict,
-                _why(why + [rule, "every point: " + all_points]), run_ids)
+                _why(why + [rule, "every point: " + all_points]), run_ids, decided)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -629,7 +632,8 @@ def claim_taylor(taylor: dict[str, Any] | None, job: str = ""):
         extra += (f"; alpha(z) varies by {float(taylor['alpha_cv']):.3g} (Std/|mean|) under the conditioned q, "
                   f"{float(taylor['alpha_cv_full']):.3g} under the full q")
     extra += f"; initialisation {taylor.get('init', DEFAULT_INIT)} (the paper leaves it open)"
-    return _row("taylor", source, ours, paper, verdict, _why(why + details + [extra]), runs, 0)
+    return _row("taylor", source, ours, paper, verdict, _why(why + details + [extra]), runs,
+                len(decide) if n >= MIN_TAYLOR_DRAWS else 0)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -743,17 +747,18 @@ def claim_sg_beats_reinforce(dataset: str, learnable: dict[str, MethodEvidence] 
 # ------------------------------------------------------------------------------------------------------
 
 def count_comparisons(claims_df: pd.DataFrame) -> int:
-    """The comparisons the table's judged rows made (rows not run make none)."""
+    """The tests at 5% the table's judged rows made (rows not run make none): each comparison of methods, each
+    Table 1 interval at a paper point, each Taylor ratio interval."""
     judged = claims_df[claims_df["Verdict"] != NOT_RUN]
     return int(judged["Comparisons"].sum())
 
 
 def comparisons_note(claims_df: pd.DataFrame) -> str:
-    """'17 comparisons at 5%: about 0.85 false verdicts expected if no effect were real' (the table's error rate)."""
+    """'17 tests at 5% (...): about 0.85 false verdicts expected if no effect were real' (the table's error rate)."""
     n = count_comparisons(claims_df)
-    return (f"{n} comparison{'s' if n != 1 else ''} at {ALPHA:.0%}: about {n * ALPHA:.2g} false "
-            f"verdict{'s' if n * ALPHA != 1 else ''} expected if no effect were real (each test's error rate "
-            f"{ALPHA:.0%}; rows of several comparisons need all of them)")
+    return (f"{n} test{'s' if n != 1 else ''} at {ALPHA:.0%} (comparisons of methods and 95% intervals): about "
+            f"{n * ALPHA:.2g} false verdict{'s' if n * ALPHA != 1 else ''} expected if no effect were real (each "
+            f"test's error rate {ALPHA:.0%}; rows of several tests need all of them)")
 
 
 def claims_table(evidence: Evidence, cfg: dict[str, Any]) -> pd.DataFrame:
