@@ -45,7 +45,6 @@ from . import paper_values as pv
 from ..pipeline import paths
 from ..training.io import atomic_write_text
 from ..training.methods import FIXED_METHODS, label as method_label
-from .claims import CONTRADICTED, HOLDS, NOT_RUN, NOT_SHOWN
 from .evidence import METRICS, MethodEvidence, RunEvidence, load_json
 from .paper_values import TAYLOR_LABELS, TAYLOR_PAPER_KEY
 from .stats import FINAL_EPOCHS, median_epochs_to_target
@@ -487,7 +486,7 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, name: str, caption: str |
 # Compact tables (one per paper table: ours, paper, verdict) and provenance
 # ------------------------------------------------------------------------------------------------------
 
-_OUTCOME_VERDICT = {claims.SUPPORTS: HOLDS, claims.AGAINST: CONTRADICTED, claims.UNSHOWN: NOT_SHOWN}
+_OUTCOME_VERDICT = {claims.SUPPORTS: claims.HOLDS, claims.AGAINST: claims.CONTRADICTED, claims.UNSHOWN: claims.NOT_SHOWN}
 
 
 def summary_table1(variance: dict[str, dict[int, dict[str, Any]]]) -> pd.DataFrame:
@@ -619,7 +618,8 @@ def provenance(runs: Iterable[RunEvidence]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-VERDICT_COLORS = {HOLDS: "#c8e6c9", CONTRADICTED: "#ffcdd2", NOT_SHOWN: "#fff3c4", NOT_RUN: "#e0e0e0"}
+VERDICT_COLORS = {claims.HOLDS: "#c8e6c9", claims.CONTRADICTED: "#ffcdd2", claims.NOT_SHOWN: "#fff3c4",
+                  claims.NOT_RUN: "#e0e0e0"}
 
 
 def html_table(df: pd.DataFrame) -> str:
