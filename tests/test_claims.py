@@ -459,7 +459,9 @@ def test_plus_sg_bpd_verdicts():
     row = C.claim_learnable_pairs("val_bpd", "cifar10", None, reason)
     assert row["Verdict"] == C.NOT_RUN and row["Details"] == reason
     missing = learnable({e: -0.2 for e in ALL}, n=3, planned=(0, 1, 2, 3))
-    assert C.claim_learnable_pairs("val_bpd", "mnist5k", missing)["Ours"].startswith("not run: seeds 3 of 4 missing")
+    row = C.claim_learnable_pairs("val_bpd", "mnist5k", missing)
+    assert row["Verdict"] == C.NOT_RUN and row["Ours"] == "not run: 6 of 24 planned seeds missing (6 methods)"
+    assert row["Details"].startswith("not run: seeds 3 of 4 missing (Reparameterization); seeds 3 of 4 missing")
 
 
 def test_kld_is_higher_with_sg_for_every_estimator():

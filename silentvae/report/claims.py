@@ -48,7 +48,7 @@ __all__ = ["HOLDS", "CONTRADICTED", "NOT_SHOWN", "NOT_RUN", "VERDICTS", "COLUMNS
            "claim_discrete_sg", "claim_convergence", "claim_taylor", "taylor_conditioning",
            "reinforce_at_paper_samples", "taylor_ratio_interval", "claim_learnable_pairs",
            "claim_sg_beats_reinforce", "pair_outcomes", "claims_table", "claim_id", "missing_seeds_reason",
-           "comparisons_note", "count_comparisons", "CONVERGENCE_METHODS"]
+           "comparisons_note", "count_comparisons", "CONVERGENCE_METHODS", "missing_seeds_brief"]
 
 HOLDS = "holds"
 CONTRADICTED = "contradicted"
@@ -158,6 +158,17 @@ def missing_seeds_reason(methods: Iterable[MethodEvidence]) -> str | None:
     parts = [f"seeds {seeds_text(m.missing_seeds)} of {len(m.planned_seeds)} missing ({m.label})"
              for m in methods if m.missing_seeds]
     return ("not run: " + "; ".join(parts)) if parts else None
+
+
+def missing_seeds_brief(methods: Iterable[MethodEvidence]) -> str | None:
+    """The one-line form of :func:`missing_seeds_reason`: the same text for one method, else 'not run: 7 of 10
+    planned seeds missing (2 methods)' (the full list goes to the row's details)."""
+    methods = list(methods)
+    short = [m for m in methods if m.missing_seeds]
+    if len(short) <= 1:
+        return missing_seeds_reason(short)
+    missing, planned = sum(len(m.missing_seeds) for m in methods), sum(len(m.planned_seeds) for m in methods)
+    return f"not run: {missing} of {planned} planned seeds missing ({len(short)} methods)"
 
 
 def _median(vals: list[float]) -> float:
@@ -412,7 +423,8 @@ def _unavailable(name: str, source: str, paper: str, fixed: dict[str, MethodEvid
                     f"needs {', '.join(need)} in fixed_variance.methods, finished", _run_ids(present))
     reason = missing_seeds_reason(present)
     if reason:
-        return _row(name, source, reason, paper, NOT_RUN, reason + ": run the pipeline to the end", _run_ids(present))
+        return _row(name, source, missing_seeds_brief(present), paper, NOT_RUN,
+                    reason + ": run the pipeline to the end", _run_ids(present))
     return None
 
 
@@ -698,7 +710,8 @@ def claim_learnable_pairs(key: str, dataset: str, learnable: dict[str, MethodEvi
     involved = [m for est in SAMPLING_ESTIMATORS for m in (learnable.get(est), learnable.get(with_sg(est))) if m]
     missing = missing_seeds_reason(involved)
     if missing:
-        return _row(key, source, missing, paper, NOT_RUN, missing + ": run the pipeline to the end", _run_ids(involved))
+        return _row(key, source, missing_seeds_brief(involved), paper, NOT_RUN,
+                    missing + ": run the pipeline to the end", _run_ids(involved))
     pairs = pair_outcomes(learnable, dataset, key)
     if not pairs:
         return _row(key, source, "no pair of X and X + SG runs", paper, NOT_RUN,
@@ -731,8 +744,8 @@ def claim_sg_beats_reinforce(dataset: str, learnable: dict[str, MethodEvidence] 
                     "needs none_sg_bernoulli and reinforce in learnable_variance.methods", _run_ids(present))
     missing = missing_seeds_reason(present)
     if missing:
-        return _row("sg_vs_reinforce", source, missing, paper, NOT_RUN, missing + ": run the pipeline to the end",
-                    _run_ids(present))
+        return _row("sg_vs_reinforce", source, missing_seeds_brief(present), paper, NOT_RUN,
+                    missing + ": run the pipeline to the end", _run_ids(present))
     c = compare(sg.values("val_bpd"), rf.values("val_bpd"))
     o = outcome(c, -1)
     note = _length_note([(sg, _paper_epochs(dataset, "none_sg_bernoulli")), (rf, _paper_epochs(dataset, "reinforce"))])
