@@ -456,3 +456,71 @@ def test_two_batches_give_no_interval_rather_than_nan():
     assert got["est_pct_ci"] is None and got["est_var"] > 0
     low, high = est_pct_interval(got["est_var_per_batch"], got["gram"], 3)
     assert np.isnan(low) and np.isnan(high)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Table 1 over seeds, the Taylor check over draws (the pipeline's jobs)
+# ---------------------------------------------------------------------------------------------------
+
+def _seed_result(sigma, tau=1.0, p=2000, seed=0):
+    """gradient_variance of synthetic batches: Est % = 100 sigma^2 / (sigma^2 + tau^2) in expectation."""
+    g = torch.Generator().manual_seed(seed)
+    batches = [tau * torch.randn(p, generator=g, dtype=torch.float64) for _ in range(20)]
+    return gradient_variance(_Synthetic(p), torch.nn.Identity(), _SyntheticEstimator(sigma), batches, num_samples=4,
+                             seed=seed, n_resamples=999)
+
+
+def test_pool_seeds_averages_the_seeds_and_its_interval_covers_their_spread():
+    """Two seeds' models far apart (Est % ~50 and ~90): the pooled Est % is their mean, and its interval over seeds
+    and batches is wide enough to hold both (a one-seed interval over batches would not)."""
+    from silentvae.training.diagnostics import pool_seeds
+    low_seed, high_seed = _seed_result(1.0, seed=1), _seed_result(3.0, seed=2)
+    pooled = pool_seeds([low_seed, high_seed], n_resamples=2000)
+    assert pooled["est_pct"] == pytest.approx((low_seed["est_pct"] + high_seed["est_pct"]) / 2)
+    assert pooled["est_var"] == pytest.approx((low_seed["est_var"] + high_seed["est_var"]) / 2)
+    lo, hi = pooled["est_pct_ci"]
+    assert lo < low_seed["est_pct"] + 3 and hi > high_seed["est_pct"] - 3 and pooled["num_seeds"] == 2
+    assert len(pooled["by_seed"]) == 2
+    single = pool_seeds([high_seed], n_resamples=2000)                        # one seed: the batch interval
+    assert single["est_pct_ci"][1] - single["est_pct_ci"][0] < hi - lo
+    zero = {**high_seed, "est_var": 0.0, "est_pct": 0.0, "est_var_per_batch": [0.0] * 20}
+    assert pool_seeds([zero, zero])["est_pct_ci"] == [0.0, 0.0]                  # SG: exactly zero, every seed
+    with pytest.raises(ValueError, match="at least one"):
+        pool_seeds([])
+
+
+def test_variance_job_measures_every_seed_given_and_pools_them(tmp_path):
+    import json
+
+    from silentvae.pipeline.jobs import variance_job
+    from silentvae.training.engine import train
+    from silentvae.training.run import RunConfig
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        cfg = {"experiment": "fixed", "dataset": "mnist5k", "latent": "gaussian", "estimator": "reparam",
+               "epochs": 1, "checkpoint_epochs": [1], "latent_dim": 4, "channels": 2, "lr": 1e-3,
+               "train_limit": 128, "val_limit": 32, "seed": seed, "device": "cpu"}
+        train(RunConfig.from_dict(cfg), runs / f"m/s{seed}", log=lambda *_: None)
+    (tmp_path / "sel.json").write_text(json.dumps({"best_run": "m/s0"}))
+    settings = {"method": "reparam", "dataset": "mnist5k", "epochs": [1], "num_batches": 3, "num_samples": 3,
+                "batch_size": 8, "seed_runs": ["m/s1", "m/s2"]}
+    out = variance_job(settings, str(tmp_path / "sel.json"), str(runs), str(tmp_path / "v.json"), device="cpu")
+    point = out[1]
+    assert point["seeds"] == [0, 1, 2] and point["runs"] == ["m/s0", "m/s1", "m/s2"] and point["num_seeds"] == 3
+    assert point["est_pct"] == pytest.approx(np.mean([r["est_pct"] for r in point["by_seed"]]))
+    assert len({r["est_pct"] for r in point["by_seed"]}) == 3                # three different models measured
+    assert json.loads((tmp_path / "v.json").read_text())["runs"] == ["m/s0", "m/s1", "m/s2"]
+
+
+def test_taylor_job_checks_independent_validation_batches():
+    from silentvae.pipeline.jobs import taylor_job
+    from silentvae.report import claims
+    settings = {"dataset": "mnist5k", "latent_dim": 3, "channels": 2, "train_epochs": 0, "batch_size": 4,
+                "num_samples": 64, "train_limit": 64, "draws": 5}
+    result = taylor_job(settings, "", "", device="cpu")
+    assert result["num_draws"] == 5 and len(result["draws"]) == 5
+    assert result["sg"] == result["draws"][0]["sg"]                             # the top level is the first draw
+    assert len({d["exact_norm"] for d in result["draws"]}) == 5                # five different batches
+    row = claims.claim_taylor(result)
+    assert "(5 draws" in row["Ours"] and ">= 5 independent draws" not in row["Details"]

@@ -41,7 +41,7 @@ def test_baselines_and_grids():
             assert (baseline.estimator, baseline.latent, baseline.silent_decoder) == \
                 (method.estimator, method.latent, False)
             assert method.grid == "anneal_cutoff" and with_sg(method.baseline) == method.id
-    assert claims.ESTIMATORS == ("reparam", "gumbel", "reinforce")
+    assert claims.SAMPLING_ESTIMATORS == ("reparam", "gumbel", "reinforce")
     assert all(m.grid == "lr" and m.baseline is None for m in FIXED_METHODS.values())
 
 

@@ -21,6 +21,7 @@ from silentvae.report import plots# noqa: E402
 from silentvae.report import writing as report# noqa: E402
 from silentvae.report import tables# noqa: E402
 from silentvae.training.methods import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
+from silentvae.report.evidence import method_evidence  # noqa: E402
 
 
 
@@ -39,6 +40,21 @@ def result(bpds, *, mse=None, kld=None, lr=1e-3, dataset="mnist5k", seed=0, expe
                for i, (b, m, k) in enumerate(zip(bpds, mse, kld))]
     return {"config": {"experiment": experiment, "dataset": dataset, "lr": lr, "seed": seed},
             "history": history, "finished": True}
+
+
+def fixed_evidence(runs, target=6.73, planned=None):
+    """{method: MethodEvidence} from {run id: result} (the method is the id's third part), in the given order."""
+    by_method = {}
+    for run_id, res in runs.items():
+        by_method.setdefault(run_id.split("/")[2], []).append((run_id, res))
+    return {m: method_evidence("fixed", "mnist5k", m, [r for _, r in items], run_ids=[i for i, _ in items],
+                               planned_seeds=planned, target=target) for m, items in by_method.items()}
+
+
+def learnable_evidence(learnable):
+    """{dataset: {method: MethodEvidence}} from {dataset: {method: [results over seeds]}}."""
+    return {ds: {m: method_evidence("learnable", ds, m, runs) for m, runs in per.items()}
+            for ds, per in learnable.items()}
 
 
 def selection(run_id, res):
@@ -171,9 +187,10 @@ def test_paper_values_equal_the_papers_tables():
 # Table 1
 # ---------------------------------------------------------------------------------------------------
 
-def vres(batch, est, steps=None, ci=None, raw=None, num_samples=20):
+def vres(batch, est, steps=None, ci=None, raw=None, num_samples=20, seeds=(0, 1, 2)):
     pct = 100 * est / (batch + est)
     out = {"batch_var": batch, "est_var": est, "est_pct": pct, "num_batches": 20, "num_samples": num_samples,
+           "seeds": list(seeds),
            "batch_var_raw": batch + est / num_samples if raw is None else raw,
            "est_pct_ci": list(ci) if ci is not None else [max(0.0, pct - 2), pct + 2]}
     if steps is not None:
@@ -245,6 +262,9 @@ def test_summary_table1_labels_steps_intervals_and_verdicts():
     r = df[(df["Method"] == "Reparameterization") & (df["Epoch"] == 12)].iloc[0]
     assert r["Steps"] == "852" and r["Paper point (steps)"] == "epoch 1 (844)"
     assert r["Est % 95% CI"] == "[85.0, 95.0]" and r["Verdict"] == "holds" and r["Est % (paper)"] == 82.36
+    assert r["Seeds"] == "0, 1, 2" and "54,000 training images" in r["Note"]   # the step assumption, named
+    one_seed = tables.summary_table1({"reparam": {12: vres(3.0e3, 3.0e4, 852, ci=(85.0, 95.0), seeds=(0,))}})
+    assert one_seed.loc[0, "Verdict"] == "not shown at this scale"        # one seed's checkpoints decide nothing
     late = df[(df["Method"] == "Reparameterization") & (df["Epoch"] == 22)].iloc[0]
     assert late["Paper point (steps)"] == tables.NO_PAPER and late["Verdict"].startswith("—")   # decides nothing
     sg = df[(df["Method"] == "Continuous Silent Gradients") & (df["Epoch"] == 22)].iloc[0]
@@ -267,12 +287,12 @@ def fixed_results():
 
 def test_table2_selected_run_final_value_paper_and_diff():
     sels, runs = fixed_results()
-    df = tables.table2(sels, runs, methods=list(FIXED_METHODS))
+    df = tables.table2(fixed_evidence(runs), sels, methods=list(FIXED_METHODS))
     assert list(df["Method"]) == [m.label for m in FIXED_METHODS.values()]
     sg = row(df, Method="Continuous Silent Gradients")
     final = statistics.fmean([6.75, 6.72, 6.70])                            # mean of the last 3 epochs
     assert sg["BPD"] == pytest.approx(final) and sg["BPD (paper)"] == 6.718
-    assert sg["BPD diff"] == pytest.approx(final - 6.718) and sg["BPD sd"] == tables.NA and sg["Seeds"] == 1
+    assert sg["BPD diff"] == pytest.approx(final - 6.718) and sg["BPD sd"] == tables.NA and sg["Seeds"] == "1 of 1 seed"
     assert sg["MSE"] == pytest.approx(statistics.fmean([4.0, 3.5, 3.2])) and sg["MSE (paper)"] == 3.011
     assert sg["lr"] == "0.001" and sg["Epochs"] == 4
     assert "MNIST (5k subset)" in sg["Note"] and "paper's MNIST" in sg["Note"]
@@ -284,21 +304,24 @@ def test_table2_selected_run_final_value_paper_and_diff():
         assert r["BPD (paper)"] == pv.TABLE2["reinforce" if label == "REINFORCE" else "sg_bernoulli"]["bpd"]
 
 
-def test_table2_mean_and_sd_over_the_seeds_and_compact_verdicts_by_id():
+def test_table2_mean_and_sd_over_the_seeds_seeds_found_and_compact_verdicts_by_id():
     sels, runs = fixed_results()
-    runs["fixed/mnist5k/sg_gaussian/final_s1"] = result([7.0, 6.80, 6.80, 6.80], mse=3.0)
-    seeds = {"sg_gaussian": ["fixed/mnist5k/sg_gaussian/lr0.001", "fixed/mnist5k/sg_gaussian/final_s1"]}
-    df = tables.table2(sels, runs, methods=["sg_gaussian", "reparam", "gumbel"], seeds=seeds)
+    runs["fixed/mnist5k/sg_gaussian/final_s1"] = result([7.0, 6.80, 6.80, 6.80], mse=3.0, seed=1)
+    fixed = fixed_evidence(runs, planned=(0, 1, 2))
+    methods = ["sg_gaussian", "reparam", "gumbel"]
+    df = tables.table2(fixed, sels, methods=methods)
     sg = row(df, Method="Continuous Silent Gradients")
     vals = [statistics.fmean([6.75, 6.72, 6.70]), 6.80]
-    assert sg["Seeds"] == 2 and sg["BPD"] == pytest.approx(statistics.fmean(vals))
+    assert sg["Seeds"] == "2 of 3 seeds (missing 2)" and sg["BPD"] == pytest.approx(statistics.fmean(vals))
     assert sg["BPD sd"] == pytest.approx(statistics.stdev(vals))
-    assert row(df, Method="Reparameterization")["Seeds"] == 1                # no seeds given: the selected run
-    verdicts = {"t2_continuous_sg": "holds", "t2_discrete_order": "contradicted"}
-    compact = tables.summary_table2(df, verdicts, seeds)
-    assert list(compact["Verdict"]) == ["holds", "holds", "contradicted"]
+    assert row(df, Method="Reparameterization")["Seeds"] == "1 of 3 seeds (missing 1, 2)"
+    verdicts = {"t2_continuous_mse": "holds", "t2_continuous_bpd": "not shown at this scale",
+                "t2_discrete_sg": "contradicted"}
+    compact = tables.summary_table2(df, verdicts, fixed, methods)
+    assert list(compact["Verdict"]) == ["t2_continuous_mse: holds; t2_continuous_bpd: not shown at this scale"] * 2 \
+        + ["t2_discrete_sg: contradicted"]
     assert row(compact, Method="Continuous Silent Gradients")["BPD"].endswith(f"± {statistics.stdev(vals):.3f}")
-    assert row(compact, Method="Continuous Silent Gradients")["Runs"] == ", ".join(seeds["sg_gaussian"])
+    assert row(compact, Method="Continuous Silent Gradients")["Runs"] == ", ".join(fixed["sg_gaussian"].run_ids)
 
 
 def test_table2_dataset_not_run_has_only_reason():
@@ -308,27 +331,28 @@ def test_table2_dataset_not_run_has_only_reason():
         assert (df[col] == reason).all()
 
 
-def test_convergence_first_epoch_below_target():
+def test_convergence_epochs_to_target_per_seed_and_their_median():
     _, runs = fixed_results()
-    by_method = {r.split("/")[2]: res for r, res in runs.items()}
-    df = tables.convergence(by_method, methods=["sg_gaussian", "reparam", "gumbel", "reinforce"])
+    df = tables.convergence(fixed_evidence(runs), methods=["sg_gaussian", "reparam", "gumbel", "reinforce"])
     sg = row(df, Method="Continuous Silent Gradients")
-    assert sg["Epoch reached"] == 3 and sg["Paper epoch"] == 45 and sg["diff"] == 3 - 45
+    assert sg["Per seed"] == "3" and sg["Median epoch"] == "3" and sg["Paper epoch"] == 45
     rep = row(df, Method="Reparameterization")
-    assert rep["Epoch reached"] == "not reached (best 6.740)" and rep["Paper epoch"] == 90
-    assert rep["Best BPD"] == 6.74 and rep["Epochs run"] == 4
+    assert rep["Per seed"] == "> 4" and rep["Median epoch"] == "> 4" and rep["Paper epoch"] == 90
+    assert rep["Epochs run"] == 4 and rep["Seeds"] == "1 of 1 seed"
     assert row(df, Method="Gumbel-Softmax")["Paper epoch"] == tables.NO_PAPER
-    assert row(df, Method="REINFORCE")["Epoch reached"] == tables.NOT_CONFIGURED
-    df2 = tables.convergence({"reparam": runs["fixed/mnist5k/reparam/lr0.0005"]}, target=6.8)
-    assert df2["Epoch reached"].iloc[0] == 3 and df2["Paper epoch"].iloc[0] == tables.NO_PAPER
+    assert row(df, Method="REINFORCE")["Median epoch"] == tables.NOT_CONFIGURED
+    one = {"fixed/mnist5k/reparam/lr0.0005": runs["fixed/mnist5k/reparam/lr0.0005"]}
+    df2 = tables.convergence(fixed_evidence(one, target=6.8), target=6.8)
+    assert df2["Per seed"].iloc[0] == "3" and df2["Paper epoch"].iloc[0] == tables.NO_PAPER
     compact = tables.summary_convergence(df, "holds")   # the claim compares SG and reparameterization only
     assert list(compact["Verdict"]) == ["holds", "holds", "", ""]
 
 
-def test_convergence_uses_the_seeds_mean_curve():
-    seeds = [result([7.0, 6.70, 6.60]), result([7.0, 7.00, 6.60])]        # seed 0 alone reaches 6.8 at epoch 2
-    df = tables.convergence({"sg_gaussian": seeds}, target=6.8)
-    assert df["Epoch reached"].iloc[0] == 3 and df["Seeds"].iloc[0] == 2   # mean curve 7.0, 6.85, 6.60
+def test_convergence_median_is_kaplan_meier_over_the_seeds():
+    seeds = {f"fixed/mnist5k/sg_gaussian/s{i}": result(b, seed=i) for i, b in
+             enumerate(([7.0, 6.70, 6.60], [7.0, 7.00, 6.60], [7.0, 7.0, 7.0]))}
+    df = tables.convergence(fixed_evidence(seeds, target=6.8), target=6.8)
+    assert df["Per seed"].iloc[0] == "2, 3, > 3" and df["Median epoch"].iloc[0] == "3"   # 2 of 3 by epoch 3
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -358,7 +382,7 @@ def parse_mean_std(cell):
 
 
 def test_table3_mean_std_over_seeds_paper_and_diff():
-    df = tables.table3(learnable_results(), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10", "fashion_mnist"])
+    df = tables.table3(learnable_evidence(learnable_results()), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10", "fashion_mnist"])
     assert len(df) == 3 * len(pv.LEARNABLE_ROWS)
     cont = row(df, Dataset="MNIST (5k subset)", Method="Continuous None")
     mean, std = parse_mean_std(cont["With SG"])
@@ -382,14 +406,14 @@ def test_table3_mean_std_over_seeds_paper_and_diff():
     assert parse_mean_std(fm["Without SG"])[0] == 3.1 and fm["Without SG (paper)"] == tables.NO_PAPER
     assert fm["Without SG diff"] == tables.NO_PAPER
     # ddof=0 option
-    df0 = tables.table3(learnable_results(), {}, ["mnist5k"], ddof=0)
+    df0 = tables.table3(learnable_evidence(learnable_results()), {}, ["mnist5k"], ddof=0)
     _, std0 = parse_mean_std(row(df0, Method="Continuous None")["With SG"])
     assert std0 == pytest.approx(statistics.pstdev(vals), abs=5e-4)
 
 
 @pytest.mark.parametrize("fn", [tables.table3, tables.table4, tables.table9])
 def test_not_run_dataset_cells_hold_exactly_the_reason(fn):
-    df = fn(learnable_results(), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10"])
+    df = fn(learnable_evidence(learnable_results()), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10"])
     cifar = df[df["Dataset"] == "CIFAR-10"]
     assert len(cifar) == len(pv.LEARNABLE_ROWS)
     ours_cols = ["Without SG", "Without SG diff", "With SG", "With SG diff"]
@@ -406,8 +430,8 @@ def test_not_run_dataset_cells_hold_exactly_the_reason(fn):
     assert not (df[df["Dataset"] != "CIFAR-10"][ours_cols] == CIFAR_REASON).any().any()
 
 
-def test_table4_kld_mean_and_table9_first_seed_mse():
-    t4 = tables.table4(learnable_results(), {}, ["mnist5k"])
+def test_table4_kld_mean_and_table9_mse_mean_over_the_seeds():
+    t4 = tables.table4(learnable_evidence(learnable_results()), {}, ["mnist5k"])
     cont = row(t4, Method="Continuous None")
     assert cont["With SG"] == pytest.approx((310.0 + 340.0 + 330.0) / 3)   # last-epochs mean, mean over seeds
     assert cont["With SG (paper)"] == 330.77
@@ -415,12 +439,14 @@ def test_table4_kld_mean_and_table9_first_seed_mse():
     rep = row(t4, Method="Reparameterization")
     assert rep["Without SG"] == 150.0 and rep["With SG"] == pytest.approx(165.0)
     assert rep["With SG diff"] == pytest.approx(165.0 - 165.76)
-    t9 = tables.table9(learnable_results(), {}, ["mnist5k"])
+    t9 = tables.table9(learnable_evidence(learnable_results()), {}, ["mnist5k"])
     assert "Continuous Silent Gradients (SG)" in set(t9["Method"])
     sg = row(t9, Method="Continuous Silent Gradients (SG)")
-    assert sg["With SG"] == 1.9 and sg["With SG (paper)"] == 1.79 and sg["With SG diff"] == pytest.approx(0.11)
+    mse = statistics.fmean([1.9, 2.5, 2.7])                              # the three seeds the other tables show
+    assert sg["With SG"] == pytest.approx(mse) and sg["With SG (paper)"] == 1.79
+    assert sg["With SG diff"] == pytest.approx(mse - 1.79) and "With SG: 3 of 3 seeds" in sg["Note"]
     rep9 = row(t9, Method="Reparameterization")
-    assert rep9["With SG"] == 1.5 and rep9["With SG diff"] == pytest.approx(1.5 - 1.60)
+    assert rep9["With SG"] == pytest.approx(1.6) and rep9["With SG diff"] == pytest.approx(1.6 - 1.60)
 
 
 def test_dataset_not_in_config():
@@ -446,13 +472,13 @@ TAYLOR_K = {**_K6, "num_samples": 5000, "temperature": 0.5, "latent_dim": 8, "al
 
 def test_taylor_table():
     df = tables.taylor_table(TAYLOR)
-    assert list(df["Estimator"]) == ["Silent Gradients (Taylor)", "Gumbel-Softmax", "REINFORCE (scalar baseline)"]
+    assert list(df["Estimator"]) == ["Silent Gradients (Taylor)", "Gumbel-Softmax", "REINFORCE (running-average baseline: decides)"]
     g = row(df, Estimator="Gumbel-Softmax")
     assert g["L2 deviation"] == 400.0 and g["L2 deviation (paper)"] == 6100.0
     assert g["L2 deviation diff"] == pytest.approx(400.0 - 6100.0)
     assert g["Ratio to SG"] == pytest.approx(32.0) and g["Ratio to SG (paper)"] == pytest.approx(6100 / 212.9)
     assert g["Relative to exact norm"] == pytest.approx(1.6) and g["Samples"] == 5000
-    assert row(df, Estimator="REINFORCE (scalar baseline)")["L2 deviation (paper)"] == 593.1
+    assert row(df, Estimator="REINFORCE (running-average baseline: decides)")["L2 deviation (paper)"] == 593.1
 
 
 def test_taylor_table_has_both_reinforce_baselines_for_every_k():
@@ -461,7 +487,7 @@ def test_taylor_table_has_both_reinforce_baselines_for_every_k():
     df = tables.taylor_table(TAYLOR_K)
     assert list(df["Free latents k"]) == [4] * 4 + [6] * 4
     k6 = df[df["Free latents k"] == 6]
-    per_image = row(k6, Estimator="REINFORCE (per-image baseline)")
+    per_image = row(k6, Estimator="REINFORCE (per-image baseline: sensitivity)")
     assert per_image["L2 deviation"] == 20.0 and per_image["L2 deviation (paper)"] == 593.1
     assert per_image["At 100,000 samples"] == pytest.approx(20.0 * (5000 / 100_000) ** 0.5)
     assert per_image["Ratio to SG"] == pytest.approx(20.0 * 0.05 ** 0.5 / 12.5)  # at the paper's count, as its ratio
@@ -499,9 +525,10 @@ def test_write_table_three_files_and_md_roundtrip(tmp_path, build):
     if build == "table1":
         df = tables.table1(VARIANCE, methods=["sg_gaussian", "reparam", "gumbel"])
     elif build == "table3":
-        df = tables.table3(learnable_results(), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10"])
+        df = tables.table3(learnable_evidence(learnable_results()), {"cifar10": CIFAR_REASON}, ["mnist5k", "cifar10"])
     else:
-        df = tables.table2(*fixed_results(), methods=list(FIXED_METHODS))
+        sels, runs = fixed_results()
+        df = tables.table2(fixed_evidence(runs), sels, methods=list(FIXED_METHODS))
     paths = tables.write_table(df, tmp_path / "tables", build, caption="A caption with 50% and x_1")
     assert set(paths) == {"csv", "md", "tex"}
     for p in paths.values():
@@ -543,7 +570,8 @@ def test_load_json(tmp_path):
     res = result([7.0, 6.8])
     atomic_write_json(tmp_path / "r.json", res)
     assert tables.load_json(tmp_path / "r.json") == res
-    assert tables.final_metrics(res)["val_bpd"] == 6.8
+    run = method_evidence("fixed", "mnist5k", "reparam", [res]).runs[0]
+    assert run.epochs == 2 and run.finals["val_bpd"] == pytest.approx(6.9)   # the mean of the (up to) last 3 epochs
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -643,6 +671,7 @@ def test_report_notebook_html_has_claims_first_and_every_figure_as_an_image(tmp_
     HTML as the Snakefile does (--no-input) and read it: the claims table comes first, every figure is an
     inline base64 PNG, and the missing dataset is one note, not a cell per value."""
     import base64
+    import html as html_lib
     import sys
     from pathlib import Path
 
@@ -676,15 +705,19 @@ def test_report_notebook_html_has_claims_first_and_every_figure_as_an_image(tmp_
         html.index("The paper's claims")
     first_table = html.index("<table")
     assert claims_at < first_table < html.index("<img")                # the claims table is the first thing
-    assert "Welch" in html[claims_at:first_table]                     # the rule is stated above the table
+    above = html[claims_at:first_table]                               # the rule, its date and commit, the count
+    assert "Mann-Whitney" in above and f"fixed {claims.RULE_DATE}, in commit" in above
+    assert "tests at 5% (comparisons of methods and 95% intervals): about" in above and "false verdict" in above
     claims_df = pd.read_csv(tmp_path / "out" / "tables" / "claims.csv", keep_default_na=False)
-    assert len(claims_df) >= 16 and set(claims_df["Verdict"]) <= set(claims.VERDICTS)
+    assert len(claims_df) >= 15 and set(claims_df["Verdict"]) <= set(claims.VERDICTS)
     first = html[first_table:html.index("</table>") + len("</table>")]
+    header = re.findall(r"<th[^>]*>([^<]*)</th>", first)
+    assert header == list(claims.SUMMARY_COLUMNS)                    # the first screen: no details, no run folders
     for claim, claim_id in zip(claims_df["Claim"], claims_df["Id"]):
-        assert (claim.replace('"', "&quot;") in first or claim in first) and claim_id in first, claim
+        assert claim in html_lib.unescape(first) and claim_id in first, claim
     reason = "not run: cifar10 not found at"
-    cifar_claim_rows = int(claims_df["Why / what it would take"].str.startswith(reason).sum())
-    assert cifar_claim_rows == 3                                     # Tables 3, 4, 9 for CIFAR-10
+    cifar_claim_rows = int(claims_df["Details"].str.startswith(reason).sum())
+    assert cifar_claim_rows == 2                                     # Tables 3, 4 for CIFAR-10 (Table 9: no claim)
     assert html.count(reason) == cifar_claim_rows + 1                # + one note; no table cell repeats it
     assert "fixed/mnist5k/sg_gaussian/lr0.001" in html               # provenance: numbers traceable to runs
 
@@ -696,6 +729,11 @@ def test_provenance_names_each_runs_initialisation():
     _, runs = fixed_results()
     (old_id, old), (new_id, new) = list(runs.items())[:2]
     new = {**new, "config": {**new["config"], "init": "pytorch"}}
-    df = tables.provenance([(old_id, old), (new_id, new)])
-    assert list(df["Initialisation (not in the paper)"]) == [RunConfig().init, "pytorch"]
-    assert tables.DEFAULT_INIT == RunConfig().init == methods.DEFAULT_INIT
+    fixed = fixed_evidence({old_id: old, new_id: new})
+    df = tables.provenance([run for ev in fixed.values() for run in ev.runs])
+    assert list(df["Init (not in the paper)"]) == [RunConfig().init, "pytorch"]
+    assert RunConfig().init == methods.DEFAULT_INIT
+    # the final value provenance shows is the one the tables show (the mean of the last 3 epochs), not the last
+    assert df.loc[0, "final BPD"] == pytest.approx(statistics.fmean([6.75, 6.72, 6.70]))
+    sels = {m: selection(ev.run_ids[0], ev.runs[0].result()) for m, ev in fixed.items()}
+    assert df.loc[0, "final BPD"] == row(tables.table2(fixed, sels), Method="Continuous Silent Gradients")["BPD"]

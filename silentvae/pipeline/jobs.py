@@ -113,20 +113,23 @@ def _job_setup(device: str, threads: int) -> str:
 
 def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, out_json: str, *,
                  device: str = "auto", threads: int = 1) -> dict[int, dict[str, Any]]:
-    """Table 1 for one method: gradient-variance decomposition at each checkpoint epoch of the selected run.
+    """Table 1 for one method: gradient-variance decomposition at each checkpoint epoch of the selected setting's
+    seeds, pooled over them (:func:`silentvae.training.diagnostics.pool_seeds`: the seeds' mean Est % with an
+    interval over seeds and batches).
 
-    Batches are the first ``num_batches * batch_size`` training images (seeded order, no dequantisation).
-    Each epoch's result (:func:`silentvae.training.diagnostics.gradient_variance`) is labelled by the optimizer steps the
-    run had taken: ``steps`` = epoch x ``steps_per_epoch``, ceil(train images / batch size) of that run.
-    With an empty ``selection_path`` a tiny demo run is trained first (for the notebook's defaults).
-    Returns {epoch: result} and writes it to ``out_json`` (if given) with the run it came from.
+    The seeds measured: the selected run, then ``settings["seed_runs"]`` (run ids of the same setting at other
+    seeds, e.g. ``<selection>/final_s1``; the caller makes sure they finished). Per seed, batches are the first
+    ``num_batches * batch_size`` training images in that run's seeded order (no dequantisation). Each epoch's
+    result is labelled by the optimizer steps the runs had taken: ``steps`` = epoch x ``steps_per_epoch``,
+    ceil(train images / batch size). With an empty ``selection_path`` a tiny demo run is trained first (for the
+    notebook's defaults). Returns {epoch: pooled result} and writes it to ``out_json`` (if given) with the runs.
     """
     import math
     import tempfile
 
     import torch
 
-    from ..training.diagnostics import gradient_variance
+    from ..training.diagnostics import gradient_variance, pool_seeds
     from ..estimators import make_estimator
     from ..training.io import atomic_write_json, load_checkpoint
     from ..training.engine import train
@@ -136,39 +139,43 @@ def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, o
     epochs = sorted(int(e) for e in settings["epochs"])
     if selection_path:
         with open(selection_path) as f:
-            run_id = json.load(f)["best_run"]
-        run_dir = Path(runs_dir) / run_id
+            run_ids = [json.load(f)["best_run"], *settings.get("seed_runs", [])]
+        run_dirs = [Path(runs_dir) / r for r in run_ids]
     else:
-        run_id = f"demo/{settings['method']}"
-        run_dir = Path(tempfile.mkdtemp(prefix="silentvae-variance-"))
+        run_ids = [f"demo/{settings['method']}"]
+        run_dirs = [Path(tempfile.mkdtemp(prefix="silentvae-variance-"))]
         demo = {"experiment": "fixed", **FIXED_METHODS[settings["method"]].run_fields(), "dataset": settings["dataset"],
                 "epochs": max(epochs), "checkpoint_epochs": epochs, "latent_dim": 8, "channels": 4, "lr": 1e-3,
                 "train_limit": 256, "val_limit": 64, "device": dev}
-        train(RunConfig.from_dict(demo), run_dir, log=lambda *_: None)
-    results: dict[int, dict[str, float]] = {}
+        train(RunConfig.from_dict(demo), run_dirs[0], log=lambda *_: None)
+    results: dict[int, dict[str, Any]] = {}
     for epoch in epochs:
-        path = run_dir / checkpoint_name(epoch)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: the run {run_id} must save checkpoint_epochs {epochs}")
-        cfg, models, _ = load_run(path, device=dev)
-        estimator = make_estimator(cfg.estimator, temperature=cfg.temperature,
-                                   reinforce_momentum=cfg.reinforce_momentum)
-        if hasattr(estimator, "load_state_dict"):
-            estimator.load_state_dict(load_checkpoint(path, dev)["estimator"], device=dev)
-        train_split, _ = load_splits(cfg)
-        n = settings["num_batches"] * settings["batch_size"]
-        order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(cfg.seed))[:n]
-        images = train_split.images[order].to(device=dev, dtype=cfg.torch_dtype)
-        batches = list(images.split(settings["batch_size"]))
+        per_seed, seeds = [], []
+        for run_id, run_dir in zip(run_ids, run_dirs):
+            path = run_dir / checkpoint_name(epoch)
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: the run {run_id} must save checkpoint_epochs {epochs}")
+            cfg, models, _ = load_run(path, device=dev)
+            estimator = make_estimator(cfg.estimator, temperature=cfg.temperature,
+                                       reinforce_momentum=cfg.reinforce_momentum)
+            if hasattr(estimator, "load_state_dict"):
+                estimator.load_state_dict(load_checkpoint(path, dev)["estimator"], device=dev)
+            train_split, _ = load_splits(cfg)
+            n = settings["num_batches"] * settings["batch_size"]
+            order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(cfg.seed))[:n]
+            images = train_split.images[order].to(device=dev, dtype=cfg.torch_dtype)
+            batches = list(images.split(settings["batch_size"]))
+            per_seed.append({**gradient_variance(models["encoder"], models["decoder"], estimator, batches,
+                                                 num_samples=settings["num_samples"], seed=cfg.seed),
+                             "seed": cfg.seed, "run": run_id})
+            seeds.append(cfg.seed)
         steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
-        result = gradient_variance(models["encoder"], models["decoder"], estimator, batches,
-                                   num_samples=settings["num_samples"], seed=cfg.seed)
-        results[epoch] = {**result, "epoch": epoch, "steps": epoch * steps_per_epoch,
-                          "steps_per_epoch": steps_per_epoch, "train_size": len(train_split),
-                          "train_batch_size": cfg.batch_size}
+        results[epoch] = {**pool_seeds(per_seed), "seeds": seeds, "runs": list(run_ids), "epoch": epoch,
+                          "steps": epoch * steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+                          "train_size": len(train_split), "train_batch_size": cfg.batch_size}
     if out_json:
-        atomic_write_json(out_json, {"method": settings["method"], "dataset": settings["dataset"], "run": run_id,
-                                     "results": {str(e): r for e, r in results.items()}})
+        atomic_write_json(out_json, {"method": settings["method"], "dataset": settings["dataset"], "run": run_ids[0],
+                                     "runs": list(run_ids), "results": {str(e): r for e, r in results.items()}})
     return results
 
 
@@ -177,7 +184,9 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
     """Section 4.1's check: train a Bernoulli-latent encoder with a learnable-precision linear decoder by Silent
     Gradients for ``train_epochs`` ("None + SG"), then compare encoder gradients on one validation batch
     against the enumerated exact gradient (:func:`silentvae.training.diagnostics.taylor_bias_check`), over the
-    ``free_latents`` most uncertain latents when ``latent_dim`` is too large to enumerate."""
+    ``free_latents`` most uncertain latents when ``latent_dim`` is too large to enumerate, on ``draws`` (default 5)
+    disjoint validation batches, each an independent draw (``draws`` in the result; the top level is the first's).
+    REINFORCE's baseline is the paper's running average (one scalar: the loss averaged over training batches)."""
     import tempfile
 
     import torch
@@ -194,7 +203,7 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
            "channels": settings.get("channels", 32), "lr": settings.get("lr", 1e-4),
            "batch_size": settings.get("batch_size", 32),
            "epochs": max(1, settings.get("train_epochs", 5)), "train_limit": settings.get("train_limit"),
-           "val_limit": max(settings.get("batch_size", 32), 64), "device": dev}
+           "val_limit": max(settings.get("batch_size", 32) * settings.get("draws", 5), 64), "device": dev}
     cfg = RunConfig.from_dict(run)
     train_split, val_split = load_splits(cfg)
     if settings.get("train_epochs", 5) > 0:
@@ -206,16 +215,20 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
     else:
         models = build_models(cfg, tuple(train_split.images.shape[1:]))
     gen = torch.Generator(device=dev).manual_seed(0)
-    x = dequantize(val_split.images[: cfg.batch_size].to(dev), gen)
-    # REINFORCE as it trains: its running-average baseline settles at the loss averaged over training batches
+    # REINFORCE as the paper trains it (Appendix B.3): a running average of the reconstruction loss, which settles at
+    # the loss averaged over training batches: one scalar baseline for every image
     train_x = dequantize(train_split.images[:1024].to(dev), gen)
     baseline = data_average_loss(models["encoder"], models["linear"], train_x, gen)
-    result = taylor_bias_check(models["encoder"], models["linear"], x, num_samples=settings["num_samples"],
-                               temperature=settings.get("temperature", 0.5),
-                               chunk=min(2000, settings["num_samples"]), seed=0, reinforce_baseline=baseline,
-                               free_latents=settings.get("free_latents"))
-    result = {**result, "dataset": settings["dataset"], "train_epochs": settings.get("train_epochs", 5),
-              "init": cfg.init}
+    # independent draws: disjoint validation batches, each checked with its own samples (the claim's interval)
+    draws = []
+    for i in range(settings.get("draws", 5)):
+        x = dequantize(val_split.images[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(dev), gen)
+        draws.append(taylor_bias_check(models["encoder"], models["linear"], x, num_samples=settings["num_samples"],
+                                       temperature=settings.get("temperature", 0.5),
+                                       chunk=min(2000, settings["num_samples"]), seed=i, reinforce_baseline=baseline,
+                                       free_latents=settings.get("free_latents")))
+    result = {**draws[0], "draws": draws, "num_draws": len(draws), "dataset": settings["dataset"],
+              "train_epochs": settings.get("train_epochs", 5), "init": cfg.init}
     if out_json:
         atomic_write_json(out_json, result)
     return result

@@ -259,7 +259,7 @@ def taylor_figure(taylor: dict[str, Any], title: str | None = None) -> Figure:
                     ha="center", fontsize=8)
     ax.set_yscale("log")
     ax.set_xticks(x)
-    ax.set_xticklabels([pv.TAYLOR_LABELS[k].replace(" (", "\n(") for k in keys], fontsize=7)
+    ax.set_xticklabels([pv.TAYLOR_LABELS[k].replace(" (", "\n(").replace(": ", ":\n") for k in keys], fontsize=7)
     ax.set_ylabel("L2 distance to exact gradient")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)

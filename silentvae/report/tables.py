@@ -18,9 +18,10 @@ with the paper's full-MNIST column; the ``Note`` column and the captions say so.
 
 Input formats (see :mod:`silentvae.training.run`, :mod:`silentvae.pipeline.plan`, :mod:`silentvae.training.diagnostics`):
 
-* result dict: ``{"config": RunConfig dict, "history": [{"epoch", "val_bpd", "val_mse", "val_kld", ...}],
-  "finished": bool}``; its final value of a metric is :func:`silentvae.training.history.final_value` (the mean of the
-  last 3 epochs), as in the claims; over seeds, tables show mean ± sd (sample sd, ddof=1).
+* a method's runs over seeds: :class:`silentvae.report.evidence.MethodEvidence` (built once by
+  :func:`silentvae.report.evidence.build_evidence`): every final value and epochs-to-target comes from there, the
+  same numbers the claims judge; over seeds, tables show mean ± sd (sample sd, ddof=1) and the seeds found
+  ("3 of 5 seeds (missing 3, 4)").
 * selection dict: ``{"best_run", "best_val_bpd", "best_config", "candidates"}``.
 * variance result: ``{"batch_var", "batch_var_raw", "est_var", "est_pct", "est_pct_ci", "steps", ...}``
   (:func:`silentvae.pipeline.jobs.variance_job`); Taylor result ``{"sg", "gumbel",
@@ -32,7 +33,6 @@ formatted by :func:`format_value`), each atomically.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
@@ -44,15 +44,16 @@ from . import claims
 from . import paper_values as pv
 from ..pipeline import paths
 from ..training.io import atomic_write_text
-from ..training.methods import DEFAULT_INIT, FIXED_METHODS, label as method_label
+from ..training.methods import FIXED_METHODS, label as method_label
+from .evidence import METRICS, MethodEvidence, RunEvidence, load_json
 from .paper_values import TAYLOR_LABELS, TAYLOR_PAPER_KEY
-from .stats import FINAL_EPOCHS, final_value, mean_curve
+from .stats import FINAL_EPOCHS, median_epochs_to_target
 
-__all__ = ["NOT_CONFIGURED", "NO_RESULT", "NO_DATASET", "NO_PAPER", "NA", "CAPTIONS", "load_json",
-           "final_metrics", "table1", "table1_epoch_map", "table2", "convergence", "table3", "table4", "table9",
+__all__ = ["NOT_CONFIGURED", "NO_RESULT", "NO_DATASET", "NO_PAPER", "NA", "CAPTIONS", "load_json", "table1", "table1_epoch_map", "table2", "convergence", "table3", "table4", "table9",
            "taylor_table", "format_value", "format_table", "write_table", "dataset_note", "latex_escape",
            "summary_table1", "summary_table2", "summary_learnable", "summary_convergence", "summary_taylor",
-           "provenance", "html_table", "VERDICT_COLORS", "verdict_by_id"]
+           "provenance", "html_table", "VERDICT_COLORS", "verdict_by_id", "claims_summary", "claims_details",
+           "TABLE2_CLAIMS", "FINAL_LABELS"]
 
 NOT_CONFIGURED = "not run: method not in config"
 NO_RESULT = "not run: no finished result"
@@ -65,54 +66,45 @@ CAPTIONS: dict[str, str] = {
                "variance (Batch Var) and estimator variance (Est Var) over N batches x S latent draws; Batch Var raw "
                "is the variance of the S-draw batch means, Batch Var = raw - Est Var / S (unbiased, negative when "
                "the estimator noise exceeds it: Est % > 100 flags that). Est % = 100 Est Var / (Batch Var + Est "
-               "Var) with a 95% bootstrap interval (BCa) over the batches. Points are labelled by optimizer steps "
-               "(epoch x ceil(train images / batch)) and compared with the paper's point at the same steps (MNIST: "
-               "844 steps per epoch, epochs 1 / 50 / 250 = 844 / 42,200 / 211,000 steps); other points have no "
-               "paper value. diff = ours - paper."),
+               "Var), the mean over the seeds measured (Seeds), with a 95% interval over seeds and batches (two-stage "
+               "bootstrap; over batches alone for one seed). Points are labelled by optimizer steps (epoch x "
+               "ceil(train images / batch)) and compared with the paper's point at the same steps (MNIST: 844 steps "
+               "per epoch, epochs 1 / 50 / 250 = 844 / 42,200 / 211,000 steps, assuming a 54,000-image training "
+               "split the paper does not state); other points have no paper value. diff = ours - paper."),
     "table2": ("Table 2: fixed variance (sigma^2 = 0.01), linear decoder: final validation BPD and MSE (each seed's "
                f"mean over its last {FINAL_EPOCHS} epochs), mean ± sd over the seeds of the best learning rate per "
                "method (selected at the first seed). Our MNIST (5k subset) runs are compared with the paper's "
                "full-MNIST values (epoch 500). diff = our mean - paper."),
-    "convergence": ("Convergence (Sec. 3.2): first epoch at which the seeds' mean validation BPD <= the target "
-                    "(paper: 6.73 BPD; SG 45 epochs, reparameterization 90)."),
+    "convergence": ("Convergence (Sec. 3.2): each seed's first epoch with validation BPD <= the target (> E: not "
+                    "reached by its last epoch E) and the seeds' Kaplan-Meier median (paper: 6.73 BPD; SG 45 epochs, "
+                    "reparameterization 90)."),
     "table3": (f"Table 3: learnable variance, final validation BPD (each seed's mean over its last {FINAL_EPOCHS} "
                "epochs), mean ± std over seeds (sample std, ddof=1; n/a for one seed). Our MNIST (5k subset) numbers are compared with the paper's MNIST column. "
                "diff = our mean - paper mean."),
     "table4": ("Table 4: learnable variance, validation KL divergence (mean over seeds). Our MNIST (5k subset) "
                "numbers are compared with the paper's MNIST column. diff = ours - paper."),
-    "table9": ("Table 9: learnable variance, validation MSE (per-image sum of squared errors) of a single run "
-               "(the first seed). Our MNIST (5k subset) numbers are compared with the paper's MNIST column. "
-               "diff = ours - paper."),
+    "table9": ("Table 9: learnable variance, validation MSE (per-image sum of squared errors), mean over our "
+               "seeds (the paper reports a single run; no verdict). Our MNIST (5k subset) numbers are compared with "
+               "the paper's MNIST column. diff = ours - paper."),
     "taylor_bias": ("Taylor-bias check (Sec. 4.1): L2 distance of each estimator's encoder gradient from the exact "
                "gradient obtained by enumerating the Bernoulli latent states (learnable variance): exact over all of "
                "them, or, for a model with more latents than enumeration allows, exact over the k most uncertain "
-               "latents, the other d - k held at a draw from q (one row group per k). REINFORCE with a scalar "
-               "baseline (as in training) and with a per-image leave-one-out one (both unbiased; the paper does not "
-               "say which it used); its Monte Carlo error ~ 1/sqrt(S) is also given at the paper's 100,000 samples."),
+               "latents, the other d - k held at a draw from q (one row group per k), on the check's first draw (the "
+               "claim's ratios and intervals are over all draws). REINFORCE with the paper's running-average "
+               "baseline (Appendix B.3; it decides) and with a per-image leave-one-out one (a sensitivity); its "
+               "Monte Carlo error ~ 1/sqrt(S) is also given at the paper's 100,000 samples."),
 }
 CAPTIONS["taylor"] = CAPTIONS["taylor_bias"]
-CAPTIONS["claims"] = ("The paper's claims: this run's evidence, the paper's, and a verdict (silentvae.report.claims): holds, "
-                      "contradicted, not shown at this scale (with what it would take), or not run. " + claims.RULE)
+CAPTIONS["claims"] = ("The paper's claims, each quoting the paper's sentence it tests: this run's evidence in one line, the "
+                      "paper's, and a verdict (silentvae.report.claims): holds, contradicted, not shown at this scale, "
+                      "or not run; why, and the runs, in the details table. " + claims.RULE)
 CAPTIONS["provenance"] = (f"Every run whose numbers the report shows: its folder under {paths.runs_dir('results')}/, "
-                          "config and seed.")
+                          f"config, seed and final values (mean of its last {FINAL_EPOCHS} epochs, as in every table).")
 
 
 # ------------------------------------------------------------------------------------------------------
 # Small helpers
 # ------------------------------------------------------------------------------------------------------
-
-def load_json(path: str | Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
-def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
-    """The last history entry of a result dict (the final epoch's validation metrics)."""
-    history = result.get("history") or []
-    if not history:
-        raise ValueError("result has an empty history")
-    return history[-1]
-
 
 def _is_num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -150,11 +142,10 @@ def table1_epoch_map(steps: dict[int, int]) -> dict[int, int | None]:
     """Which paper epoch (1 / 50 / 250) each of our measured points is compared with, by optimizer steps.
 
     ``steps``: {our epoch: optimizer steps the run had taken}. A point pairs with the paper's point at the same
-    step count (:func:`silentvae.report.claims.step_pairs`: paper MNIST 844 steps per epoch, within 10%); any other
+    step count (:func:`silentvae.report.claims.step_pairs`: paper MNIST 844 steps per epoch assumed, within 10%); any other
     point has no paper counterpart (None), whatever its epoch number.
     """
-    from .claims import step_pairs
-    pairs = step_pairs({int(e): int(s) for e, s in steps.items()})
+    pairs = claims.step_pairs({int(e): int(s) for e, s in steps.items()})
     return {int(e): pairs.get(int(e)) for e in sorted(steps, key=int)}
 
 
@@ -175,7 +166,6 @@ def table1(variance_results: dict[str, dict[int, dict[str, Any]]], *,
     Paper values and differences appear only where our point pairs with the paper's by steps
     (:func:`table1_epoch_map`); ``Paper epoch`` says which, or "—".
     """
-    from .claims import paper_steps
     methods = _ordered(variance_results if methods is None else methods, FIXED_METHODS)
     rows = []
     for m in methods:
@@ -186,7 +176,8 @@ def table1(variance_results: dict[str, dict[int, dict[str, Any]]], *,
                    "Paper steps": NO_PAPER, "Batch Var raw": NOT_CONFIGURED}
             for _, col in T1_KEYS:
                 row.update({col: NOT_CONFIGURED, f"{col} (paper)": NO_PAPER, f"{col} diff": NOT_CONFIGURED})
-            row.update({"Est % CI low": NOT_CONFIGURED, "Est % CI high": NOT_CONFIGURED, "Note": ""})
+            row.update({"Est % CI low": NOT_CONFIGURED, "Est % CI high": NOT_CONFIGURED, "Seeds": NOT_CONFIGURED,
+                        "Note": ""})
             rows.append(row)
             continue
         steps = {int(e): int(r["steps"]) for e, r in per.items() if "steps" in r}
@@ -198,14 +189,16 @@ def table1(variance_results: dict[str, dict[int, dict[str, Any]]], *,
             ci = res.get("est_pct_ci") or (NA, NA)
             row = {"Method": label, "Epoch": int(epoch), "Steps": steps.get(int(epoch), NA),
                    "Paper epoch": pe if pe is not None else NO_PAPER,
-                   "Paper steps": paper_steps(pe) if pe is not None else NO_PAPER,
+                   "Paper steps": claims.paper_steps(pe) if pe is not None else NO_PAPER,
                    "Batch Var raw": float(res.get("batch_var_raw", res["batch_var"]))}
             for key, col in T1_KEYS:
                 ours = float(res[key])
                 ref = paper[key] if paper else NO_PAPER
                 row.update({col: ours, f"{col} (paper)": ref, f"{col} diff": _diff(ours, ref)})
             row.update({"Est % CI low": ci[0], "Est % CI high": ci[1],
-                        "Note": T1_NEGATIVE if float(res["batch_var"]) < 0 else ""})
+                        "Seeds": ", ".join(str(x) for x in claims.point_seeds(res)),
+                        "Note": "; ".join(n for n in (T1_NEGATIVE if float(res["batch_var"]) < 0 else "",
+                                                      claims.STEP_ASSUMPTION if pe is not None else "") if n)})
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -218,25 +211,23 @@ def _lr_str(lr: Any) -> str:
     return f"{float(lr):g}" if _is_num(lr) else str(lr)
 
 
-def _sd(vals: list[float]) -> Any:
-    return statistics.stdev(vals) if len(vals) > 1 else NA
+def _sd(sd: float | None) -> Any:
+    return NA if sd is None else sd
 
 
-def table2(selections: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]], *,
+def table2(fixed: dict[str, MethodEvidence], selections: dict[str, dict[str, Any]], *,
            methods: Iterable[str] | None = None, not_run: dict[str, str] | None = None,
-           dataset: str | None = None, seeds: dict[str, list[str]] | None = None) -> pd.DataFrame:
-    """Final validation BPD / MSE (:func:`silentvae.training.history.final_value`) of the selected learning rate per
-    method: the mean over its seeds (column ``BPD``), their sample sd (``BPD sd``, "n/a" for one seed) and
-    count (``Seeds``).
+           dataset: str | None = None) -> pd.DataFrame:
+    """Final validation BPD / MSE (the evidence's final values) of the selected learning rate per method: the mean
+    over its seeds (column ``BPD``), their sample sd (``BPD sd``, "n/a" for one seed) and the seeds found
+    (``Seeds``: "5 of 5 seeds", or which of the planned seeds are missing).
 
     Args:
+        fixed: method -> its evidence over seeds (:class:`silentvae.report.evidence.MethodEvidence`).
         selections: method -> selection dict (``best_run``, ``best_config`` ...).
-        results: run id -> result dict (must hold each selection's ``best_run``).
         methods: the methods to list (default: those in ``selections``, in the paper's order).
         not_run / dataset: when ``dataset`` (default: the selections' dataset) is in ``not_run``, every
             reproduced cell holds that reason.
-        seeds: method -> the run ids of the selected setting's seeds (default: the selection's best run
-            alone); those without a result are left out.
     """
     not_run = not_run or {}
     if dataset is None:
@@ -248,22 +239,20 @@ def table2(selections: dict[str, dict[str, Any]], results: dict[str, dict[str, A
         paper = pv.TABLE2.get(m, {})
         row: dict[str, Any] = {"Method": method_label("fixed", m),
                                "Dataset": pv.DATASET_LABELS.get(dataset, dataset) if dataset else NO_PAPER}
-        sel = selections.get(m)
+        sel, ev = selections.get(m), fixed.get(m)
         if skipped:
             reason = skipped
         elif sel is None:
             reason = NOT_CONFIGURED
-        elif sel["best_run"] not in results:
+        elif ev is None or not ev.runs:
             reason = NO_RESULT
         else:
             reason = None
         if reason is None:
-            runs = [results[r] for r in (seeds or {}).get(m, [sel["best_run"]]) if r in results]
-            row.update({"lr": _lr_str(sel["best_config"].get("lr")),
-                        "Epochs": max(int(final_metrics(r)["epoch"]) for r in runs), "Seeds": len(runs)})
-            vals = {key: [final_value(r, f"val_{key}") for r in runs] for key in ("bpd", "mse")}
-            ours = {key: statistics.fmean(v) for key, v in vals.items()}
-            sds = {key: _sd(v) for key, v in vals.items()}
+            row.update({"lr": _lr_str(sel["best_config"].get("lr")), "Epochs": max(r.epochs for r in ev.runs),
+                        "Seeds": ev.seeds_found})
+            ours = {key: ev.mean(f"val_{key}") for key in ("bpd", "mse")}
+            sds = {key: _sd(ev.sd(f"val_{key}")) for key in ("bpd", "mse")}
         else:
             row.update({"lr": reason, "Epochs": reason, "Seeds": reason})
             ours = sds = {"bpd": reason, "mse": reason}
@@ -276,31 +265,26 @@ def table2(selections: dict[str, dict[str, Any]], results: dict[str, dict[str, A
     return pd.DataFrame(rows)
 
 
-def convergence(results: dict[str, list[dict[str, Any]] | dict[str, Any]],
-                target: float = pv.CONVERGENCE["target_bpd"], *, methods: Iterable[str] | None = None) -> pd.DataFrame:
-    """First epoch whose seeds' mean validation BPD (:func:`silentvae.report.stats.mean_curve`) <= ``target`` per
-    method (the selected learning rate's seeds).
-
-    ``results``: method -> its seeds' result dicts (or one result dict). Not reached: "not reached (best X.XXX)".
-    """
-    methods = _ordered(results if methods is None else methods, FIXED_METHODS)
+def convergence(fixed: dict[str, MethodEvidence], target: float = pv.CONVERGENCE["target_bpd"], *,
+                methods: Iterable[str] | None = None) -> pd.DataFrame:
+    """Epochs to ``target`` per method (the selected learning rate's seeds): each seed's
+    (:func:`silentvae.training.history.epochs_to_target`, as the evidence holds it; "> E" when not reached by its
+    last epoch E) and their Kaplan-Meier median (:func:`silentvae.report.stats.median_epochs_to_target`), the
+    numbers the convergence claim tests."""
+    methods = _ordered(fixed if methods is None else methods, FIXED_METHODS)
     rows = []
     for m in methods:
         paper = pv.CONVERGENCE.get(m, NO_PAPER) if target == pv.CONVERGENCE["target_bpd"] else NO_PAPER
         row: dict[str, Any] = {"Method": method_label("fixed", m), "Target BPD": float(target)}
-        res = results.get(m)
-        if isinstance(res, dict):
-            res = [res]
-        if not res:
-            row.update({"Epoch reached": NOT_CONFIGURED, "Paper epoch": paper, "diff": NOT_CONFIGURED,
-                        "Epochs run": NOT_CONFIGURED, "Best BPD": NOT_CONFIGURED, "Seeds": NOT_CONFIGURED})
+        ev = fixed.get(m)
+        if ev is None or not ev.runs:
+            row.update({"Seeds": NOT_CONFIGURED, "Median epoch": NOT_CONFIGURED, "Per seed": NOT_CONFIGURED,
+                        "Paper epoch": paper, "Epochs run": NOT_CONFIGURED})
         else:
-            curve = mean_curve(res)
-            hit = next((e for e, v in curve if v <= target), None)
-            best = min(v for _, v in curve)
-            reached: Any = hit if hit is not None else f"not reached (best {best:.3f})"
-            row.update({"Epoch reached": reached, "Paper epoch": paper, "diff": _diff(reached, paper),
-                        "Epochs run": curve[-1][0], "Best BPD": best, "Seeds": len(res)})
+            times = ev.to_target()
+            row.update({"Seeds": ev.seeds_found, "Median epoch": median_epochs_to_target(times),
+                        "Per seed": ", ".join(str(e) if ok else f"> {e}" for e, ok in times), "Paper epoch": paper,
+                        "Epochs run": max(r.epochs for r in ev.runs)})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -313,11 +297,11 @@ def _mean_std_str(mean: float, std: float | None) -> str:
     return f"{mean:.3f} ± {NA if std is None else f'{std:.3f}'}"
 
 
-def _cell(kind: str, dataset: str, method: str | None, learnable: dict[str, dict[str, list[dict]]],
-          not_run: dict[str, str], ddof: int) -> tuple[Any, Any, Any, int]:
-    """(our cell, paper cell, diff, number of runs) for one table cell."""
+def _cell(kind: str, dataset: str, method: str | None, learnable: dict[str, dict[str, MethodEvidence]],
+          not_run: dict[str, str], ddof: int) -> tuple[Any, Any, Any, str]:
+    """(our cell, paper cell, diff, seeds found) for one table cell."""
     if method is None:
-        return NO_PAPER, NO_PAPER, NO_PAPER, 0
+        return NO_PAPER, NO_PAPER, NO_PAPER, ""
     paper_column = pv.paper_dataset(dataset)
     if kind == "table3":
         p = pv.TABLE3.get(paper_column, {}).get(method) if paper_column else None
@@ -327,27 +311,24 @@ def _cell(kind: str, dataset: str, method: str | None, learnable: dict[str, dict
         paper_num = table.get(paper_column, {}).get(method, NO_PAPER) if paper_column else NO_PAPER
         paper = paper_num
     if dataset in not_run:
-        return not_run[dataset], paper, not_run[dataset], 0
+        return not_run[dataset], paper, not_run[dataset], ""
     if dataset not in learnable:
-        return NO_DATASET, paper, NO_DATASET, 0
+        return NO_DATASET, paper, NO_DATASET, ""
     if method not in learnable[dataset]:
-        return NOT_CONFIGURED, paper, NOT_CONFIGURED, 0
-    runs = learnable[dataset][method]
-    if not runs:
-        return NO_RESULT, paper, NO_RESULT, 0
+        return NOT_CONFIGURED, paper, NOT_CONFIGURED, ""
+    ev = learnable[dataset][method]
+    if not ev.runs:
+        return NO_RESULT, paper, NO_RESULT, ev.seeds_found
+    key = {"table3": "val_bpd", "table4": "val_kld", "table9": "val_mse"}[kind]
+    vals = ev.values(key)
+    mean = statistics.fmean(vals)
     if kind == "table3":
-        vals = [final_value(r, "val_bpd") for r in runs]
-        mean = statistics.fmean(vals)
         std = None if len(vals) < 2 else (statistics.stdev(vals) if ddof == 1 else statistics.pstdev(vals))
-        return _mean_std_str(mean, std), paper, _diff(mean, paper_num), len(vals)
-    if kind == "table4":
-        mean = statistics.fmean(final_value(r, "val_kld") for r in runs)
-        return mean, paper, _diff(mean, paper_num), len(runs)
-    ours = final_value(runs[0], "val_mse")
-    return ours, paper, _diff(ours, paper_num), 1
+        return _mean_std_str(mean, std), paper, _diff(mean, paper_num), ev.seeds_found
+    return mean, paper, _diff(mean, paper_num), ev.seeds_found
 
 
-def _learnable_table(kind: str, learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] | None,
+def _learnable_table(kind: str, learnable: dict[str, dict[str, MethodEvidence]], not_run: dict[str, str] | None,
                      datasets: Iterable[str] | None, ddof: int = 1) -> pd.DataFrame:
     if ddof not in (0, 1):
         raise ValueError(f"ddof must be 0 or 1, got {ddof!r}")
@@ -361,24 +342,24 @@ def _learnable_table(kind: str, learnable: dict[str, dict[str, list[dict]]], not
             if kind == "table9" and without is None:
                 label = label.replace("None", "Silent Gradients (SG)")
             row: dict[str, Any] = {"Dataset": pv.DATASET_LABELS.get(ds, ds), "Method": label}
-            counts = []
+            found = []
             for col, method in (("Without SG", without), ("With SG", with_sg)):
-                ours, paper, diff, n = _cell(kind, ds, method, learnable, not_run, ddof)
+                ours, paper, diff, seeds = _cell(kind, ds, method, learnable, not_run, ddof)
                 row.update({col: ours, f"{col} (paper)": paper, f"{col} diff": diff})
-                if method is not None:
-                    counts.append(str(n))
-            row["Note"] = f"{note}; runs: {'/'.join(counts)}"
+                if seeds:
+                    found.append(f"{col}: {seeds}")
+            row["Note"] = "; ".join([note] + found)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def table3(learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] | None = None,
+def table3(learnable: dict[str, dict[str, MethodEvidence]], not_run: dict[str, str] | None = None,
            datasets: Iterable[str] | None = None, *, ddof: int = 1) -> pd.DataFrame:
     """Validation BPD "mean ± std" over seeds (one string cell; std "n/a" for one seed), paper and diff
     of the means, laid out as the paper's Table 3 ("Without SG" / "With SG" per row, rows per dataset).
 
     Args:
-        learnable: dataset -> method -> result dicts of that method's seeds (first = the first seed).
+        learnable: dataset -> method -> its evidence over seeds.
         not_run: dataset -> reason; such a dataset's reproduced cells hold exactly that reason.
         datasets: the datasets to show, in order (default: those of ``learnable`` then ``not_run``).
         ddof: 1 (sample std, default) or 0.
@@ -386,15 +367,16 @@ def table3(learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] 
     return _learnable_table("table3", learnable, not_run, datasets, ddof)
 
 
-def table4(learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] | None = None,
+def table4(learnable: dict[str, dict[str, MethodEvidence]], not_run: dict[str, str] | None = None,
            datasets: Iterable[str] | None = None) -> pd.DataFrame:
     """Validation KL divergence, mean over seeds, beside the paper's Table 4 (same layout as table3)."""
     return _learnable_table("table4", learnable, not_run, datasets)
 
 
-def table9(learnable: dict[str, dict[str, list[dict]]], not_run: dict[str, str] | None = None,
+def table9(learnable: dict[str, dict[str, MethodEvidence]], not_run: dict[str, str] | None = None,
            datasets: Iterable[str] | None = None) -> pd.DataFrame:
-    """Validation MSE of the first seed's run, beside the paper's Table 9 (same layout as table3)."""
+    """Validation MSE, mean over the seeds (the same seeds every other table shows), beside the paper's Table 9
+    (a single run there; same layout as table3)."""
     return _learnable_table("table9", learnable, not_run, datasets)
 
 
@@ -413,11 +395,12 @@ def taylor_table(taylor: dict[str, Any]) -> pd.DataFrame:
     "Ratio to SG" compares the "At 100,000 samples" value with SG's, as the paper's ratio does.
     Results written before the check had a per-image baseline or several k give the rows they have.
     """
-    from .claims import PAPER_TAYLOR_SAMPLES, reinforce_at_paper_samples
+    PAPER_TAYLOR_SAMPLES, reinforce_at_paper_samples = claims.PAPER_TAYLOR_SAMPLES, claims.reinforce_at_paper_samples
     rows = []
     samples = taylor.get("num_samples", NO_PAPER)
     d = taylor.get("latent_dim", NO_PAPER)
-    for result in taylor.get("by_free_latents") or [taylor]:
+    first = (taylor.get("draws") or [taylor])[0]
+    for result in first.get("by_free_latents") or [first]:
         sg = float(result["sg"])
         norm = result.get("exact_norm")
         curve = result.get("curve", {})
@@ -503,32 +486,32 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, name: str, caption: str |
 # Compact tables (one per paper table: ours, paper, verdict) and provenance
 # ------------------------------------------------------------------------------------------------------
 
-_OUTCOME_VERDICT = {"supports": "holds", "against": "contradicted", "unshown": "not shown at this scale"}
+_OUTCOME_VERDICT = {claims.SUPPORTS: claims.HOLDS, claims.AGAINST: claims.CONTRADICTED, claims.UNSHOWN: claims.NOT_SHOWN}
 
 
 def summary_table1(variance: dict[str, dict[int, dict[str, Any]]]) -> pd.DataFrame:
     """Table 1, compact: per method and measured point (epoch and optimizer steps, and the paper point at those
-    steps) our Est % with its 95% interval, Batch Var (raw and corrected) and Est Var beside the paper's, and the
-    verdict of the claim that row bears on (SG: exactly zero, at every point; the others: estimator variance
-    dominates, decided by the interval, only at points paired with the paper's by steps: other rows say so)."""
-    from . import claims
-    full = table1(variance)
+    steps) our Est % with its 95% interval and the seeds measured, Batch Var (raw and corrected) and Est Var beside
+    the paper's, and the verdict of the claim that row bears on (SG: exactly zero, at every point; the others:
+    estimator variance dominates, decided by the interval, only at points paired with the paper's by steps: other
+    rows say so)."""
     rows = []
-    for _, r in full[pd.to_numeric(full["Epoch"], errors="coerce").notna()].iterrows():
-        m = next(k for k, v in FIXED_METHODS.items() if v.label == r["Method"])
-        measured = next(res for e, res in variance[m].items() if int(e) == int(r["Epoch"]))
-        paired = _is_num(r["Paper epoch"])
-        steps = f"{int(r['Steps']):,}" if _is_num(r["Steps"]) else str(r["Steps"])
-        paper_point = f"epoch {int(r['Paper epoch'])} ({int(r['Paper steps']):,})" if paired else NO_PAPER
-        ci = (f"[{float(r['Est % CI low']):.1f}, {float(r['Est % CI high']):.1f}]"
-              if _is_num(r["Est % CI low"]) else NA)
+    for m in _ordered(variance, FIXED_METHODS):
+        full = table1({m: variance[m]})
         sg = FIXED_METHODS[m].estimator == "sg"
-        verdict = claims.variance_row_verdict(m, measured) if sg or paired else "— (no paper point at these steps)"
-        rows.append({"Method": r["Method"], "Epoch": int(r["Epoch"]), "Steps": steps,
-                     "Paper point (steps)": paper_point, "Est %": r["Est %"], "Est % 95% CI": ci, "Est % (paper)": r["Est % (paper)"],
-                     "Batch Var raw": r["Batch Var raw"], "Batch Var": r["Batch Var"],
-                     "Batch Var (paper)": r["Batch Var (paper)"], "Est Var": r["Est Var"],
-                     "Est Var (paper)": r["Est Var (paper)"], "Verdict": verdict, "Note": r["Note"]})
+        for (_, r), (epoch, measured) in zip(full.iterrows(), sorted(variance[m].items(), key=lambda i: int(i[0]))):
+            paired = _is_num(r["Paper epoch"])
+            steps = f"{int(r['Steps']):,}" if _is_num(r["Steps"]) else str(r["Steps"])
+            paper_point = f"epoch {int(r['Paper epoch'])} ({int(r['Paper steps']):,})" if paired else NO_PAPER
+            ci = (f"[{float(r['Est % CI low']):.1f}, {float(r['Est % CI high']):.1f}]"
+                  if _is_num(r["Est % CI low"]) else NA)
+            verdict = claims.variance_row_verdict(m, measured) if sg or paired else "— (no paper point at these steps)"
+            rows.append({"Method": r["Method"], "Epoch": int(epoch), "Steps": steps, "Seeds": r["Seeds"],
+                         "Paper point (steps)": paper_point, "Est %": r["Est %"], "Est % 95% CI": ci,
+                         "Est % (paper)": r["Est % (paper)"], "Batch Var raw": r["Batch Var raw"],
+                         "Batch Var": r["Batch Var"], "Batch Var (paper)": r["Batch Var (paper)"],
+                         "Est Var": r["Est Var"], "Est Var (paper)": r["Est Var (paper)"], "Verdict": verdict,
+                         "Note": r["Note"]})
     return pd.DataFrame(rows)
 
 
@@ -537,11 +520,20 @@ def verdict_by_id(claims_df: pd.DataFrame) -> dict[str, str]:
     return dict(zip(claims_df["Id"], claims_df["Verdict"]))
 
 
-#: the claim each Table 2 method is compared in
-TABLE2_CLAIM = {m: claims.claim_id("discrete_order" if spec.latent == "bernoulli" else "continuous_sg")
-                for m, spec in FIXED_METHODS.items()}
-#: the methods the convergence claim compares
-CONVERGENCE_METHODS = ("sg_gaussian", "reparam")
+def claims_summary(claims_df: pd.DataFrame) -> pd.DataFrame:
+    """The claims table's first screen: id, the paper's sentence, ours in one line, the paper's number, verdict."""
+    return claims_df[list(claims.SUMMARY_COLUMNS)].copy()
+
+
+def claims_details(claims_df: pd.DataFrame) -> pd.DataFrame:
+    """The claims table's reasoning and run folders, by id (below the first screen)."""
+    return claims_df[list(claims.DETAIL_COLUMNS)].copy()
+
+
+#: the claims each Table 2 method is compared in
+TABLE2_CLAIMS = {m: ((claims.claim_id("discrete_sg"),) if spec.latent == "bernoulli"
+                     else (claims.claim_id("continuous_mse"), claims.claim_id("continuous_bpd")))
+                 for m, spec in FIXED_METHODS.items()}
 
 
 def _pm(mean: Any, sd: Any) -> Any:
@@ -550,49 +542,51 @@ def _pm(mean: Any, sd: Any) -> Any:
     return f"{mean:.3f} ± {sd:.3f}" if _is_num(sd) else f"{mean:.3f} ± {NA}"
 
 
-def summary_table2(full: pd.DataFrame, verdicts: dict[str, str], runs: dict[str, list[str]] | None = None
-                   ) -> pd.DataFrame:
-    """Table 2, compact: our BPD / MSE (mean ± sd over seeds, n) beside the paper's, with the verdict of the
-    claim each method is compared in (``verdicts``: {claim id: verdict}, :data:`TABLE2_CLAIM`) and the runs
-    each row comes from (``runs``: {method: run ids})."""
+def summary_table2(full: pd.DataFrame, verdicts: dict[str, str], fixed: dict[str, MethodEvidence],
+                   methods: Iterable[str]) -> pd.DataFrame:
+    """Table 2, compact: our BPD / MSE (mean ± sd over seeds, seeds found) beside the paper's, with the verdicts
+    of the claims each method is compared in (``verdicts``: {claim id: verdict}, :data:`TABLE2_CLAIMS`) and the
+    runs each row comes from. ``full``: :func:`table2` of ``methods`` (its rows in that order)."""
+    methods = list(methods)
     out = full[["Method", "lr", "Epochs", "Seeds"]].copy()
     for col in ("BPD", "MSE"):
         out[col] = [_pm(m, sd) for m, sd in zip(full[col], full[f"{col} sd"])]
         out[f"{col} (paper)"] = full[f"{col} (paper)"]
-    by_label = {method_label("fixed", m): m for m in FIXED_METHODS}
-    out["Verdict"] = [verdicts.get(TABLE2_CLAIM[by_label[m]], "") if m in by_label else "" for m in out["Method"]]
-    out["Runs"] = [", ".join((runs or {}).get(by_label.get(m, ""), [])) or NO_PAPER for m in out["Method"]]
+    out["Verdict"] = ["; ".join(f"{i}: {verdicts[i]}" for i in TABLE2_CLAIMS[m] if i in verdicts) for m in methods]
+    out["Runs"] = [", ".join(fixed[m].run_ids) if m in fixed else NO_PAPER for m in methods]
     return out
 
 
-def summary_learnable(kind: str, learnable: dict[str, dict[str, list[dict]]], datasets: Iterable[str],
+def summary_learnable(kind: str, learnable: dict[str, dict[str, MethodEvidence]], datasets: Iterable[str],
                       not_run: dict[str, str]) -> pd.DataFrame:
     """Tables 3 / 4 / 9, compact: the datasets that ran only (a missing dataset is one note elsewhere), our
-    "Without SG" / "With SG" beside the paper's, and the verdict of each "X vs X + SG" pair (no verdict cell
-    on a row without a pair)."""
-    key = {"table3": "val_bpd", "table4": "val_kld", "table9": "val_mse"}[kind]
+    "Without SG" / "With SG" beside the paper's, and for Tables 3 and 4 the verdict of each "X vs X + SG" pair (no
+    verdict cell on a row without a pair; Table 9 has no claim: numbers only)."""
     shown = [d for d in datasets if d not in not_run and d in learnable]
     full = _learnable_table(kind, learnable, not_run, shown)
     if full.empty:
         return full
-    outcomes = {d: claims.pair_outcomes(learnable[d], d, key) for d in shown}
-    labels = {pv.DATASET_LABELS.get(d, d): d for d in shown}
-    verdict = []
-    for _, r in full.iterrows():
-        est = next((w for label, w, _ in pv.LEARNABLE_ROWS if label == r["Method"] and w), None)
-        o = outcomes[labels[r["Dataset"]]].get(est) if est else None
-        verdict.append(_OUTCOME_VERDICT[o[0]] if o else "")
-    cols = ["Dataset", "Method", "Without SG", "Without SG (paper)", "With SG", "With SG (paper)"]
+    cols = ["Dataset", "Method", "Without SG", "Without SG (paper)", "With SG", "With SG (paper)", "Note"]
     out = full[cols].copy()
+    key = {"table3": "val_bpd", "table4": "val_kld"}.get(kind)
+    if key is None:
+        return out
+    outcomes = {d: claims.pair_outcomes(learnable[d], d, key) for d in shown}
+    verdict = []
+    for d in shown:   # the rows of _learnable_table: per dataset, one per pv.LEARNABLE_ROWS
+        for _, without, _ in pv.LEARNABLE_ROWS:
+            o = outcomes[d].get(without) if without else None
+            verdict.append(_OUTCOME_VERDICT[o[0]] if o else "")
     out["Verdict (X vs X + SG)"] = verdict
     return out
 
 
 def summary_convergence(full: pd.DataFrame, verdict: str) -> pd.DataFrame:
-    """Convergence, compact: epoch reached by each method's mean curve beside the paper's, with the claim's
-    verdict on the methods the claim compares (:data:`CONVERGENCE_METHODS`) and no verdict cell on the others."""
-    out = full[["Method", "Seeds", "Target BPD", "Epoch reached", "Paper epoch", "Epochs run"]].copy()
-    compared = {method_label("fixed", m) for m in CONVERGENCE_METHODS}
+    """Convergence, compact: each method's median epoch to the target and per-seed epochs beside the paper's, with
+    the claim's verdict on the methods the claim compares (:data:`silentvae.report.claims.CONVERGENCE_METHODS`),
+    none on the others."""
+    out = full[["Method", "Seeds", "Target BPD", "Median epoch", "Per seed", "Paper epoch", "Epochs run"]].copy()
+    compared = {method_label("fixed", m) for m in claims.CONVERGENCE_METHODS}
     out["Verdict"] = [verdict if m in compared else "" for m in out["Method"]]
     return out
 
@@ -607,25 +601,25 @@ def summary_taylor(full: pd.DataFrame, verdict: str) -> pd.DataFrame:
     return out
 
 
-def provenance(entries: Iterable[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+FINAL_LABELS = {"val_bpd": "BPD", "val_mse": "MSE", "val_kld": "KLD"}
+
+
+def provenance(runs: Iterable[RunEvidence]) -> pd.DataFrame:
     """One row per run whose numbers the report shows: run id (its folder under results/runs/), the config
     values that fix it (with its initialisation, a choice the paper leaves open: README "Choices the paper leaves
-    open"), and its final validation numbers."""
-    keys = ("experiment", "dataset", "latent", "estimator", "silent", "lr", "anneal_rate", "cutoff_epoch", "seed",
-            "latent_dim", "channels", "batch_size")
+    open"), and its final validation values (the evidence's: the numbers every table shows)."""
+    keys = ("experiment", "dataset", "estimator", "silent", "lr", "anneal_rate", "cutoff_epoch", "seed")
     rows = []
-    for run_id, result in entries:
-        cfg = result.get("config", {})
-        final = final_metrics(result)
-        rows.append({"Run": run_id, **{k: cfg.get(k, NO_PAPER) if cfg.get(k) is not None else NO_PAPER for k in keys},
-                     "Initialisation (not in the paper)": cfg.get("init") or DEFAULT_INIT,
-                     "Epochs": int(final["epoch"]), "val BPD": float(final["val_bpd"]),
-                     "val MSE": float(final["val_mse"]), "val KLD": float(final["val_kld"])})
+    for run in runs:
+        cfg = run.config
+        rows.append({"Run": run.run_id, **{k: cfg.get(k) if cfg.get(k) is not None else NO_PAPER for k in keys},
+                     "Init (not in the paper)": run.init, "Epochs": run.epochs,
+                     **{f"final {FINAL_LABELS[k]}": run.finals.get(k, NA) for k in METRICS}})
     return pd.DataFrame(rows)
 
 
-VERDICT_COLORS = {"holds": "#c8e6c9", "contradicted": "#ffcdd2", "not shown at this scale": "#fff3c4",
-                  "not run": "#e0e0e0"}
+VERDICT_COLORS = {claims.HOLDS: "#c8e6c9", claims.CONTRADICTED: "#ffcdd2", claims.NOT_SHOWN: "#fff3c4",
+                  claims.NOT_RUN: "#e0e0e0"}
 
 
 def html_table(df: pd.DataFrame) -> str:
@@ -641,4 +635,6 @@ def html_table(df: pd.DataFrame) -> str:
     if verdict_cols:
         styler = styler.map(color, subset=verdict_cols)
     return styler.set_table_styles([{"selector": "td, th", "props": "text-align: left; vertical-align: top; "
-                                                                     "padding: 2px 6px; font-size: 12px"}]).to_html()
+                                                                     "padding: 2px 6px; font-size: 12px; "
+                                                                     "max-width: 36em; overflow-wrap: break-word"}]
+                                ).to_html()

@@ -31,6 +31,7 @@ from ..estimators import GumbelSoftmax, Reinforce, SilentGradient
 from ..posteriors import BernoulliPosterior
 
 __all__ = ["CONFIDENCE_LEVEL", "BOOTSTRAP_RESAMPLES", "decompose", "est_pct_interval", "gradient_variance",
+           "pool_seeds",
            "enumerate_states", "exact_expected_loglik_bernoulli", "condition_on_free_latents",
            "taylor_bias_check", "REINFORCE_BASELINES"]
 
@@ -204,6 +205,38 @@ def gradient_variance(encoder: nn.Module, decoder: nn.Module, estimator, batches
     return {**out, "est_pct_ci": ci, "batch_var_negative": out["batch_var"] < 0, "est_var_per_batch": est_var_b,
             "gram": gram.tolist(), "num_batches": len(batches), "num_samples": draws,
             "confidence_level": confidence_level}
+
+
+def pool_seeds(per_seed: list[dict[str, Any]], *, confidence_level: float = CONFIDENCE_LEVEL,
+               n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """Table 1 at one training stage over several seeds' checkpoints (each a :func:`gradient_variance` result of a
+    differently seeded run): the seeds' mean of ``est_var``, ``batch_var_raw``, ``batch_var`` and ``est_pct``, and
+    Est %'s interval over seeds and batches from a two-stage percentile bootstrap: each resample draws the seeds
+    with replacement, then each drawn seed's batches with replacement (:func:`decompose` of that resample), and
+    averages the drawn seeds' Est %. ``by_seed`` keeps each seed's own result. An estimator whose draws never
+    differ (every V_i == 0 in every seed) has the interval (0, 0)."""
+    if not per_seed:
+        raise ValueError("pool_seeds needs at least one seed's result")
+    keys = ("est_var", "batch_var_raw", "batch_var", "est_pct")
+    out: dict[str, Any] = {k: float(np.mean([r[k] for r in per_seed])) for k in keys}
+    rng = np.random.default_rng(seed)
+    if all(not np.any(r["est_var_per_batch"]) for r in per_seed):
+        ci = [0.0, 0.0]
+    else:
+        pct = []
+        for r in per_seed:                                            # R batch resamples of each seed
+            n = len(r["est_var_per_batch"])
+            counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples)
+            pct.append(decompose(r["est_var_per_batch"], r["gram"], r["num_samples"], counts)["est_pct"])
+        pct = np.stack(pct)                                           # (seeds, R)
+        picks = rng.integers(0, len(per_seed), size=(n_resamples, len(per_seed)))
+        means = pct[picks, np.arange(n_resamples)[:, None]].mean(1)
+        alpha = (1 - confidence_level) / 2
+        ci = [float(np.nanquantile(means, alpha)), float(np.nanquantile(means, 1 - alpha))]
+    return {**out, "est_pct_ci": ci if all(math.isfinite(c) for c in ci) else None,
+            "batch_var_negative": out["batch_var"] < 0, "num_seeds": len(per_seed),
+            "num_batches": int(per_seed[0]["num_batches"]), "num_samples": int(per_seed[0]["num_samples"]),
+            "confidence_level": confidence_level, "by_seed": per_seed}
 
 
 def enumerate_states(d: int, device=None, dtype=torch.float64, start: int = 0, stop: int | None = None) -> Tensor:

@@ -4,6 +4,8 @@ r"""A run's history (one dict per epoch, as ``metrics.json`` / ``result.json`` h
   :math:`\bar v = \frac1k \sum_{e=E-k+1}^{E} v_e` (fewer when the run has fewer epochs), not one noisy epoch.
   The pipeline selects a grid's best run on it (:func:`silentvae.pipeline.plan.select_best`), the report's
   tables and verdicts compare it (:mod:`silentvae.report`): one home for the number.
+* **Epochs to a target** of a run: the first epoch whose validation BPD is at or below the target, or, when no
+  epoch got there, its last epoch marked as not reached (right-censored: the run says only "more than that").
 
 Torch-free: the pipeline's ``select`` job imports it without starting torch.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-__all__ = ["FINAL_EPOCHS", "final_value"]
+__all__ = ["FINAL_EPOCHS", "final_value", "epochs_to_target"]
 
 FINAL_EPOCHS = 3
 
@@ -26,3 +28,15 @@ def final_value(result: dict[str, Any], key: str = "val_bpd", epochs: int = FINA
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     return statistics.fmean(float(h[key]) for h in history[-epochs:])
+
+
+def epochs_to_target(result: dict[str, Any], target: float, key: str = "val_bpd") -> tuple[int, bool]:
+    """(first epoch with ``key`` <= ``target``, True), or (the last epoch run, False) when no epoch reached it: a
+    right-censored time, the input of a censored-data test (never counted as if it had reached the target)."""
+    history = result.get("history") or []
+    if not history:
+        raise ValueError("result has an empty history: it has no epochs to target")
+    for h in history:
+        if float(h[key]) <= target:
+            return int(h["epoch"]), True
+    return int(history[-1]["epoch"]), False
