@@ -142,6 +142,7 @@ rule variance:
     input:
         notebook=NOTEBOOK["variance"],
         selection=lambda wildcards: paths.selection_json(R, PLAN.variance[wildcards.job]["selection"]),
+        seeds=lambda wildcards: [paths.result_json(R, r) for r in PLAN.variance[wildcards.job]["seed_runs"]],
     output:
         result=paths.diagnostic_json(R, "{job}"),
         notebook=paths.job_notebook(R, "{job}"),

@@ -193,9 +193,9 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
 
     from ..training.data import dequantize
     from ..training.diagnostics import data_average_loss, taylor_bias_check
-    from ..training.io import atomic_write_json, load_checkpoint
     from ..training.engine import train
-    from ..training.run import RunConfig, build_models, load_splits
+    from ..training.io import atomic_write_json
+    from ..training.run import RunConfig, build_models, load_run, load_splits
 
     dev = _job_setup(device, threads)
     none_sg = LEARNABLE_METHODS["none_sg_bernoulli"].run_fields()  # Bernoulli latents, the silent gradient alone
@@ -209,9 +209,7 @@ def taylor_job(settings: dict[str, Any], out_json: str, work_dir: str, *, device
     if settings.get("train_epochs", 5) > 0:
         out = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="silentvae-taylor-"))
         train(cfg, out, splits=(train_split, val_split), log=lambda *_: None)
-        state = load_checkpoint(last_checkpoint_in(out), dev)
-        models = build_models(cfg, tuple(train_split.images.shape[1:]))
-        models.load_state_dict(state["models"])
+        _, models, _ = load_run(last_checkpoint_in(out), device=dev)   # eval mode (MNIST encoders have no BatchNorm)
     else:
         models = build_models(cfg, tuple(train_split.images.shape[1:]))
     gen = torch.Generator(device=dev).manual_seed(0)

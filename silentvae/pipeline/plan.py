@@ -239,8 +239,11 @@ def _plan_fixed(cfg: dict[str, Any], builder: _PlanBuilder, variance: dict[str, 
             for name, values in points]
         final_runs[selection] = _other_seeds(builder, selection, "fixed", base, points, ["lr"], other_seeds, [])
         if cfg["variance_decomposition"]["enabled"]:
+            # Table 1 over seeds: the selected run's and the first seeds - 1 of its other seeds' checkpoints
+            seed_runs = final_runs[selection][: cfg["variance_decomposition"].get("seeds", 3) - 1]
             variance[f"variance/{dataset}/{method_id}"] = {**cfg["variance_decomposition"], "selection": selection,
-                                                           "method": method_id, "dataset": dataset}
+                                                           "method": method_id, "dataset": dataset,
+                                                           "seed_runs": seed_runs}
 
 
 def _plan_learnable(cfg: dict[str, Any], builder: _PlanBuilder, dataset: str,
