@@ -27,6 +27,7 @@ rule; ``python -m silentvae.pipeline.plan plan CONFIG.yaml`` prints a config's j
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import yaml
 
 from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, Method
 
-__all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "load_config", "validate_config", "missing_datasets",
+__all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "ConfigError", "read_yaml", "load_config", "validate_config", "missing_datasets",
            "make_plan", "lr_tag", "select_best"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
@@ -87,24 +88,68 @@ class Plan:
     not_run: dict[str, str]                 # dataset -> reason
 
 
+class ConfigError(ValueError):
+    """A config file that cannot be read (missing, not YAML: the message names the file and line) or a config
+    value the protocol refuses (the message names the key)."""
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The content of a YAML file; :class:`ConfigError` naming the file (and the line and column of a syntax
+    error) if it is missing, unreadable or not YAML."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found (looked at {path.absolute()})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        problem = " ".join(str(p) for p in (e.context, e.problem) if p)
+        raise ConfigError(f"{path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}; "
+                          f"fix that line") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    validate_config(cfg)
+    """A config file, read (:func:`read_yaml`) and validated (:func:`validate_config`); ConfigError names the file."""
+    cfg = read_yaml(path)
+    try:
+        validate_config(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return cfg
 
 
 def validate_config(cfg: dict[str, Any]) -> None:
-    """Validate against config/schema.yaml (the one validator: the Snakefile calls it too); the error names the
-    offending key and value."""
+    """Validate against config/schema.yaml (the one validator: the Snakefile calls it too), and refuse non-finite
+    numbers anywhere (JSON Schema cannot: .nan passes every bound, .inf every minimum); :class:`ConfigError`
+    names the offending key and value. Values that depend on each other (a checkpoint epoch beyond the epochs,
+    a batch larger than the training split) are checked per run by :func:`make_plan`."""
     import jsonschema
-    with open(SCHEMA_PATH) as f:
-        schema = yaml.safe_load(f)
+    schema = read_yaml(SCHEMA_PATH)
     try:
         jsonschema.validate(cfg, schema)
     except jsonschema.ValidationError as e:
         where = "/".join(str(p) for p in e.absolute_path) or "<top level>"
-        raise ValueError(f"invalid config at '{where}': {e.message}") from None
+        raise ConfigError(f"invalid config at '{where}': {e.message}") from None
+    for where, value in _numbers(cfg):
+        if not math.isfinite(value):
+            raise ConfigError(f"invalid config at '{where}': {value!r} is not a finite number")
+
+
+def _numbers(node: Any, where: str = "") -> list[tuple[str, float]]:
+    """(path, value) of every float in a config."""
+    if isinstance(node, float):
+        return [(where or "<top level>", node)]
+    if isinstance(node, dict):
+        return [n for k, v in node.items() for n in _numbers(v, f"{where}/{k}" if where else str(k))]
+    if isinstance(node, list):
+        return [n for i, v in enumerate(node) for n in _numbers(v, f"{where}/{i}")]
+    return []
 
 
 def _planned_datasets(cfg: dict[str, Any]) -> list[str]:
@@ -153,8 +198,15 @@ class _PlanBuilder:
 
     def add(self, run_id: str, experiment: str, config: dict[str, Any],
             inherit: list[tuple[str, list[str]]] | None = None) -> str:
+        """Add a run, checked by RunConfig as its job will be (values it inherits from a selection are checked
+        there), so that a bad value stops the plan before anything trains."""
+        from ..training.run import RunConfig
         if run_id in self.runs:
             raise ValueError(f"two grid points give the same run {run_id!r}: remove the duplicated grid value")
+        try:
+            RunConfig.from_dict(config)
+        except ValueError as e:
+            raise ConfigError(f"invalid config: run {run_id}: {e}") from None
         self.runs[run_id] = RunSpec(run_id, experiment, config, inherit or [])
         return run_id
 
@@ -300,7 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from ..training.io import atomic_write_json
     parser = argparse.ArgumentParser(prog="python -m silentvae.pipeline.plan")
     sub = parser.add_subparsers(dest="command", required=True)
     select_parser = sub.add_parser("select", help="pick the best run of a grid on final validation BPD")
@@ -309,6 +360,18 @@ def main(argv: list[str] | None = None) -> int:
     plan_parser = sub.add_parser("plan", help="print the job counts of a config")
     plan_parser.add_argument("config")
     args = parser.parse_args(argv)
+    try:
+        _run(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args) -> None:
+    import sys
+
+    from ..training.io import atomic_write_json
     if args.command == "select":
         selection = select_best(json.loads(args.candidates))
         atomic_write_json(args.out, selection)
@@ -319,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
                           "selections": len(plan.selections), "variance_jobs": len(plan.variance),
                           "taylor_jobs": len(plan.taylor), "not_run": plan.not_run}, indent=2))
     sys.stdout.flush()
-    return 0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ import torch
 
 __all__ = [
     "DATASETS",
+    "TRAIN_IMAGES",
     "DEBIAN_FASHION_MNIST_DIR",
     "DataError",
     "DataSplit",
@@ -59,6 +60,8 @@ __all__ = [
 
 DATASETS = ("mnist", "mnist5k", "fashion_mnist", "cifar10", "imagenet32")
 SPLITS = ("train", "val", "test")
+#: Images in each dataset's official training set (before the train/validation split).
+TRAIN_IMAGES = {"mnist": 60_000, "mnist5k": 5_000, "fashion_mnist": 60_000, "cifar10": 50_000, "imagenet32": 1_281_167}
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the gzipped idx files.
 #: Overridden by the environment variable ``SILENTVAE_FASHION_MNIST_DIR``.
