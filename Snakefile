@@ -83,13 +83,14 @@ def one_of(ids):
 
 
 REPORT_INPUTS = ([paths.selection_json(R, s) for s in PLAN.selections]
-                 + [paths.result_json(R, r) for runs in PLAN.final_runs.values() for r in runs]
+                 + [paths.result_json(R, r) for r in PLAN.runs]
                  + [paths.diagnostic_json(R, job) for job in [*PLAN.variance, *PLAN.taylor]])
 
 
-rule all:
+rule all:  # the results as targets too: Snakemake redoes a deleted one (and the report) even when report.html is newer
     input:
         paths.report_html(R),
+        REPORT_INPUTS,
 
 
 for job, run_ids in PLAN.training_jobs.items():  # the training rule, once per job (its runs are its outputs)

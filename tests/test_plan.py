@@ -11,8 +11,8 @@ import yaml
 
 from silentvae.pipeline.jobs import resolve_run_config
 from silentvae.training.methods import LEARNABLE_METHODS
-from silentvae.pipeline.plan import (ConfigError, load_config, lr_tag, make_plan, missing_datasets, read_yaml, select_best,
-                                     validate_config)
+from silentvae.pipeline.plan import (ConfigError, load_config, lr_tag, make_plan, missing_datasets, read_yaml,
+                                     select_best, validate_config)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,8 @@ BAD_CONFIG_VALUES = [
     ("lr 0", lambda c: c["fixed_variance"].update(lr_grid=[0.0]), "invalid config at 'fixed_variance/lr_grid/0'"),
     ("lr -1", lambda c: c["learnable_variance"].update(lr_grid=[-1.0]),
      "invalid config at 'learnable_variance/lr_grid/0'"),
-    ("sigma2 0", lambda c: c["fixed_variance"]["run"].update(sigma2=0), "invalid config at 'fixed_variance/run/sigma2'"),
+    ("sigma2 0", lambda c: c["fixed_variance"]["run"].update(sigma2=0),
+     "invalid config at 'fixed_variance/run/sigma2'"),
     ("temperature 0", lambda c: c["learnable_variance"]["run"].update(temperature=0),
      "invalid config at 'learnable_variance/run/temperature'"),
     ("cut-off 0", lambda c: c["learnable_variance"].update(cutoff_grid=[0]),
@@ -129,7 +130,8 @@ def test_missing_or_broken_config_file_is_one_line_from_the_cli(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "silentvae.pipeline.plan", "plan", str(tmp_path / "nope.yaml")],
                              capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2 and missing.stdout == ""
-    assert missing.stderr == f"error: config file {tmp_path / 'nope.yaml'} not found (looked at {tmp_path / 'nope.yaml'})\n"
+    nope = tmp_path / "nope.yaml"
+    assert missing.stderr == f"error: config file {nope} not found (looked at {nope})\n"
     (tmp_path / "broken.yaml").write_text("name: tiny\nresults: [x\n")
     broken = subprocess.run([sys.executable, "-m", "silentvae.pipeline.plan", "plan", str(tmp_path / "broken.yaml")],
                             capture_output=True, text=True, cwd=ROOT)

@@ -183,10 +183,12 @@ def test_annealing_schedule_in_history(tmp_path):
     assert expected[0] == pytest.approx(0.7) and expected[-1] == 0.0
     for row in history:  # the linear decoder trains (and reports) only while it has weight
         assert (row["train_linear_loss"] is None) == (row["w_lin"] == 0.0)
-    none_sg = train({**cfg, "estimator": "none", "epochs": 2}, tmp_path / "none", splits=splits, log=quiet)
+    none_sg = train({**cfg, "estimator": "none", "anneal_rate": 0.0, "epochs": 2}, tmp_path / "none", splits=splits,
+                    log=quiet)
     assert [row["w_lin"] for row in none_sg] == [1.0] * 2
     assert all(row["train_linear_loss"] is not None for row in none_sg)
-    plain = train({**cfg, "silent": False, "epochs": 1}, tmp_path / "plain", splits=splits, log=quiet)
+    plain = train({**cfg, "silent": False, "anneal_rate": 0.0, "epochs": 1}, tmp_path / "plain", splits=splits,
+                  log=quiet)
     assert [row["w_lin"] for row in plain] == [0.0]
     assert not any(k.startswith("linear.") for k in model_state(tmp_path / "plain" / "last.pt"))
 
@@ -516,7 +518,7 @@ def test_crafted_checkpoint_is_refused_without_running_code(tmp_path):
 def test_truncated_last_pt_names_the_file_and_how_to_recover(tmp_path):
     cfg = {**TINY, "epochs": 2, "checkpoint_epochs": [1]}
     splits = synthetic_splits(32, 16)
-    train({**cfg, "epochs": 1}, tmp_path, splits=splits, log=quiet)
+    train(cfg, tmp_path, splits=splits, log=quiet, stop_after=1)
     last = tmp_path / "last.pt"
     os.truncate(last, last.stat().st_size // 2)
     with pytest.raises(CheckpointError) as info:
@@ -529,6 +531,27 @@ def test_truncated_last_pt_names_the_file_and_how_to_recover(tmp_path):
     logs = []
     assert len(train(cfg, tmp_path, splits=splits, log=logs.append)) == 2
     assert any("resuming" in m and "after epoch 1" in m for m in logs)
+
+
+def test_truncated_last_pt_of_a_finished_run_says_how_to_train_it_again(tmp_path):
+    """A finished run's job reruns only once its result.json is gone (issue 31): the advice says so, and following
+    it trains the run again from the start."""
+    cfg = {**TINY, "epochs": 2}
+    splits = synthetic_splits(32, 16)
+    first = train(cfg, tmp_path, splits=splits, log=quiet)
+    last = tmp_path / "last.pt"
+    os.truncate(last, last.stat().st_size // 2)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(last)
+    assert f"{last} is truncated or corrupt" in str(info.value)
+    assert "has finished: delete both last.pt and result.json there and rerun" in str(info.value)
+    last.unlink()
+    (tmp_path / "result.json").unlink()
+    logs = []
+    again = train(cfg, tmp_path, splits=splits, log=logs.append)
+    assert not any("resuming" in m for m in logs) and len(again) == 2 and (tmp_path / "result.json").exists()
+    assert [r["train_loss"] for r in again] == [r["train_loss"] for r in first]
+    load_checkpoint(last)
 
 
 @pytest.mark.parametrize("latent", ["gaussian", "bernoulli"])

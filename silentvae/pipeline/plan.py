@@ -335,10 +335,10 @@ def select_best(candidates: dict[str, str | Path]) -> dict[str, Any]:
     """Pick the run with the lowest final validation BPD (:func:`silentvae.training.history.final_value`: mean of the last
     3 epochs) among {run id: result.json path}."""
     from ..training.history import final_value
+    from ..training.io import read_json
     scored = []
     for run_id, path in candidates.items():
-        with open(path) as f:
-            result = json.load(f)
+        result = read_json(path)
         scored.append((final_value(result, "val_bpd"), run_id, result["config"]))
     scored.sort(key=lambda t: (t[0], t[1]))
     bpd, run_id, config = scored[0]
