@@ -125,13 +125,28 @@ def check_results_dir(results: str, workdir: str | Path, claim: bool = False) ->
         raise ValueError(f"config 'results' ({results!r}) is the filesystem root {root}; set it to an output "
                          f"folder, e.g. results")
     marker = root / OWNER_FILE
+    if claim:
+        _claim(marker, f"{workdir}\n")
     owner = marker.read_text().strip() if marker.exists() else None
     if owner is not None and owner != str(workdir):
         raise ValueError(f"results folder {root} belongs to the Snakemake working directory {owner} (see {marker}), "
                          f"not to this one ({workdir}): two working directories would overwrite each other's "
                          f"outputs. Use another results folder, or delete {marker} if {owner} no longer uses it.")
-    if claim and owner is None:
-        from ..training.io import atomic_write_text
-        root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(marker, f"{workdir}\n")
     return root
+
+
+def _claim(marker: Path, content: str) -> None:
+    """Create ``marker`` holding ``content`` unless it exists, atomically: the content goes to a temporary file
+    that is then hard-linked to ``marker`` (``link`` fails if ``marker`` exists), so of two processes claiming at
+    once exactly one wins, and no reader ever sees the marker empty."""
+    import os
+    import secrets
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(content)
+    try:
+        os.link(tmp, marker)
+    except FileExistsError:
+        pass  # claimed before: the caller compares the owner
+    finally:
+        tmp.unlink()
