@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from silentvae.pipeline import paths
-from silentvae.pipeline.plan import make_plan, validate_config
+from silentvae.pipeline.plan import flag_changed_runs, make_plan, validate_config
 
 if not workflow.overwrite_configfiles:  # no --configfile: the paper protocol (--configfile replaces it, not merges)
     configfile: "config/paper.yaml"
@@ -42,6 +42,7 @@ NOTEBOOK = {"fixed": "notebooks/fixed_variance.ipynb", "learnable": "notebooks/l
 
 R = config["results"]
 PLAN = make_plan({**config, "data_root": str(Path(config["data_root"]).resolve())})
+CHANGED = flag_changed_runs(PLAN, R)  # {run id: planned.json}, newer than result.json where the run's config changed
 DEVICE = config.get("device", "auto")
 GPU = 1 if DEVICE == "auto" else 0
 THREADS = config.get("threads_per_job", 1)
@@ -101,6 +102,7 @@ for job, run_ids in PLAN.training_jobs.items():  # the training rule, once per j
         input:
             notebook=NOTEBOOK[PLAN.runs[run_ids[0]].experiment],
             selections=selection_inputs(run_ids),
+            changed=[CHANGED[r] for r in run_ids if r in CHANGED],  # newer than result.json: the job runs again
         output:
             done=paths.training_json(R, job),
             notebook=paths.training_notebook(R, job),
@@ -190,9 +192,9 @@ rule report:
     input:
         notebook=NOTEBOOK["report"],
         results=REPORT_INPUTS,
-    output:
-        notebook=paths.report_notebook(R),
-        html=paths.report_html(R),
+    output:  # update: kept until a new report is complete (Snakemake restores them if the report job fails)
+        notebook=update(paths.report_notebook(R)),
+        html=update(paths.report_html(R)),
     log:
         paths.job_log(R, "report"),
     params:

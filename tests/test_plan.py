@@ -279,3 +279,39 @@ def test_one_point_grid_trains_its_seeds_without_waiting_for_the_selection(tmp_p
     from silentvae.training.run import RunConfig
     for job in ("fixed/mnist5k/gumbel", "learnable/mnist5k/reparam_sg/grid"):
         check_stackable([RunConfig.from_dict({**plan.runs[r].config, "lr": 5e-4}) for r in jobs[job]])
+
+
+def test_a_finished_run_whose_config_changed_is_flagged_newer_than_its_result(tmp_path):
+    """Without Snakemake's records, the stored config of each finished run is compared with the plan: a changed
+    run gets a planned.json newer than its result.json (its job's input: the job runs again); once they agree it
+    is dated 1970 and kept (the job's input files stay the same); unchanged runs get nothing."""
+    import os
+
+    from silentvae.pipeline import paths
+    from silentvae.pipeline.plan import changed_runs, flag_changed_runs
+    from silentvae.training.run import RunConfig
+    cfg = load_config(ROOT / "config" / "tiny.yaml")
+    plan = make_plan(cfg, not_run={"cifar10": "not run"})
+    results = str(tmp_path / "results")
+    run_id, other = "fixed/mnist5k/reparam/lr0.001", "fixed/mnist5k/reparam/lr0.0005"
+    for r in (run_id, other):
+        result = Path(paths.result_json(results, r))
+        result.parent.mkdir(parents=True)
+        result.write_text(json.dumps({"config": RunConfig.from_dict(plan.runs[r].config).to_dict(), "history": []}))
+    assert changed_runs(plan, results) == {} and flag_changed_runs(plan, results) == {}
+    longer = make_plan({**cfg, "fixed_variance": {**cfg["fixed_variance"], "run": {
+        **cfg["fixed_variance"]["run"], "epochs": 3}}}, not_run={"cifar10": "not run"})
+    assert changed_runs(longer, results)[run_id] == "epochs: 2 -> 3"
+    flags = flag_changed_runs(longer, results)
+    flag = Path(flags[run_id])
+    assert flag == Path(paths.planned_in(paths.run_dir(results, run_id)))
+    assert set(flags) == set(changed_runs(longer, results))
+    assert json.loads(flag.read_text())["changed"] == "epochs: 2 -> 3"
+    assert flag.stat().st_mtime > Path(paths.result_json(results, run_id)).stat().st_mtime
+    assert flag_changed_runs(plan, results)[run_id] == str(flag) and flag.stat().st_mtime == 0  # in sync again
+    os.utime(paths.result_json(results, run_id))
+    assert flag_changed_runs(longer, results)[run_id] == str(flag) and flag.stat().st_mtime > 0  # changed again
+    # a damaged result.json is named before any job runs
+    Path(paths.result_json(results, other)).write_text('{"config": {"lr"')
+    with pytest.raises(ValueError, match=re.escape(f"{paths.result_json(results, other)} is truncated or not valid")):
+        changed_runs(plan, results)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["OWNER_FILE", "runs_dir", "run_dir", "result_in", "last_checkpoint_in", "result_json", "last_checkpoint",
+__all__ = ["OWNER_FILE", "runs_dir", "run_dir", "result_in", "planned_in", "last_checkpoint_in", "result_json", "last_checkpoint",
            "selections_dir", "selection_json", "selection_in", "diagnostic_json", "diagnostic_work_dir", "training_json", "training_notebook",
            "training_log", "job_notebook", "job_log", "report_notebook", "report_html", "tables_dir",
            "figures_dir", "check_results_dir"]
@@ -37,6 +37,12 @@ def run_dir(results: str, run_id: str) -> str:
 def result_in(run_folder: str | Path) -> str:
     """The file in a run's folder that says it has finished (written by the trainer at its last epoch)."""
     return f"{run_folder}/result.json"
+
+
+def planned_in(run_folder: str | Path) -> str:
+    """The planned config of a finished run whose stored config differs (written when the Snakefile is read; an
+    input of the run's job, so that, newer than its result.json, it makes the job run again)."""
+    return f"{run_folder}/planned.json"
 
 
 def last_checkpoint_in(run_folder: str | Path) -> str:

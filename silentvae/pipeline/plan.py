@@ -36,8 +36,8 @@ import yaml
 
 from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, Method
 
-__all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "ConfigError", "read_yaml", "load_config", "validate_config", "missing_datasets",
-           "make_plan", "lr_tag", "select_best"]
+__all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "ConfigError", "read_yaml", "load_config", "validate_config",
+           "missing_datasets", "make_plan", "changed_runs", "flag_changed_runs", "lr_tag", "select_best"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -329,6 +329,61 @@ def make_plan(cfg: dict[str, Any], not_run: dict[str, str] | None = None) -> Pla
         taylor[f"taylor/{taylor_cfg['dataset']}"] = {**taylor_cfg, "data_root": cfg["data_root"]}
     return Plan(builder.runs, builder.selections, final_runs, _training_jobs(cfg, builder, final_runs), variance,
                 taylor, not_run)
+
+
+#: RunConfig keys a run may change without being another run (where it runs, where its data are, extra checkpoints)
+_NOT_THE_RUN = ("device", "data_root", "download", "checkpoint_epochs")
+
+
+def changed_runs(plan: Plan, results: str) -> dict[str, str]:
+    """{run id: what changed} for each finished run of ``plan`` whose stored config (in its result.json) is not
+    the planned one. Values a run inherits from a selection are not compared (a new selection reruns the job by
+    its file's time). A damaged result.json is a :class:`~silentvae.training.io.JSONFileError` naming it."""
+    from ..training.io import read_json
+    from ..training.run import RunConfig
+    from . import paths
+    changed = {}
+    for run_id, spec in plan.runs.items():
+        path = paths.result_json(results, run_id)
+        if not Path(path).exists():
+            continue
+        stored = {**RunConfig().to_dict(), **read_json(path)["config"]}  # keys added later: at their defaults
+        inherited = {k: stored[k] for _, keys in spec.inherit for k in keys}
+        planned = RunConfig.from_dict({**spec.config, **inherited}).to_dict()
+        diff = [f"{k}: {stored[k]!r} -> {v!r}" for k, v in planned.items() if k not in _NOT_THE_RUN and stored[k] != v]
+        if diff:
+            changed[run_id] = ", ".join(diff)
+    return changed
+
+
+def flag_changed_runs(plan: Plan, results: str) -> dict[str, str]:
+    """{run id: its ``planned.json``} for the runs that have one. A finished run whose stored config is not the
+    planned one (:func:`changed_runs`) gets a planned.json saying what changed, newer than its result.json; once
+    they agree again it is dated 1970 (kept: its job's set of input files stays the same). The Snakefile makes a
+    run's planned.json an input of its job, so a newer one reruns the job (which continues a run whose ``epochs``
+    grew, or refuses any other change naming the folder to delete), with or without Snakemake's own records of
+    the job, which its params trigger needs. Only runs whose config changed get a file; nothing else is written."""
+    import os
+
+    from ..training.io import atomic_write_json, read_json
+    from . import paths
+    changed = changed_runs(plan, results)
+    flags = {}
+    for run_id in plan.runs:
+        folder = paths.run_dir(results, run_id)
+        flag, result = Path(paths.planned_in(folder)), Path(paths.result_in(folder))
+        if run_id in changed:
+            content = {"run": run_id, "changed": changed[run_id]}
+            if not flag.exists() or read_json(flag) != content:
+                atomic_write_json(flag, content)
+            if flag.stat().st_mtime <= result.stat().st_mtime:
+                os.utime(flag)
+        elif flag.exists():
+            os.utime(flag, (0, 0))  # older than any output: it reruns nothing
+        else:
+            continue
+        flags[run_id] = str(flag)
+    return flags
 
 
 def select_best(candidates: dict[str, str | Path]) -> dict[str, Any]:
