@@ -160,3 +160,54 @@ def _dry_run_counts(config_path: Path) -> dict[str, int]:
         return {}
     table = (dry.stdout + dry.stderr).split("Job stats:")[1].split("total")[0]
     return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.mark.slow
+def test_the_readme_way_to_end_the_jobs_of_a_killed_snakemake(tmp_path):
+    """After `kill -9` of Snakemake its running job trains on alone; `kill -INT -- -PGID` (the README's advice)
+    ends it: no process of the group is left and the run stops training (its kernel, in a group of its own,
+    ends with papermill)."""
+    import signal
+    import time
+    cfg = _tiny_config(tmp_path)
+    cfg["fixed_variance"] = {**cfg["fixed_variance"], "methods": ["reparam"], "lr_grid": [1e-3], "seeds": [0],
+                             "run": {**cfg["fixed_variance"]["run"], "epochs": 500, "train_limit": 1024}}
+    for section in ("variance_decomposition", "learnable_variance", "taylor_bias"):
+        cfg[section] = {**cfg[section], "enabled": False}
+    config_path = tmp_path / "long.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    metrics = Path(paths.run_dir(cfg["results"], "fixed/mnist5k/reparam/lr0.001")) / "metrics.json"
+    epochs = lambda: len(json.loads(metrics.read_text())["history"])  # noqa: E731
+    snakemake = subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", str(config_path), "--cores",
+                                  "1", "--nolock"], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, env={**os.environ, "SILENTVAE_NUM_GPUS": "0"})
+    group = snakemake.pid
+    try:
+        deadline = time.monotonic() + 300
+        while not metrics.exists() and time.monotonic() < deadline:
+            time.sleep(1)
+        os.kill(snakemake.pid, signal.SIGKILL)
+        snakemake.wait()
+        before = epochs()
+        time.sleep(8)
+        assert epochs() > before  # the job trains on without Snakemake
+        os.killpg(group, signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _group_alive(group):
+            time.sleep(0.5)
+        assert not _group_alive(group)
+        time.sleep(3)
+        stopped = epochs()
+        time.sleep(8)
+        assert epochs() == stopped  # no kernel trains on
+    finally:
+        if _group_alive(group):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
