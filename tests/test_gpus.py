@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -162,6 +163,24 @@ def test_preset_cuda_visible_devices_is_the_pool(tmp_path, monkeypatch):
         assert gpus._device_pool() == []
 
 
+@pytest.mark.parametrize("value, entry", [("garbage", "garbage"), ("0,gpu1", "gpu1"), ("0, 1x", "1x"),
+                                          ("cuda:0", "cuda:0")])
+def test_malformed_cuda_visible_devices_is_a_named_error(tmp_path, monkeypatch, value, entry):
+    monkeypatch.delenv(gpus.ENV_NUM_GPUS, raising=False)
+    monkeypatch.setenv(CVD, value)
+    with pytest.raises(ValueError, match=re.escape(f"{CVD}={value!r}: {entry!r} is not a device index")):
+        gpus._device_pool()
+    out = subprocess.run([sys.executable, "-m", "silentvae.pipeline.gpus", "--lock-dir", str(tmp_path), "--",
+                          sys.executable, "-c", "print('ran')"], env=_worker_env(**{CVD: value}),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == "" and f"{entry!r} is not a device index" in out.stderr
+    assert out.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []  # one line, no lock claimed
+    for valid, pool in [("1,0", ["1", "0"]), ("GPU-5d3e1f2a-aaaa", ["GPU-5d3e1f2a-aaaa"]),
+                        ("MIG-GPU-5d3e/1/0,2", ["MIG-GPU-5d3e/1/0", "2"]), ("0,-1,garbage", ["0"])]:
+        monkeypatch.setenv(CVD, valid)
+        assert gpus._device_pool() == pool
+
+
 def test_zero_devices_runs_the_command_on_cpu_without_locks(tmp_path, monkeypatch):
     locks = tmp_path / "locks"
     out = subprocess.run(_cli(locks, sys.executable, "-c", "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'))",
@@ -215,7 +234,7 @@ def test_device_pool_sources(monkeypatch):
 
 def test_real_count_does_not_initialise_cuda():
     """Counting the host's devices must not import torch (importing it is harmless, but calling into CUDA is not)."""
-    out = subprocess.run([sys.executable, "-c", "import sys; from silentvae import gpus; "
+    out = subprocess.run([sys.executable, "-c", "import sys; from silentvae.pipeline import gpus; "
                           "n = len(gpus._device_pool()); print(n, 'torch' in sys.modules)"],
                          env=_worker_env(), capture_output=True, text=True, timeout=60, check=True)
     n, torch_imported = out.stdout.split()

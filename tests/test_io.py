@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import re
 from fractions import Fraction
 
 import pytest
 import torch
 
-from silentvae.training.io import (CheckpointError, atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text,
-                          load_checkpoint)
+from silentvae.training.io import (CheckpointError, JSONFileError, atomic_path, atomic_torch_save, atomic_write_json,
+                                   atomic_write_text, load_checkpoint, read_json)
 
 
 def test_atomic_write_json_valid_and_sorted(tmp_path):
@@ -105,3 +108,46 @@ def test_load_checkpoint_refuses_other_files(tmp_path):
     torch.save({"config": {}, "models": {}, "history": [Fraction(1, 3)]}, path)  # a class instance: not plain data
     with pytest.raises(CheckpointError, match="holds objects other than tensors and plain data"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [b'{"config": {"lr": 0.001}, "history": [{"val_bpd": 1.2', b"", b"\xff\xfe{"])
+def test_truncated_or_corrupt_json_names_the_file_line_and_fix(tmp_path, content):
+    path = tmp_path / "run" / "result.json"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(JSONFileError, match=re.escape(f"{path} is truncated or not valid JSON (")) as info:
+        read_json(path)
+    assert "Delete it and rerun" in str(info.value)
+    path.write_text('{"a": [1, 2]}')
+    assert read_json(path) == {"a": [1, 2]}
+
+
+def test_truncated_json_error_gives_line_and_column(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{\n  "history": [\n    {"val_bpd": 1.2,')
+    with pytest.raises(JSONFileError, match=r"metrics.json is truncated or not valid JSON \(line 3, column 21"):
+        read_json(path)
+
+
+@pytest.mark.parametrize("write", [lambda p: atomic_write_json(p, {"a": 1}), lambda p: atomic_write_text(p, "x"),
+                                   lambda p: atomic_torch_save({"a": 1}, p)])
+def test_disk_full_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, write):
+    path = tmp_path / "out" / "result.json"
+    path.parent.mkdir()
+    path.write_text("old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)  # the write's data reach the disk at fsync: where a full disk shows
+    with pytest.raises(OSError, match=re.escape(f"cannot write {path}: No space left on device (free some space")) \
+            as info:
+        write(path)
+    assert info.value.errno == errno.ENOSPC
+    assert path.read_text() == "old" and sorted(p.name for p in path.parent.iterdir()) == ["result.json"]
+
+
+def test_unwritable_folder_names_the_file(tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("")
+    with pytest.raises(OSError, match=re.escape(f"cannot write {blocker / 'sub' / 'x.json'}")):
+        atomic_write_json(blocker / "sub" / "x.json", {})

@@ -1,9 +1,11 @@
 """The results layout (silentvae.pipeline.paths): the folder checks, and no results path spelled outside paths.py."""
 
 import ast
+import multiprocessing
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,38 @@ def test_results_folder_of_another_working_directory_is_refused(tmp_path):
     res = subprocess.run([*SNAKEMAKE, "-n", "--cores", "1", "--config", f"results={shared}", f"data_root={tmp_path}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and f"belongs to the Snakemake working directory {a}" in res.stdout + res.stderr
+
+
+def _claim_at(results, workdir, start, queue):
+    time.sleep(max(0.0, start - time.time()))  # every process claims at the same moment
+    try:
+        check_results_dir(results, workdir, claim=True)
+        queue.put(("won", str(workdir)))
+    except ValueError as e:
+        queue.put(("refused", str(e)))
+
+
+def test_concurrent_claims_of_one_results_folder_have_one_winner(tmp_path):
+    """Processes of different working directories claiming one results folder at the same moment: exactly one
+    gets it, every other is refused naming the winner (the claim is an atomic create, not check-then-write)."""
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(20):
+        results = tmp_path / f"results{trial}"
+        workdirs = [tmp_path / f"w{trial}_{k}" for k in range(6)]
+        queue = ctx.Queue()
+        start = time.time() + 0.3
+        procs = [ctx.Process(target=_claim_at, args=(str(results), w, start, queue)) for w in workdirs]
+        for proc in procs:
+            proc.start()
+        outcomes = [queue.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join()
+        winners = [w for kind, w in outcomes if kind == "won"]
+        assert len(winners) == 1, outcomes
+        assert (results / OWNER_FILE).read_text() == f"{winners[0]}\n"
+        assert all(f"belongs to the Snakemake working directory {winners[0]}" in m for kind, m in outcomes
+                   if kind == "refused")
+        assert sorted(p.name for p in results.iterdir()) == [OWNER_FILE]  # no temporary file left
 
 
 # A results-folder path: a layout folder followed by "/", or a file the pipeline's outputs are named by.

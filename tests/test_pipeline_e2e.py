@@ -81,17 +81,39 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     # A rerun has nothing to do.
     dry = _snakemake(config_path, "-n")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    # A deleted run folder (what the error messages advise) reruns exactly the job that trained it, and the report.
+    final_dir = Path(paths.run_dir(str(results), "fixed/mnist5k/reparam/final_s1"))
+    shutil.copytree(final_dir, tmp_path / "kept_run")
+    shutil.rmtree(final_dir)
+    assert _dry_run_counts(config_path) == {"train_fixed_mnist5k_reparam_final_s1": 1, "report": 1, "all": 1}
+    shutil.copytree(tmp_path / "kept_run", final_dir)  # copy2: the files' times come back too
+    # A truncated result.json is named before any job runs; following the advice reruns the job that writes it.
+    result = final_dir / "result.json"
+    result.write_text(result.read_text()[:300])
+    dry = _snakemake(config_path, "-n")
+    assert dry.returncode != 0 and f"{result} is truncated or not valid JSON" in dry.stdout + dry.stderr
+    assert "Delete it and rerun" in dry.stdout + dry.stderr
+    result.unlink()
+    assert _dry_run_counts(config_path) == {"train_fixed_mnist5k_reparam_final_s1": 1, "report": 1, "all": 1}
+    shutil.copy2(tmp_path / "kept_run" / "result.json", result)
     # A changed run config reruns its jobs (Snakemake's params trigger), the other runs stay.
     changed = tmp_path / "changed.yaml"
     longer = {**cfg["fixed_variance"], "run": {**cfg["fixed_variance"]["run"], "epochs": 3}}
     changed.write_text(yaml.safe_dump({**cfg, "fixed_variance": longer}))
-    dry = _snakemake(changed, "-n", "--quiet", "rules")
-    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, re.M))
+    counts = _dry_run_counts(changed)
     fixed = cfg["fixed_variance"]
-    assert sum(int(n) for rule, n in counts.items() if rule.startswith("train_fixed_")) == \
+    assert sum(n for rule, n in counts.items() if rule.startswith("train_fixed_")) == \
         len(fixed["methods"]) * (len(fixed["lr_grid"]) + len(fixed["seeds"]) - 1)   # the grid and the other seeds
     assert not any(rule.startswith("train_learnable_") for rule in counts)
+    # ... also where Snakemake has no records of the jobs (the results copied to a new path): each run's stored
+    # config is compared; the unchanged config has nothing to do there.
+    copied = tmp_path / "copied"
+    shutil.copytree(results, copied)
+    for name, source in (("copied.yaml", cfg), ("copied_changed.yaml", {**cfg, "fixed_variance": longer})):
+        (tmp_path / name).write_text(yaml.safe_dump({**source, "results": str(copied)}))
+    assert _dry_run_counts(tmp_path / "copied.yaml") == {}
+    assert _dry_run_counts(tmp_path / "copied_changed.yaml") == counts
+    assert _dry_run_counts(tmp_path / "copied.yaml") == {}  # back to the config the runs were trained with
 
     # A job killed after epoch 1 of 2 (its last.pt is the epoch-1 checkpoint, nothing downstream exists yet)
     # resumes from that checkpoint and finishes with the same history as the uninterrupted run.
@@ -109,3 +131,84 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     drop = lambda h: [{k: v for k, v in row.items() if not k.endswith("time")} for row in h]  # noqa: E731
     assert drop(after["history"]) == drop(before["history"])
     assert (results / "report.html").exists()
+
+    # A finished run's damaged last.pt (the report draws the selected run's reconstructions from it): the report
+    # job fails naming it, the old report stays; following the advice trains the run again and the report is made.
+    report = (results / "report.html").read_bytes()
+    last = run_dir / "last.pt"
+    os.truncate(last, last.stat().st_size // 2)
+    taylor = Path(paths.diagnostic_json(str(results), "taylor/mnist5k"))
+    taylor.write_text(taylor.read_text() + "\n")  # a changed input of the report alone: the report job runs
+    failed = _snakemake(config_path)
+    assert failed.returncode != 0 and (results / "report.html").read_bytes() == report
+    log = Path(paths.job_log(str(results), "report")).read_text()
+    assert f"{last} is truncated or corrupt" in log and "delete both last.pt and result.json there and rerun" in log
+    last.unlink()
+    (run_dir / "result.json").unlink()
+    redo = _snakemake(config_path)
+    assert redo.returncode == 0, redo.stdout[-3000:] + redo.stderr[-3000:]
+    log = Path(paths.training_log(str(results), sel["best_run"])).read_text()
+    assert "resuming" not in log and "epoch    2/2" in log
+    assert drop(json.loads((run_dir / "result.json").read_text())["history"]) == drop(before["history"])
+    assert (results / "report.html").read_bytes() != report
+
+
+def _dry_run_counts(config_path: Path) -> dict[str, int]:
+    """{rule: jobs} that ``snakemake -n`` would run for a config ({} when there is nothing to do)."""
+    dry = _snakemake(config_path, "-n", "--quiet", "rules")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    if "Nothing to be done" in dry.stdout + dry.stderr:
+        return {}
+    table = (dry.stdout + dry.stderr).split("Job stats:")[1].split("total")[0]
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.mark.slow
+def test_the_readme_way_to_end_the_jobs_of_a_killed_snakemake(tmp_path):
+    """After `kill -9` of Snakemake its running job trains on alone; `kill -INT -- -PGID` (the README's advice)
+    ends it: no process of the group is left and the run stops training (its kernel, in a group of its own,
+    ends with papermill)."""
+    import signal
+    import time
+    cfg = _tiny_config(tmp_path)
+    cfg["fixed_variance"] = {**cfg["fixed_variance"], "methods": ["reparam"], "lr_grid": [1e-3], "seeds": [0],
+                             "run": {**cfg["fixed_variance"]["run"], "epochs": 500, "train_limit": 1024}}
+    for section in ("variance_decomposition", "learnable_variance", "taylor_bias"):
+        cfg[section] = {**cfg.get(section, {}), "enabled": False}
+    config_path = tmp_path / "long.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    metrics = Path(paths.run_dir(cfg["results"], "fixed/mnist5k/reparam/lr0.001")) / "metrics.json"
+    epochs = lambda: len(json.loads(metrics.read_text())["history"])  # noqa: E731
+    snakemake = subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", str(config_path), "--cores",
+                                  "1", "--nolock"], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, env={**os.environ, "SILENTVAE_NUM_GPUS": "0"})
+    group = snakemake.pid
+    try:
+        deadline = time.monotonic() + 300
+        while not metrics.exists() and time.monotonic() < deadline:
+            time.sleep(1)
+        os.kill(snakemake.pid, signal.SIGKILL)
+        snakemake.wait()
+        before = epochs()
+        time.sleep(8)
+        assert epochs() > before  # the job trains on without Snakemake
+        os.killpg(group, signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _group_alive(group):
+            time.sleep(0.5)
+        assert not _group_alive(group)
+        time.sleep(3)
+        stopped = epochs()
+        time.sleep(8)
+        assert epochs() == stopped  # no kernel trains on
+    finally:
+        if _group_alive(group):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False

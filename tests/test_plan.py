@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from silentvae.pipeline.jobs import resolve_run_config
 from silentvae.training.methods import LEARNABLE_METHODS
-from silentvae.pipeline.plan import load_config, lr_tag, make_plan, missing_datasets, select_best, validate_config
+from silentvae.pipeline.plan import (ConfigError, load_config, lr_tag, make_plan, missing_datasets, read_yaml,
+                                     select_best, validate_config)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,6 +66,78 @@ def test_bad_config_names_the_key(mutate, where):
     mutate(cfg)
     with pytest.raises(ValueError, match=re.escape(f"invalid config at '{where}'")):
         validate_config(cfg)
+
+
+#: issue 31 item 3: bad values in a pipeline config, refused when the config is read and planned (before any job
+#: runs), each naming the key or the run. (case, change to config/tiny.yaml, message)
+BAD_CONFIG_VALUES = [
+    ("nan in lr_grid", lambda c: c["fixed_variance"].update(lr_grid=[1e-3, float("nan")]),
+     "invalid config at 'fixed_variance/lr_grid/1': nan is not a finite number"),
+    ("inf in lr_grid", lambda c: c["learnable_variance"].update(lr_grid=[float("inf")]),
+     "invalid config at 'learnable_variance/lr_grid/0': inf is not a finite number"),
+    ("inf in anneal_grid", lambda c: c["learnable_variance"].update(anneal_grid=[float("inf")]),
+     "invalid config at 'learnable_variance/anneal_grid/0': inf is not a finite number"),
+    ("nan in anneal_grid", lambda c: c["learnable_variance"].update(anneal_grid=[float("nan")]),
+     "invalid config at 'learnable_variance/anneal_grid/0': nan is not a finite number"),
+    ("nan target_bpd", lambda c: c["fixed_variance"].update(target_bpd=float("nan")),
+     "invalid config at 'fixed_variance/target_bpd': nan is not a finite number"),
+    ("lr 0", lambda c: c["fixed_variance"].update(lr_grid=[0.0]), "invalid config at 'fixed_variance/lr_grid/0'"),
+    ("lr -1", lambda c: c["learnable_variance"].update(lr_grid=[-1.0]),
+     "invalid config at 'learnable_variance/lr_grid/0'"),
+    ("sigma2 0", lambda c: c["fixed_variance"]["run"].update(sigma2=0),
+     "invalid config at 'fixed_variance/run/sigma2'"),
+    ("temperature 0", lambda c: c["learnable_variance"]["run"].update(temperature=0),
+     "invalid config at 'learnable_variance/run/temperature'"),
+    ("cut-off 0", lambda c: c["learnable_variance"].update(cutoff_grid=[0]),
+     "invalid config at 'learnable_variance/cutoff_grid/0'"),
+    ("negative annealing rate", lambda c: c["learnable_variance"].update(anneal_grid=[-0.1]),
+     "invalid config at 'learnable_variance/anneal_grid/0'"),
+    ("checkpoint epoch 0", lambda c: c["fixed_variance"]["run"].update(checkpoint_epochs=[0]),
+     "invalid config at 'fixed_variance/run/checkpoint_epochs/0'"),
+    ("checkpoint epoch beyond the epochs", lambda c: c["learnable_variance"]["run"].update(checkpoint_epochs=[3]),
+     "/reparam/lr0.001_s0: checkpoint_epochs [3] are outside 1..epochs=2"),   # the first dataset's run
+    ("batch larger than the training split", lambda c: c["fixed_variance"]["run"].update(batch_size=1000),
+     "invalid config: run fixed/mnist5k/sg_gaussian/lr0.001: batch_size=1000 is larger than the training split "
+     "(128 images of mnist5k, train_limit=128)"),
+    ("misspelled dataset", lambda c: c["fixed_variance"].update(dataset="mnist_5k"),
+     "invalid config at 'fixed_variance/dataset': 'mnist_5k' is not one of"),
+]
+
+
+@pytest.mark.parametrize("case,mutate,message", BAD_CONFIG_VALUES, ids=[c[0] for c in BAD_CONFIG_VALUES])
+def test_bad_config_values_are_refused_before_any_job(tmp_path, case, mutate, message):
+    cfg = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
+    mutate(cfg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))  # through YAML, as a user writes it (.nan, .inf)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_plan(load_config(path), not_run={})
+
+
+@pytest.mark.parametrize("text,where", [
+    ("name: tiny\nresults: [results\n", "line 3, column 1"),
+    ("name: tiny\n  results: x\n", "line 2, column 10"),
+    ("name: tiny\n\tresults: x\n", "line 2, column 1"),
+])
+def test_yaml_syntax_error_names_file_and_line(tmp_path, text, where):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}, {where}: not valid YAML")):
+        read_yaml(path)
+
+
+def test_missing_or_broken_config_file_is_one_line_from_the_cli(tmp_path):
+    import subprocess
+    import sys
+    missing = subprocess.run([sys.executable, "-m", "silentvae.pipeline.plan", "plan", str(tmp_path / "nope.yaml")],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 2 and missing.stdout == ""
+    nope = tmp_path / "nope.yaml"
+    assert missing.stderr == f"error: config file {nope} not found (looked at {nope})\n"
+    (tmp_path / "broken.yaml").write_text("name: tiny\nresults: [x\n")
+    broken = subprocess.run([sys.executable, "-m", "silentvae.pipeline.plan", "plan", str(tmp_path / "broken.yaml")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert broken.returncode == 2 and broken.stderr.count("\n") == 1 and "broken.yaml, line 3" in broken.stderr
 
 
 def test_paper_plan_has_the_full_protocol(tmp_path):
@@ -269,3 +343,39 @@ def test_embedded_and_tiny_state_only_what_differs_from_the_paper():
         override = _yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
         assert override["extends"] == "paper.yaml"
         assert list(repeated(override, paper)) == [], name
+
+
+def test_a_finished_run_whose_config_changed_is_flagged_newer_than_its_result(tmp_path):
+    """Without Snakemake's records, the stored config of each finished run is compared with the plan: a changed
+    run gets a planned.json newer than its result.json (its job's input: the job runs again); once they agree it
+    is dated 1970 and kept (the job's input files stay the same); unchanged runs get nothing."""
+    import os
+
+    from silentvae.pipeline import paths
+    from silentvae.pipeline.plan import changed_runs, flag_changed_runs
+    from silentvae.training.run import RunConfig
+    cfg = load_config(ROOT / "config" / "tiny.yaml")
+    plan = make_plan(cfg, not_run={"cifar10": "not run"})
+    results = str(tmp_path / "results")
+    run_id, other = "fixed/mnist5k/reparam/lr0.001", "fixed/mnist5k/reparam/lr0.0005"
+    for r in (run_id, other):
+        result = Path(paths.result_json(results, r))
+        result.parent.mkdir(parents=True)
+        result.write_text(json.dumps({"config": RunConfig.from_dict(plan.runs[r].config).to_dict(), "history": []}))
+    assert changed_runs(plan, results) == {} and flag_changed_runs(plan, results) == {}
+    longer = make_plan({**cfg, "fixed_variance": {**cfg["fixed_variance"], "run": {
+        **cfg["fixed_variance"]["run"], "epochs": 3}}}, not_run={"cifar10": "not run"})
+    assert changed_runs(longer, results)[run_id] == "epochs: 2 -> 3"
+    flags = flag_changed_runs(longer, results)
+    flag = Path(flags[run_id])
+    assert flag == Path(paths.planned_in(paths.run_dir(results, run_id)))
+    assert set(flags) == set(changed_runs(longer, results))
+    assert json.loads(flag.read_text())["changed"] == "epochs: 2 -> 3"
+    assert flag.stat().st_mtime > Path(paths.result_json(results, run_id)).stat().st_mtime
+    assert flag_changed_runs(plan, results)[run_id] == str(flag) and flag.stat().st_mtime == 0  # in sync again
+    os.utime(paths.result_json(results, run_id))
+    assert flag_changed_runs(longer, results)[run_id] == str(flag) and flag.stat().st_mtime > 0  # changed again
+    # a damaged result.json is named before any job runs
+    Path(paths.result_json(results, other)).write_text('{"config": {"lr"')
+    with pytest.raises(ValueError, match=re.escape(f"{paths.result_json(results, other)} is truncated or not valid")):
+        changed_runs(plan, results)

@@ -192,7 +192,9 @@ def test_functional_adamw_equals_torch(dtype):
 
 def test_config_validation():
     base = RunConfig(**TINY)
-    check_stackable([base, RunConfig(**TINY, seed=3, lr=5e-4, cutoff_epoch=2)])  # grid values may differ
+    check_stackable([base, RunConfig(**TINY, seed=3, lr=5e-4)])  # grid values may differ
+    sg = dict(TINY, experiment="learnable", estimator="reparam", silent=True)
+    check_stackable([RunConfig(**sg, anneal_rate=0.1), RunConfig(**sg, anneal_rate=0.2, cutoff_epoch=2)])
     with pytest.raises(ValueError, match="'batch_size' differs"):
         check_stackable([base, RunConfig(**{**TINY, "batch_size": 16})])
     with pytest.raises(ValueError, match="'estimator' differs"):

@@ -183,10 +183,12 @@ def test_annealing_schedule_in_history(tmp_path):
     assert expected[0] == pytest.approx(0.7) and expected[-1] == 0.0
     for row in history:  # the linear decoder trains (and reports) only while it has weight
         assert (row["train_linear_loss"] is None) == (row["w_lin"] == 0.0)
-    none_sg = train({**cfg, "estimator": "none", "epochs": 2}, tmp_path / "none", splits=splits, log=quiet)
+    none_sg = train({**cfg, "estimator": "none", "anneal_rate": 0.0, "epochs": 2}, tmp_path / "none", splits=splits,
+                    log=quiet)
     assert [row["w_lin"] for row in none_sg] == [1.0] * 2
     assert all(row["train_linear_loss"] is not None for row in none_sg)
-    plain = train({**cfg, "silent": False, "epochs": 1}, tmp_path / "plain", splits=splits, log=quiet)
+    plain = train({**cfg, "silent": False, "anneal_rate": 0.0, "epochs": 1}, tmp_path / "plain", splits=splits,
+                  log=quiet)
     assert [row["w_lin"] for row in plain] == [0.0]
     assert not any(k.startswith("linear.") for k in model_state(tmp_path / "plain" / "last.pt"))
 
@@ -196,7 +198,7 @@ def test_silent_weight_and_freeze_rules():
                     anneal_rate=0.25, cutoff_epoch=3)
     assert [cfg.silent_weight(e) for e in (1, 2, 3, 4, 5)] == [0.75, 0.5, 0.25, 0.0, 0.0]
     assert [cfg.encoder_frozen(e) for e in (1, 2, 3, 4)] == [False, False, True, True]
-    assert RunConfig(experiment="learnable", estimator="none", silent=True, anneal_rate=0.5).silent_weight(3) == 1.0
+    assert RunConfig(experiment="learnable", estimator="none", silent=True).silent_weight(3) == 1.0
     assert RunConfig(experiment="learnable", estimator="reparam").silent_weight(1) == 0.0
     assert not RunConfig().encoder_frozen(10_000)
 
@@ -250,7 +252,7 @@ def _one_step_pieces(run: Run, images: torch.Tensor, gen_state: torch.Tensor, w_
     ("gaussian", "reparam", 0.3),
     ("bernoulli", "reinforce", 0.6),
     ("bernoulli", "gumbel", 0.5),
-    ("gaussian", "none", 0.3),
+    ("gaussian", "none", 0.0),  # "None + SG" anneals nothing (an annealing rate is refused)
 ])
 def test_encoder_gradient_mixing_one_step(latent, estimator, anneal):
     cfg = RunConfig(**{**TINY, "experiment": "learnable", "latent": latent, "estimator": estimator,
@@ -406,6 +408,68 @@ def test_config_validation(kwargs, match):
         RunConfig(**kwargs)
 
 
+SG = dict(experiment="learnable", estimator="reparam", silent=True)
+
+#: issue 31 item 3: every value that would change what trains (or fail later inside torch or the loader), refused
+#: by RunConfig with the field named. (case, RunConfig kwargs, message)
+BAD_VALUES = [
+    ("nan lr", dict(lr=float("nan")), r"'lr' must be a finite number, got nan"),
+    ("inf anneal rate", dict(SG, anneal_rate=float("inf")), r"'anneal_rate' must be a finite number, got inf"),
+    ("nan sigma2", dict(sigma2=float("nan")), r"'sigma2' must be a finite number"),
+    ("-inf weight decay", dict(weight_decay=float("-inf")), r"'weight_decay' must be a finite number"),
+    ("nan beta", dict(betas=(0.9, float("nan"))), r"'betas\[1\]' must be a finite number"),
+    ("lr 0", dict(lr=0), r"lr must be > 0, got 0.0"),
+    ("lr -1", dict(lr=-1), r"lr must be > 0, got -1.0"),
+    ("linear lr 0", dict(SG, lr_linear_mu=0.0), r"lr_linear_mu must be > 0"),
+    ("sigma2 0", dict(sigma2=0), r"sigma2 must be > 0"),
+    ("temperature 0", dict(experiment="fixed", estimator="gumbel", latent="bernoulli", temperature=0),
+     r"temperature must be > 0"),
+    ("cut-off on a baseline", dict(experiment="learnable", estimator="reparam", cutoff_epoch=1),
+     r"cutoff_epoch=1 on learnable reparam, a run without SG: .* remove cutoff_epoch"),
+    ("cut-off 0 on a baseline", dict(experiment="learnable", estimator="reparam", cutoff_epoch=0),
+     r"cutoff_epoch must be >= 1"),
+    ("cut-off -5 with SG", dict(SG, cutoff_epoch=-5), r"cutoff_epoch must be >= 1"),
+    ("cut-off on fixed SG", dict(experiment="fixed", estimator="sg", cutoff_epoch=3),
+     r"cutoff_epoch=3 on fixed sg, a run without SG"),
+    ("anneal on a baseline", dict(experiment="learnable", estimator="gumbel", latent="bernoulli", anneal_rate=0.1),
+     r"anneal_rate=0.1 on learnable gumbel, a run without SG: .* remove anneal_rate"),
+    ("anneal on None + SG", dict(experiment="learnable", estimator="none", silent=True, anneal_rate=0.5),
+     r"anneal_rate=0.5 on learnable none \+ SG \('None \+ SG'\).*remove anneal_rate"),
+    ("checkpoint epochs 0, -1", dict(epochs=3, checkpoint_epochs=[0, -1]),
+     r"checkpoint_epochs \[-1, 0\] are outside 1..epochs=3"),
+    ("checkpoint beyond epochs", dict(epochs=3, checkpoint_epochs=[2, 4]), r"checkpoint_epochs \[4\] are outside"),
+    ("batch > training split", dict(batch_size=10**6), r"batch_size=1000000 is larger than the training split "
+                                                       r"\(4500 images of mnist5k\)"),
+    ("batch > train_limit", dict(batch_size=64, train_limit=32), r"batch_size=64 .* train_limit=32"),
+    ("train_limit 0", dict(train_limit=0), r"train_limit must be >= 1"),
+    ("val_fraction 0", dict(val_fraction=0), r"val_fraction must be in \(0, 1\)"),
+    ("val_fraction 1", dict(val_fraction=1), r"val_fraction must be in \(0, 1\)"),
+    ("unknown dataset", dict(dataset="mnist_5k"), r"dataset must be one of .*got 'mnist_5k'"),
+    ("REINFORCE, Gaussian latents", dict(experiment="fixed", estimator="reinforce", latent="gaussian"),
+     r"estimator='reinforce' needs latent='bernoulli'"),
+]
+
+
+@pytest.mark.parametrize("case,kwargs,match", BAD_VALUES, ids=[c[0] for c in BAD_VALUES])
+def test_bad_values_are_refused_naming_the_field(case, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**kwargs)
+
+
+def test_the_values_next_to_the_refused_ones_are_accepted():
+    """The other side of each boundary of BAD_VALUES (so the table tests the boundaries, not a blanket refusal)."""
+    RunConfig(lr=1e-9, sigma2=1e-9, epochs=3, checkpoint_epochs=[1, 3], batch_size=4500)
+    RunConfig(**SG, anneal_rate=0.0, cutoff_epoch=1)
+    RunConfig(experiment="learnable", estimator="none", silent=True, cutoff_epoch=2)
+    RunConfig(batch_size=32, train_limit=32, val_fraction=0.99)
+
+
+def test_batch_larger_than_the_loaded_split_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"batch_size=32 is larger than the training split \(8 images"):
+        train({**TINY, "epochs": 1}, tmp_path / "x", splits=synthetic_splits(8, 8), log=quiet)
+    assert not (tmp_path / "x" / "last.pt").exists()
+
+
 def test_unknown_config_key(tmp_path):
     with pytest.raises(ValueError, match=r"unknown run config key\(s\) \['learning_rate'\]"):
         RunConfig.from_dict({"learning_rate": 1e-3})
@@ -454,7 +518,7 @@ def test_crafted_checkpoint_is_refused_without_running_code(tmp_path):
 def test_truncated_last_pt_names_the_file_and_how_to_recover(tmp_path):
     cfg = {**TINY, "epochs": 2, "checkpoint_epochs": [1]}
     splits = synthetic_splits(32, 16)
-    train({**cfg, "epochs": 1}, tmp_path, splits=splits, log=quiet)
+    train(cfg, tmp_path, splits=splits, log=quiet, stop_after=1)
     last = tmp_path / "last.pt"
     os.truncate(last, last.stat().st_size // 2)
     with pytest.raises(CheckpointError) as info:
@@ -467,6 +531,27 @@ def test_truncated_last_pt_names_the_file_and_how_to_recover(tmp_path):
     logs = []
     assert len(train(cfg, tmp_path, splits=splits, log=logs.append)) == 2
     assert any("resuming" in m and "after epoch 1" in m for m in logs)
+
+
+def test_truncated_last_pt_of_a_finished_run_says_how_to_train_it_again(tmp_path):
+    """A finished run's job reruns only once its result.json is gone (issue 31): the advice says so, and following
+    it trains the run again from the start."""
+    cfg = {**TINY, "epochs": 2}
+    splits = synthetic_splits(32, 16)
+    first = train(cfg, tmp_path, splits=splits, log=quiet)
+    last = tmp_path / "last.pt"
+    os.truncate(last, last.stat().st_size // 2)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(last)
+    assert f"{last} is truncated or corrupt" in str(info.value)
+    assert "has finished: delete both last.pt and result.json there and rerun" in str(info.value)
+    last.unlink()
+    (tmp_path / "result.json").unlink()
+    logs = []
+    again = train(cfg, tmp_path, splits=splits, log=logs.append)
+    assert not any("resuming" in m for m in logs) and len(again) == 2 and (tmp_path / "result.json").exists()
+    assert [r["train_loss"] for r in again] == [r["train_loss"] for r in first]
+    load_checkpoint(last)
 
 
 @pytest.mark.parametrize("latent", ["gaussian", "bernoulli"])

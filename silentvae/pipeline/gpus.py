@@ -136,12 +136,17 @@ def _physical_gpu_count() -> int:
 
 def _parse_visible_devices(value: str) -> list[str]:
     """Entries of a ``CUDA_VISIBLE_DEVICES`` value, as CUDA reads it: comma separated, cut at the first
-    negative index (``""`` and ``"-1"`` hide every device). UUID / MIG entries are kept as strings."""
+    negative index (``""`` and ``"-1"`` hide every device). UUID / MIG entries are kept as strings. An entry that
+    is none of these (CUDA would silently hide it and every device after it) is a ValueError naming it."""
     out = []
     for item in value.split(","):
         item = item.strip()
         if not item or re.fullmatch(r"-\d+", item):
             break
+        if not re.fullmatch(r"\d+|(?:GPU|MIG)-[0-9A-Za-z/-]+", item):
+            raise ValueError(f"{_CVD}={value!r}: {item!r} is not a device index (0, 1, ...), a GPU-<UUID> or a "
+                             f"MIG-<UUID> (CUDA would hide it and every device after it, so the job would run on "
+                             f"the CPU unannounced); set it to the GPUs to use, e.g. {_CVD}=0,1, or unset it")
         out.append(item)
     return out
 
@@ -294,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         parser.error("no command given (usage: python -m silentvae.pipeline.gpus [options] -- CMD ...)")
-    pool = _device_pool(args.num_devices)
+    try:
+        pool = _device_pool(args.num_devices)
+    except ValueError as err:
+        print(f"silentvae.pipeline.gpus: {err}", file=sys.stderr)
+        return 2
     if not pool:
         os.execvp(cmd[0], cmd)
     lock_dir = Path(args.lock_dir) if args.lock_dir else default_lock_dir()

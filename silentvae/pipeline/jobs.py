@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,10 @@ def job_device(device: str = "auto") -> str:
 def resolve_run_config(config: dict[str, Any], inherit: list[tuple[str, list[str]]],
                        selections_dir: str | Path) -> dict[str, Any]:
     """Base config + the named keys of each selected best config (read from ``<selections_dir>/<id>.json``)."""
+    from ..training.io import read_json
     out = dict(config)
     for selection, keys in inherit:
-        with open(selection_in(str(selections_dir), selection)) as f:
-            best = json.load(f)["best_config"]
+        best = read_json(selection_in(str(selections_dir), selection))["best_config"]
         out.update({k: best[k] for k in keys})
     return out
 
@@ -131,15 +130,14 @@ def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, o
 
     from ..training.diagnostics import gradient_variance, pool_seeds
     from ..estimators import make_estimator
-    from ..training.io import atomic_write_json, load_checkpoint
+    from ..training.io import atomic_write_json, load_checkpoint, read_json
     from ..training.engine import train
     from ..training.run import RunConfig, checkpoint_name, load_run, load_splits
 
     dev = _job_setup(device, threads)
     epochs = sorted(int(e) for e in settings["epochs"])
     if selection_path:
-        with open(selection_path) as f:
-            run_ids = [json.load(f)["best_run"], *settings.get("seed_runs", [])]
+        run_ids = [read_json(selection_path)["best_run"], *settings.get("seed_runs", [])]
         run_dirs = [Path(runs_dir) / r for r in run_ids]
     else:
         run_ids = [f"demo/{settings['method']}"]
@@ -154,7 +152,9 @@ def variance_job(settings: dict[str, Any], selection_path: str, runs_dir: str, o
         for run_id, run_dir in zip(run_ids, run_dirs):
             path = run_dir / checkpoint_name(epoch)
             if not path.exists():
-                raise FileNotFoundError(f"{path} is missing: the run {run_id} must save checkpoint_epochs {epochs}")
+                raise FileNotFoundError(f"{path} is missing: the run {run_id} must save checkpoint_epochs {epochs}; "
+                                        f"delete its folder {run_dir} and rerun, so that its training job trains it "
+                                        f"again with them")
             cfg, models, _ = load_run(path, device=dev)
             estimator = make_estimator(cfg.estimator, temperature=cfg.temperature,
                                        reinforce_momentum=cfg.reinforce_momentum)

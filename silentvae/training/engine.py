@@ -570,6 +570,9 @@ def train_stacked(configs: list[RunConfig | dict], splits: tuple[DataSplit, Data
     if out_dirs is not None and len(out_dirs) != len(configs):
         raise ValueError(f"got {len(out_dirs)} out_dirs for {len(configs)} configs")
     train_split, val_split = splits if splits is not None else load_splits(cfg)
+    if cfg.batch_size > len(train_split):
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the training split ({len(train_split)} images "
+                         f"of {train_split.name}); lower batch_size or raise train_limit")
     train_images = train_split.images.to(device=cfg.device, dtype=cfg.torch_dtype)
     val_images = val_split.images.to(device=cfg.device, dtype=cfg.torch_dtype)
     stack = StackedRuns(configs, tuple(train_images.shape[1:]), compile=compile,

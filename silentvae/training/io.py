@@ -15,6 +15,7 @@ turned into a :class:`CheckpointError` that names it and says how to recover.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
@@ -23,10 +24,10 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .run_files import LAST_CHECKPOINT
+from .run_files import LAST_CHECKPOINT, RESULT_FILE
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "CheckpointError",
-           "load_checkpoint"]
+           "load_checkpoint", "JSONFileError", "read_json"]
 
 #: Keys every training checkpoint has (:meth:`silentvae.training.run.Run.state_dict` adds optimizer, estimator and
 #: generator states; the report's fixtures keep only these).
@@ -57,9 +58,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     permissions) when the block starts, so writers that open by name simply overwrite it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as err:
+        raise _naming(err, path) from err
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
@@ -68,11 +72,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(err, OSError) and os.fspath(path) not in str(err):
+            raise _naming(err, path) from err
         raise
     _fsync_dir(path.parent)
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """``err`` (disk full, permission denied, ...) as an OSError of the same kind that names ``path``."""
+    what = err.strerror or str(err)
+    hint = " (free some space on that disk, then rerun)" if err.errno == errno.ENOSPC else ""
+    return type(err)(err.errno, f"cannot write {path}: {what}{hint}")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -121,6 +134,10 @@ class CheckpointError(ValueError):
 
 def _recovery(path: Path) -> str:
     """What to do about a damaged checkpoint, by its role (``last.pt``: the resume point; else an epoch copy)."""
+    if path.name == LAST_CHECKPOINT and (path.parent / RESULT_FILE).exists():  # finished: its job reruns once that is gone
+        return (f"The run in {path.parent} has finished: delete both {LAST_CHECKPOINT} and {RESULT_FILE} there and rerun: its "
+                f"training job then trains it again from the start; to resume instead, copy its newest intact "
+                f"epoch_XXXX.pt over {LAST_CHECKPOINT} before deleting {RESULT_FILE}.")
     if path.name == LAST_CHECKPOINT:
         return (f"Delete it and rerun: the run in {path.parent} then trains again from the start; to resume "
                 f"instead, copy its newest intact epoch_XXXX.pt over {LAST_CHECKPOINT} (same content, saved after that epoch).")
@@ -160,3 +177,23 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> dict[str, A
     if missing:
         raise CheckpointError(f"{path} is not a silentvae training checkpoint (no {missing}). {_recovery(path)}")
     return state
+
+
+class JSONFileError(ValueError):
+    """A JSON file of the results (``result.json``, ``metrics.json``, a selection, a diagnostic) is truncated or
+    not JSON; the message names it, the line and column, and what to do."""
+
+
+def read_json(path: str | os.PathLike, fix: str = "") -> Any:
+    """The content of a JSON file; :class:`JSONFileError` naming ``path`` (line and column) and ``fix`` (what to
+    do; default: delete it and rerun, so that the step that writes it runs again) if it is not valid JSON.
+    FileNotFoundError if it does not exist."""
+    path = Path(path)
+    text = path.read_bytes()
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f"line {err.lineno}, column {err.colno}" if isinstance(err, json.JSONDecodeError) else "encoding"
+        problem = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
+        raise JSONFileError(f"{path} is truncated or not valid JSON ({where}: {problem}). "
+                            f"{fix or 'Delete it and rerun: the step that writes it runs again.'}") from None

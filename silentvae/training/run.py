@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import numbers
 import types
 import typing
@@ -46,7 +47,7 @@ from torch import Tensor, nn
 
 from .. import algorithm1
 from ..analytic import expected_sq_error_fixed
-from .data import IMAGE_SHAPES, DataSplit, dequantize, load_dataset
+from .data import DATASETS, IMAGE_SHAPES, TRAIN_IMAGES, DataSplit, dequantize, load_dataset
 from ..estimators import make_estimator
 from .io import atomic_torch_save, atomic_write_json, load_checkpoint
 from .run_files import LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE, checkpoint_name
@@ -135,8 +136,50 @@ class RunConfig:
         for name in ("latent_dim", "channels", "batch_size", "epochs", "eval_samples", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.estimator == "reinforce" and self.latent != "bernoulli":
+            raise ValueError("estimator='reinforce' needs latent='bernoulli' (no method of the paper uses REINFORCE "
+                             "with Gaussian latents; for those use estimator='reparam')")
+        for name in ("lr", "sigma2", "temperature", "lr_linear_mu", "lr_linear_alpha"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        for name in ("train_limit", "val_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None (the whole split), got {getattr(self, name)!r}")
         if not self.anneal_rate >= 0:
             raise ValueError(f"anneal_rate must be >= 0, got {self.anneal_rate}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1) (a training and a validation split), "
+                             f"got {self.val_fraction!r}")
+        if self.cutoff_epoch is not None and self.cutoff_epoch < 1:
+            raise ValueError(f"cutoff_epoch must be >= 1 (the encoder is frozen from that epoch on; None never "
+                             f"freezes it), got {self.cutoff_epoch}")
+        method = f"{self.experiment} {self.estimator}{' + SG' if self.silent else ''}"
+        if not self.silent and (self.cutoff_epoch is not None or self.anneal_rate != 0):
+            field_, value = ("cutoff_epoch", self.cutoff_epoch) if self.cutoff_epoch is not None else \
+                ("anneal_rate", self.anneal_rate)
+            raise ValueError(f"{field_}={value!r} on {method}, a run without SG: Algorithm 1's annealing rate and "
+                             f"cut-off apply only with silent=True; remove {field_}")
+        if self.estimator == "none" and self.anneal_rate != 0:
+            raise ValueError(f"anneal_rate={self.anneal_rate!r} on {method} ('None + SG'): its encoder learns from "
+                             f"the silent gradient alone (w_lin = 1), nothing is annealed; remove anneal_rate")
+        outside = [e for e in self.checkpoint_epochs if not 1 <= e <= self.epochs]
+        if outside:
+            raise ValueError(f"checkpoint_epochs {outside} are outside 1..epochs={self.epochs}: such a checkpoint "
+                             f"is never saved; keep checkpoint_epochs within 1..{self.epochs}")
+        train_size = self.train_size()
+        if self.batch_size > train_size:
+            raise ValueError(f"batch_size={self.batch_size} is larger than the training split ({train_size} images "
+                             f"of {self.dataset}{f', train_limit={self.train_limit}' if self.train_limit else ''}); "
+                             f"lower batch_size or raise train_limit")
+
+    def train_size(self) -> int:
+        """The training split's size, from the official training set's (:data:`TRAIN_IMAGES`), ``val_fraction``
+        and ``train_limit``; exact to the per-class rounding of the split (``load_splits`` gives the exact one)."""
+        size = round(TRAIN_IMAGES[self.dataset] * (1 - self.val_fraction))
+        return min(size, self.train_limit) if self.train_limit is not None else size
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
@@ -192,6 +235,8 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
     if origin is tuple and isinstance(value, (list, tuple)) and len(value) == len(args):
         return tuple(_typed(f"{name}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, args)))
     if hint is float and number:
+        if not math.isfinite(value):
+            raise ValueError(f"run config key {name!r} must be a finite number, got {value!r}")
         return float(value)
     if hint is int and number and isinstance(value, numbers.Integral):
         return int(value)
