@@ -85,7 +85,9 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     final_dir = Path(paths.run_dir(str(results), "fixed/mnist5k/reparam/final_s1"))
     shutil.copytree(final_dir, tmp_path / "kept_run")
     shutil.rmtree(final_dir)
-    assert _dry_run_counts(config_path) == {"train_fixed_mnist5k_reparam_final_s1": 1, "report": 1, "all": 1}
+    # (and reparam's Table 1 job, which reads that seed's checkpoints: variance_decomposition.seeds)
+    assert _dry_run_counts(config_path) == {"train_fixed_mnist5k_reparam_final_s1": 1, "variance": 1, "report": 1,
+                                            "all": 1}
     shutil.copytree(tmp_path / "kept_run", final_dir)  # copy2: the files' times come back too
     # A truncated result.json is named before any job runs; following the advice reruns the job that writes it.
     result = final_dir / "result.json"
@@ -94,7 +96,9 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert dry.returncode != 0 and f"{result} is truncated or not valid JSON" in dry.stdout + dry.stderr
     assert "Delete it and rerun" in dry.stdout + dry.stderr
     result.unlink()
-    assert _dry_run_counts(config_path) == {"train_fixed_mnist5k_reparam_final_s1": 1, "report": 1, "all": 1}
+    # (and reparam's Table 1 job, which reads that seed's checkpoints: variance_decomposition.seeds)
+    assert _dry_run_counts(config_path) == {"train_fixed_mnist5k_reparam_final_s1": 1, "variance": 1, "report": 1,
+                                            "all": 1}
     shutil.copy2(tmp_path / "kept_run" / "result.json", result)
     # A changed run config reruns its jobs (Snakemake's params trigger), the other runs stay.
     changed = tmp_path / "changed.yaml"

@@ -277,7 +277,8 @@ def _plan_fixed(cfg: dict[str, Any], builder: _PlanBuilder, variance: dict[str, 
     fixed = cfg["fixed_variance"]
     dataset = fixed["dataset"]
     first_seed, other_seeds = fixed["seeds"][0], fixed["seeds"][1:]
-    checkpoints = sorted(set(fixed["run"].get("checkpoint_epochs", [])) | set(cfg["variance_decomposition"]["epochs"]))
+    variance_epochs = cfg["variance_decomposition"]["epochs"] if cfg["variance_decomposition"]["enabled"] else []
+    checkpoints = sorted(set(fixed["run"].get("checkpoint_epochs", [])) | set(variance_epochs))
     for method_id in fixed["methods"]:
         method = FIXED_METHODS[method_id]
         selection = f"fixed/{dataset}/{method_id}"
