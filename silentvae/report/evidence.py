@@ -13,7 +13,6 @@ figures and provenance render. No other report module reads a result dict for a 
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..pipeline import paths
 from ..training.history import epochs_to_target, final_value
+from ..training.io import read_json
 from ..training.methods import DEFAULT_INIT, FIXED_METHODS, LEARNABLE_METHODS
 
 __all__ = ["METRICS", "RunEvidence", "MethodEvidence", "Evidence", "build_evidence", "method_evidence",
@@ -179,8 +179,8 @@ class Evidence:
 
 
 def load_json(path: str | Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """A results JSON file (:func:`silentvae.training.io.read_json`: a damaged one is named, with what to do)."""
+    return read_json(path)
 
 
 def _load(path: str) -> Any:
