@@ -374,25 +374,21 @@ def make_plan(cfg: dict[str, Any], not_run: dict[str, str] | None = None) -> Pla
 
 
 #: RunConfig keys a run may change without being another run (where it runs, where its data are, extra checkpoints)
-_NOT_THE_RUN = ("device", "data_root", "download", "checkpoint_epochs")
-
-
 def changed_runs(plan: Plan, results: str) -> dict[str, str]:
     """{run id: what changed} for each finished run of ``plan`` whose stored config (in its result.json) is not
     the planned one. Values a run inherits from a selection are not compared (a new selection reruns the job by
     its file's time). A damaged result.json is a :class:`~silentvae.training.io.JSONFileError` naming it."""
     from ..training.io import read_json
-    from ..training.run import RunConfig
+    from ..training.run import RunConfig, config_changes
     from . import paths
     changed = {}
     for run_id, spec in plan.runs.items():
         path = paths.result_json(results, run_id)
         if not Path(path).exists():
             continue
-        stored = {**RunConfig().to_dict(), **read_json(path)["config"]}  # keys added later: at their defaults
-        inherited = {k: stored[k] for _, keys in spec.inherit for k in keys}
-        planned = RunConfig.from_dict({**spec.config, **inherited}).to_dict()
-        diff = [f"{k}: {stored[k]!r} -> {v!r}" for k, v in planned.items() if k not in _NOT_THE_RUN and stored[k] != v]
+        saved = read_json(path)["config"]
+        inherited = {k: saved[k] for _, keys in spec.inherit for k in keys if k in saved}
+        diff = config_changes(saved, RunConfig.from_dict({**spec.config, **inherited}))
         if diff:
             changed[run_id] = ", ".join(diff)
     return changed

@@ -397,15 +397,25 @@ def write_metrics(out: Path, cfg: RunConfig, history: list[dict[str, Any]]) -> N
         atomic_write_json(out / RESULT_FILE, payload)
 
 
+#: RunConfig keys that say where a run executes and what it saves on the way, not what it trains
+NOT_THE_RUN = ("device", "data_root", "download", "checkpoint_epochs")
+
+
+def config_changes(saved: dict[str, Any], cfg: RunConfig, ignore: tuple[str, ...] = NOT_THE_RUN) -> list[str]:
+    """``"key: saved -> new"`` for each key, but ``ignore``, where ``cfg`` differs from a stored config (a
+    checkpoint's or a result.json's; keys added to RunConfig since it was saved read at their defaults)."""
+    stored = {**RunConfig().to_dict(), **saved}
+    return [f"{k}: {stored[k]!r} -> {v!r}" for k, v in sorted(cfg.to_dict().items())
+            if k not in ignore and stored[k] != v]
+
+
 def check_same_config(saved: dict[str, Any], cfg: RunConfig, path: Path, done_epochs: int = 0) -> None:
     """Refuse to resume ``path`` (``done_epochs`` trained) with a config that changes the run. Device, data
     location and checkpoint epochs may differ; ``epochs`` may grow (the run continues), never drop below the
     epochs already trained (the history would keep the longer run)."""
-    ignore = {"device", "data_root", "download", "epochs", "checkpoint_epochs"}
-    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}  # keys added later: runs saved before
-    diff = sorted(k for k, v in cfg.to_dict().items() if k not in ignore and saved.get(k, defaults[k]) != v)
+    diff = config_changes(saved, cfg, NOT_THE_RUN + ("epochs",))
     if diff:
-        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in diff)
+        changes = ", ".join(diff)
         raise ValueError(f"{path} was written by a different config ({changes}); delete {path.parent} to train "
                          f"it again with the new config, or use a new results folder")
     if done_epochs > cfg.epochs:
