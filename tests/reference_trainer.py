@@ -40,6 +40,8 @@ def train_epoch(run: Run, images: Tensor) -> dict[str, Any]:
     models.train()
     if frozen:
         models["encoder"].eval()
+    for group in run.optimizer.param_groups:   # the schedule's learning rates of this epoch
+        group["lr"] = cfg.group_lrs(epoch)[group["name"]]
     totals = torch.zeros(3, device=images.device, dtype=torch.float64)  # loss, linear loss, count
     first_bad = torch.tensor(-1, device=images.device)  # read once per epoch: no host sync per step
     perm = torch.randperm(images.shape[0], generator=run.generator, device=images.device)

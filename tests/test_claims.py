@@ -3,6 +3,7 @@ by the rule fixed in silentvae.report.stats (exact permutation test, log-rank fo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -12,7 +13,7 @@ import scipy.stats
 from silentvae.report import claims as C
 from silentvae.report import stats as S
 from silentvae.report.evidence import method_evidence
-from silentvae.training.history import epochs_to_target
+from silentvae.training.history import epochs_to_target, plateau_gain, plateaued
 from silentvae.training.methods import DEFAULT_INIT
 
 
@@ -64,6 +65,18 @@ def test_epochs_to_target_is_the_first_epoch_at_or_below_it_or_censored_at_the_l
     assert epochs_to_target(res([7.2, 7.1, 7.0]), 6.9) == (3, False)          # not reached: censored at epoch 3
     with pytest.raises(ValueError, match="empty history"):
         epochs_to_target({"history": []}, 6.9)
+
+
+def test_plateau_is_the_best_values_gain_over_the_last_fifth_of_the_epochs():
+    still_falling = res([8.0, 7.0, 6.5, 6.2, 6.0, 5.9, 5.8, 5.7, 5.6, 5.5])   # best 5.7 -> 5.5 in the last 2
+    assert plateau_gain(still_falling) == pytest.approx(1 - 5.5 / 5.7)
+    assert not plateaued(still_falling)
+    flat = res([8.0, 6.0, 5.0, 5.01, 4.99, 5.0, 5.0, 5.02, 4.98, 5.0])       # 4.99 -> 4.98: 0.2%
+    assert plateaued(flat) and not plateaued(flat, tolerance=0.001)
+    spike = res([8.0, 6.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 9.0, 5.0])          # a late spike is not progress
+    assert plateau_gain(spike) == 0.0 and plateaued(spike)
+    with pytest.raises(ValueError, match="needs epochs before the last 20%"):
+        plateau_gain(res([8.0]))
 
 
 def test_compare_is_scipys_exact_mann_whitney_test_both_ways():
@@ -523,6 +536,30 @@ def test_claims_table_has_every_claim_by_id_counts_its_tests_and_has_no_table9_v
     assert C.comparisons_note(df).startswith("8 tests at 5% (comparisons of methods and 95% intervals): about 0.4 false verdicts expected")
     for col in C.SUMMARY_COLUMNS + C.DETAIL_COLUMNS:
         assert col in df.columns
+
+
+def test_learnable_rows_name_their_regime_their_seeds_and_the_study():
+    """A row measured on a small model says so ("regime: ..."); with a selection seed it says the compared seeds
+    are fresh; a MNIST row left undecided by a config without one points to the study."""
+    from silentvae.report.evidence import Evidence
+    data = learnable({e: -0.2 for e in ALL}, n=3)
+    for runs in data.values():
+        object.__setattr__(runs, "runs", tuple(dataclasses.replace(r, config={**r.config, "dataset": "mnist5k",
+                           "latent_dim": 32, "channels": 8}) for r in runs.runs))
+    assert C.regime_note(data.values()) == ("regime: mnist5k, latent 32, 8 channels, 16 epochs: a small model, "
+                                            "not the paper's")
+    evidence = Evidence(fixed_dataset="mnist5k", target_bpd=6.9, target_reason="a test's",
+                        learnable={"mnist5k": data})
+    cfg = {"fixed_variance": {"enabled": False, "dataset": "mnist5k"}, "taylor_bias": {"dataset": "mnist5k"},
+           "learnable_variance": {"enabled": True, "datasets": {"mnist5k": {}}, "seeds": [0, 1, 2]}}
+    row = C.claims_table(evidence, cfg).set_index("Id").loc["t3_bpd_mnist"]
+    assert row["Verdict"] == C.NOT_SHOWN and "regime: mnist5k, latent 32, 8 channels" in row["Details"]
+    assert C.STUDY_COMMAND in row["Details"] and "fresh runs" not in row["Details"]
+    cfg["learnable_variance"]["selection_seed"] = 100
+    row = C.claims_table(evidence, cfg).set_index("Id").loc["t3_bpd_mnist"]
+    assert C.STUDY_COMMAND not in row["Details"]
+    assert ("compared seeds 0, 1, 2 are fresh runs of the selected setting; the grids ran at seed 100 only to "
+            "select") in row["Details"]
 
 
 def test_embedded_config_is_built_for_the_claims():

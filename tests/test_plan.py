@@ -283,6 +283,29 @@ def test_one_point_grid_trains_its_seeds_without_waiting_for_the_selection(tmp_p
         check_stackable([RunConfig.from_dict({**plan.runs[r].config, "lr": 5e-4}) for r in jobs[job]])
 
 
+def test_selection_seed_keeps_the_compared_runs_out_of_the_selection(tmp_path):
+    """learnable_variance.selection_seed: the grids run at it and only select; every compared seed is a fresh run
+    with the selected values, and compared_runs leaves the grid run out (without the key: the paper's reuse)."""
+    cfg = load_config(ROOT / "config" / "tiny.yaml")
+    cfg["learnable_variance"].update(seeds=[0, 1, 2], selection_seed=7, lr_grid=[1e-3, 5e-4])
+    plan = make_plan(cfg, not_run={})
+    sel = "learnable/mnist5k/reparam"
+    assert all(r.endswith("_s7") for r in plan.selections[sel])
+    assert plan.final_runs[sel] == [f"{sel}/final_s{s}" for s in (0, 1, 2)]
+    assert plan.runs[f"{sel}/final_s0"].inherit == [(sel, ["lr", "anneal_rate", "cutoff_epoch"])]
+    best = {"best_run": plan.selections[sel][0]}
+    assert plan.compared_runs(sel, best) == plan.final_runs[sel]
+    sg = "learnable/mnist5k/reparam_sg"   # "+ SG": its grid at the selection seed, at the baseline's lr
+    assert all(plan.runs[r].config["seed"] == 7 and plan.runs[r].inherit == [(sel, ["lr"])]
+               for r in plan.selections[sg])
+    del cfg["learnable_variance"]["selection_seed"]
+    paper_way = make_plan(cfg, not_run={})
+    assert paper_way.compared_runs(sel, best) == [best["best_run"]] + [f"{sel}/final_s{s}" for s in (1, 2)]
+    cfg["learnable_variance"]["selection_seed"] = 1
+    with pytest.raises(ConfigError, match=r"selection_seed 1 is also in learnable_variance.seeds \[0, 1, 2\]"):
+        make_plan(cfg, not_run={})
+
+
 CONFIGS = sorted(p for p in (ROOT / "config").glob("*.yaml") if p.name != "schema.yaml")
 
 

@@ -606,6 +606,23 @@ def test_table_figures_save(tmp_path):
     assert_saved(plots.save_figure(fig, tmp_path / "curves", dpi=40))
 
 
+def test_seed_band_figure_draws_the_mean_and_a_band_over_seeds(tmp_path):
+    def history(values):
+        return [{"epoch": e + 1, "val_bpd": v, "val_kld": 10.0 * v} for e, v in enumerate(values)]
+    panels = {"Gaussian latents": {"A (2 seeds)": [history([6.0, 5.0, 4.0]), history([6.2, 5.2, 4.2])],
+                                   "B (2 seeds)": [history([7.0, 6.0, 5.0]), history([7.0, 6.0, 5.0])]},
+              "Bernoulli latents": {"C (1 seeds)": [history([8.0, 7.5, 7.0])]}}
+    fig = plots.seed_band_figure(panels)
+    assert len(fig.axes) == 4 and [ax.get_title() for ax in fig.axes[:2]] == list(panels)
+    bpd = fig.axes[0]
+    assert list(bpd.lines[0].get_ydata()) == pytest.approx([6.1, 5.1, 4.1])        # the mean over seeds
+    band = bpd.collections[0].get_paths()[0].vertices[:, 1]                        # mean -/+ one sd (0.1414)
+    assert band.min() == pytest.approx(4.1 - 0.02 ** 0.5, abs=1e-3)                # sd of 4.0, 4.2
+    assert [t.get_text() for t in bpd.get_legend().get_texts()] == ["A (2 seeds)", "B (2 seeds)"]
+    assert fig.axes[2].get_ylabel() == "validation KLD"
+    assert_saved(plots.save_figure(fig, tmp_path / "bands", dpi=40))
+
+
 def test_image_figures_and_normalisation(tmp_path):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 1, 28, 28, generator=g)
@@ -735,5 +752,6 @@ def test_provenance_names_each_runs_initialisation():
     assert RunConfig().init == methods.DEFAULT_INIT
     # the final value provenance shows is the one the tables show (the mean of the last 3 epochs), not the last
     assert df.loc[0, "final BPD"] == pytest.approx(statistics.fmean([6.75, 6.72, 6.70]))
+    assert list(df["Method"]) == ["sg_gaussian", "reparam"] and df.loc[0, "Wall time (s)"] == pytest.approx(0.8)
     sels = {m: selection(ev.run_ids[0], ev.runs[0].result()) for m, ev in fixed.items()}
     assert df.loc[0, "final BPD"] == row(tables.table2(fixed, sels), Method="Continuous Silent Gradients")["BPD"]

@@ -10,6 +10,7 @@ random number was drawn in the same order).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -247,6 +248,27 @@ def test_stacked_learnable_equals_separate_runs(tmp_path, splits, estimator, lat
         assert [r["w_lin"] for r in stacked[0]] == [0.5, 0.0, 0.0]
         assert [r["encoder_frozen"] for r in stacked[1]] == [False, True, True]
         assert stacked[0][1]["train_linear_loss"] is None and stacked[2][1]["train_linear_loss"] is not None
+
+
+def test_cosine_schedule_is_the_reference_trainers_and_changes_the_run(tmp_path, splits):
+    """lr_schedule="cosine": every group's rate times (1 + cos(pi (e - 1) / E)) / 2 in epoch e, in the stacked
+    engine as in torch's AdamW with the groups' lr set per epoch; it trains a different run than "constant"."""
+    torch.set_num_threads(1)
+    configs = learnable_configs("reparam", "gaussian", True, "float64", lr_schedule="cosine")
+    assert [configs[0].lr_factor(e) for e in (1, 2, 3)] == pytest.approx([1.0, 0.75, 0.25])
+    assert configs[0].group_lrs(2)["linear_alpha"] == pytest.approx(0.75 * (configs[0].lr_linear_alpha or configs[0].lr))
+    separate = [reference_train(c, tmp_path / f"sep{i}", splits) for i, c in enumerate(configs)]
+    stacked = train_stacked(configs, splits, out_dirs=[tmp_path / f"st{i}" for i in range(3)], log=quiet)
+    for i in range(3):
+        assert_same_run(tmp_path / f"sep{i}", tmp_path / f"st{i}", separate[i], stacked[i], "float64")
+    constant = train_stacked([dataclasses.replace(c, lr_schedule="constant") for c in configs], splits, log=quiet)
+    assert constant[0][0]["train_loss"] == stacked[0][0]["train_loss"]      # epoch 1: factor 1
+    assert constant[0][-1]["train_loss"] != pytest.approx(stacked[0][-1]["train_loss"], rel=1e-9)
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        dataclasses.replace(configs[0], lr_schedule="linear")
+    longer = dataclasses.replace(configs[0], epochs=4)   # the schedule decays over the epochs: no extending
+    with pytest.raises(ValueError, match="lr_schedule='cosine' over epochs=3"):
+        train(longer, tmp_path / "st0", splits=splits, log=quiet)
 
 
 def test_stacked_batchnorm_models_with_mixed_freezing(tmp_path):

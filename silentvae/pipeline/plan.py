@@ -8,7 +8,10 @@ asks for (testable without Snakemake). Protocol (Appendix B.3):
 * Learnable variance (Tables 3, 4, 9): each method searches its grid (:data:`GRIDS`, named by
   :attr:`silentvae.training.methods.Method.grid`) at the first seed: baselines the learning rate; "X + SG" annealing
   rate x cut-off at X's selected learning rate; "None + SG" learning rate x cut-off. The selected setting is
-  then trained for the remaining seeds; the grid's own run is the first seed.
+  then trained for the remaining seeds; the grid's own run is the first seed. With
+  ``learnable_variance.selection_seed`` the grids run at that seed instead and only select: the compared runs
+  are fresh runs at every one of ``seeds`` (:meth:`Plan.compared_runs`), so no compared value took part in
+  choosing its setting.
 * A grid of one point selects itself: its other seeds take the point's values directly (no wait for the
   selection; "X + SG" still inherits X's selected learning rate).
 * Training jobs (``Plan.training_jobs``): ``stack_grid: false`` trains each run in its own job; ``stack_grid:
@@ -87,6 +90,14 @@ class Plan:
     variance: dict[str, dict[str, Any]]     # job id -> settings (+ "selection")
     taylor: dict[str, dict[str, Any]]       # job id -> settings
     not_run: dict[str, str]                 # dataset -> reason
+    selection_only: frozenset[str] = frozenset()  # selections whose grid ran at a selection seed, not compared
+
+    def compared_runs(self, selection_id: str, selection: dict[str, Any] | None) -> list[str]:
+        """The runs a selection's method is reported and compared over: the selected grid run (unless its grid ran
+        at a selection seed only) then its other seeds' runs. ``selection``: the select rule's output, None while
+        it is missing (then only the other seeds)."""
+        grid_run = [selection["best_run"]] if selection and selection_id not in self.selection_only else []
+        return grid_run + self.final_runs.get(selection_id, [])
 
 
 class ConfigError(ValueError):
@@ -298,11 +309,26 @@ def _plan_fixed(cfg: dict[str, Any], builder: _PlanBuilder, variance: dict[str, 
                                                            "seed_runs": seed_runs}
 
 
+def _learnable_seeds(learnable: dict[str, Any]) -> tuple[int, list[int]]:
+    """(the seed the grids run at, the seeds of the selected setting's other runs)."""
+    seeds, selection_seed = list(learnable["seeds"]), learnable.get("selection_seed")
+    if selection_seed is None:
+        return seeds[0], seeds[1:]
+    if selection_seed in seeds:
+        raise ConfigError(f"invalid config: learnable_variance.selection_seed {selection_seed} is also in "
+                          f"learnable_variance.seeds {seeds}: the compared runs must be fresh seeds; choose a "
+                          f"selection seed outside seeds (or remove selection_seed to reuse the grid run as the "
+                          f"first seed, as the paper does)")
+    return selection_seed, seeds
+
+
 def _plan_learnable(cfg: dict[str, Any], builder: _PlanBuilder, dataset: str,
-                    final_runs: dict[str, list[str]]) -> None:
+                    final_runs: dict[str, list[str]], selection_only: set[str]) -> None:
     learnable = cfg["learnable_variance"]
     sizes = learnable["datasets"][dataset]
-    first_seed, other_seeds = learnable["seeds"][0], learnable["seeds"][1:]
+    first_seed, other_seeds = _learnable_seeds(learnable)
+    if learnable.get("selection_seed") is not None:
+        selection_only.update(f"learnable/{dataset}/{m}" for m in learnable["methods"])
     for method_id in learnable["methods"]:
         method = LEARNABLE_METHODS[method_id]
         epochs = sizes.get("reinforce_epochs", sizes["epochs"]) if method.estimator == "reinforce" else sizes["epochs"]
@@ -360,17 +386,18 @@ def make_plan(cfg: dict[str, Any], not_run: dict[str, str] | None = None) -> Pla
     variance: dict[str, dict[str, Any]] = {}
     taylor: dict[str, dict[str, Any]] = {}
     final_runs: dict[str, list[str]] = {}
+    selection_only: set[str] = set()
     if cfg["fixed_variance"]["enabled"] and cfg["fixed_variance"]["dataset"] not in not_run:
         _plan_fixed(cfg, builder, variance, final_runs)
     if cfg["learnable_variance"]["enabled"]:
         for dataset in cfg["learnable_variance"]["datasets"]:
             if dataset not in not_run:
-                _plan_learnable(cfg, builder, dataset, final_runs)
+                _plan_learnable(cfg, builder, dataset, final_runs, selection_only)
     taylor_cfg = cfg["taylor_bias"]
     if taylor_cfg["enabled"] and taylor_cfg["dataset"] not in not_run:
         taylor[f"taylor/{taylor_cfg['dataset']}"] = {**taylor_cfg, "data_root": cfg["data_root"]}
     return Plan(builder.runs, builder.selections, final_runs, _training_jobs(cfg, builder, final_runs), variance,
-                taylor, not_run)
+                taylor, not_run, frozenset(selection_only))
 
 
 #: RunConfig keys a run may change without being another run (where it runs, where its data are, extra checkpoints)

@@ -59,6 +59,18 @@ class RunEvidence:
                    config=cfg, history=history)
 
     @property
+    def method(self) -> str:
+        """The method id of a pipeline run (``<experiment>/<dataset>/<method>/<setting>``); else the id itself."""
+        parts = self.run_id.split("/")
+        return parts[2] if len(parts) >= 4 else self.run_id
+
+    @property
+    def wall_time(self) -> float:
+        """Seconds of training and validation over its epochs (each history row's ``wall_time``; a run trained in a
+        stack counts the stack's time)."""
+        return float(sum(h.get("wall_time") or 0.0 for h in self.history))
+
+    @property
     def init(self) -> str:
         return self.config.get("init") or DEFAULT_INIT
 
@@ -201,7 +213,8 @@ def _target(cfg: dict[str, Any]) -> tuple[float, str]:
 def build_evidence(results_dir: str | Path, cfg: dict[str, Any]) -> Evidence:
     """Read every finished output of the plan of ``cfg`` (:func:`silentvae.pipeline.plan.make_plan`) under
     ``results_dir`` once: per experiment, dataset and method the selected setting's runs over the planned seeds
-    (the selected grid run first, then ``final_s<seed>``), Table 1's points, the Taylor check. Every planned
+    (:meth:`silentvae.pipeline.plan.Plan.compared_runs`: the selected grid run first unless it only selected, then
+    ``final_s<seed>``), Table 1's points, the Taylor check. Every planned
     method is there; outputs that do not exist are left out and their seeds listed as missing."""
     from ..pipeline.plan import make_plan
     results = str(results_dir)
@@ -214,7 +227,7 @@ def build_evidence(results_dir: str | Path, cfg: dict[str, Any]) -> Evidence:
         selection = _load(paths.selection_json(results, selection_id))
         planned = cfg[f"{experiment}_variance"]["seeds"]
         # no selection yet: the grid's seed is missing, the other seeds count as they finish
-        ids = ([selection["best_run"]] if selection else []) + plan.final_runs.get(selection_id, [])
+        ids = plan.compared_runs(selection_id, selection)
         found = [(i, r) for i, r in ((i, _load(paths.result_json(results, i))) for i in ids) if r is not None]
         evidence = method_evidence(experiment, dataset, method, [r for _, r in found], run_ids=[i for i, _ in found],
                                    planned_seeds=planned, target=target if experiment == "fixed" else None)

@@ -25,7 +25,7 @@ from torch import Tensor
 from . import paper_values as pv
 from ..training.io import atomic_path
 
-__all__ = ["save_figure", "figure_png", "show", "curves_panels", "image_grid", "normalise_per_image", "reconstruction_figure",
+__all__ = ["save_figure", "figure_png", "show", "curves_panels", "seed_band_figure", "image_grid", "normalise_per_image", "reconstruction_figure",
            "reconstruction_with_std_figure", "reconstructions_from_checkpoint", "curves_figure",
            "variance_figure", "taylor_figure"]
 
@@ -177,6 +177,37 @@ def curves_panels(histories: dict[str, list[dict[str, Any]]], keys: tuple[str, .
                        "val_kld": "validation KLD"}.get(key, key))
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def seed_band_figure(panels: dict[str, dict[str, list[list[dict[str, Any]]]]],
+                     keys: tuple[str, ...] = ("val_bpd", "val_kld"), title: str | None = None) -> Figure:
+    """Learning curves over seeds: one column per panel (e.g. a latent type), one row per history key; per label
+    the mean over its seeds' histories and a band of one standard deviation (seaborn ``lineplot``,
+    ``errorbar="sd"``). ``panels``: {panel title: {label: [one history per seed]}}."""
+    import pandas as pd
+    import seaborn as sns
+    fig = Figure(figsize=(5.0 * max(1, len(panels)), 3.4 * len(keys)), layout="constrained")
+    axes = fig.subplots(len(keys), max(1, len(panels)), squeeze=False)
+    for col, (panel, curves) in enumerate(panels.items()):
+        rows = [{"label": label, "seed": i, "epoch": h["epoch"], **{k: h.get(k) for k in keys}}
+                for label, histories in curves.items() for i, history in enumerate(histories) for h in history]
+        data = pd.DataFrame(rows)
+        palette = sns.color_palette("colorblind", max(1, len(curves)))
+        for row, key in enumerate(keys):
+            ax = axes[row][col]
+            if not data.empty:
+                sns.lineplot(data=data, x="epoch", y=key, hue="label", hue_order=list(curves), palette=palette,
+                             errorbar="sd", ax=ax, linewidth=1.2, legend=row == 0)
+            ax.set_ylabel({"val_bpd": "validation BPD", "val_mse": "validation MSE",
+                           "val_kld": "validation KLD"}.get(key, key))
+            ax.grid(True, alpha=0.3)
+            if row == 0:
+                ax.set_title(panel)
+                if ax.get_legend() is not None:
+                    ax.legend(fontsize=8, title=None)
     if title:
         fig.suptitle(title)
     return fig

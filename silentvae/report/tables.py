@@ -605,16 +605,18 @@ FINAL_LABELS = {"val_bpd": "BPD", "val_mse": "MSE", "val_kld": "KLD"}
 
 
 def provenance(runs: Iterable[RunEvidence]) -> pd.DataFrame:
-    """One row per run whose numbers the report shows: run id (its folder under results/runs/), the config
+    """One row per run whose numbers the report shows: run id (its folder under results/runs/), its method, the config
     values that fix it (with its initialisation, a choice the paper leaves open: README "Choices the paper leaves
-    open"), and its final validation values (the evidence's: the numbers every table shows)."""
+    open"), its final validation values (the evidence's: the numbers every table shows) and its wall time."""
     keys = ("experiment", "dataset", "estimator", "silent", "lr", "anneal_rate", "cutoff_epoch", "seed")
     rows = []
     for run in runs:
         cfg = run.config
-        rows.append({"Run": run.run_id, **{k: cfg.get(k) if cfg.get(k) is not None else NO_PAPER for k in keys},
+        rows.append({"Run": run.run_id, "Method": run.method,
+                     **{k: cfg.get(k) if cfg.get(k) is not None else NO_PAPER for k in keys},
                      "Init (not in the paper)": run.init, "Epochs": run.epochs,
-                     **{f"final {FINAL_LABELS[k]}": run.finals.get(k, NA) for k in METRICS}})
+                     **{f"final {FINAL_LABELS[k]}": run.finals.get(k, NA) for k in METRICS},
+                     "Wall time (s)": round(run.wall_time, 1)})
     return pd.DataFrame(rows)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from . import claims
 from . import paper_values as pv
 from ..pipeline import paths
-from ..training.methods import FIXED_METHODS, label as method_label
+from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, label as method_label
 from .evidence import Evidence, build_evidence
 from .tables import (CAPTIONS, claims_details, claims_summary, convergence, provenance, summary_convergence,
                      summary_learnable, summary_table1, summary_table2, summary_taylor, table1, table2, table3, table4,
@@ -99,10 +99,13 @@ def _learnable_sections(evidence: Evidence, datasets: list[str], images: _Images
         if not selections or not learnable:
             continue
         curves = f"learnable_curves_{dataset}"
-        figures[curves] = plots.curves_panels(
-            {f"{method_label('learnable', m)} ({ev.seeds_found})": ev.runs[0].result()["history"]
-             for m, ev in learnable.items()},
-            keys=("val_bpd", "val_kld"), title=f"Learnable variance, {dataset}: first seed of each method")
+        panels: dict[str, dict[str, list]] = {}
+        for m, ev in learnable.items():
+            panel = f"{LEARNABLE_METHODS[m].latent.capitalize()} latents"
+            panels.setdefault(panel, {})[f"{method_label('learnable', m)} ({len(ev.runs)} seeds)"] = [
+                list(r.history) for r in ev.runs]
+        figures[curves] = plots.seed_band_figure(
+            panels, title=f"Learnable variance, {dataset}: mean and sd over seeds")
         first = images.validation(next(iter(learnable.values())).runs[0].result())
         by_method = {method_label("learnable", m): images.reconstructions(s["best_run"], first)
                      for m, s in selections.items()}

@@ -14,7 +14,8 @@ What, each in one place:
   w_lin * grad(silent) + (1 - w_lin) * grad(noisy); a run whose encoder is frozen (from ``cutoff_epoch``),
   or whose linear decoder is unused (w_lin = 0), gets no KL / linear term;
 * the AdamW step, :func:`adamw_update_`: torch.optim.AdamW's single-tensor arithmetic op by op, with each
-  parameter group's learning rate and step count per run; frozen parameters are not touched (torch.optim.AdamW
+  parameter group's learning rate (:meth:`~silentvae.training.run.RunConfig.group_lrs`: the schedule's rate of the
+  epoch) and step count per run; frozen parameters are not touched (torch.optim.AdamW
   skips parameters without a gradient: no update, no weight decay, no step count);
 * the epoch, :meth:`StackedRuns.train_epoch`: parameters stacked along a leading axis (one flat ``(K, P)``
   buffer, one view per parameter; buffers such as BatchNorm statistics as (K, ...) tensors), stepped with
@@ -194,8 +195,8 @@ class _Objective(nn.Module):
 
 
 #: Optimizer segments: (name, parameter-name prefix, RunConfig field of its learning rate).
-_SEGMENTS = (("encoder", "encoder.", "lr"), ("decoder", "decoder.", "lr"),
-             ("linear_mu", "linear.mu.", "lr_linear_mu"), ("linear_alpha", "linear.alpha.", "lr_linear_alpha"))
+_SEGMENTS = (("encoder", "encoder.", "model"), ("decoder", "decoder.", "model"),
+             ("linear_mu", "linear.mu.", "linear_mu"), ("linear_alpha", "linear.alpha.", "linear_alpha"))
 
 
 @dataclass
@@ -205,7 +206,7 @@ class _Segment:
     name: str
     cols: slice           # columns of the flat (K, P) buffer
     names: list[str]      # parameter names
-    lr: list[float]       # per run
+    group: str            # its AdamW parameter group (RunConfig.group_lrs: the learning rate per run and epoch)
     steps: list[int]      # per run: optimizer steps taken so far
 
     def active(self, cfg: RunConfig, epoch: int) -> bool:
@@ -289,13 +290,12 @@ class StackedRuns:
 
     def _make_segments(self, shapes: dict[str, torch.Size]) -> list[_Segment]:
         segments, offset = [], 0
-        for name, prefix, lr_key in _SEGMENTS:
+        for name, prefix, group in _SEGMENTS:
             names = [n for n in self.names if n.startswith(prefix)]
             if not names:
                 continue
             size = sum(math.prod(shapes[n]) for n in names)
-            lrs = [getattr(c, lr_key) or c.lr for c in self.configs]
-            segments.append(_Segment(name, slice(offset, offset + size), names, lrs, [0] * self.K))
+            segments.append(_Segment(name, slice(offset, offset + size), names, group, [0] * self.K))
             offset += size
         if offset != self.flat.shape[1] or [n for s in segments for n in s.names] != self.names:
             raise ValueError(f"unexpected parameter layout {self.names[:3]}...: stacking needs the encoder / decoder "
@@ -401,7 +401,7 @@ class StackedRuns:
             rows = [k for k, c in enumerate(self.configs) if seg.active(c, epoch) and k not in self.failed]
             if not rows:
                 continue
-            key = (rows, [seg.lr[k] for k in rows], [seg.steps[k] for k in rows])
+            key = (rows, [self.configs[k].group_lrs(epoch)[seg.group] for k in rows], [seg.steps[k] for k in rows])
             if groups and groups[-1][0] == key and groups[-1][1].stop == seg.cols.start:
                 groups[-1][1] = slice(groups[-1][1].start, seg.cols.stop)
             else:

@@ -12,10 +12,11 @@ Torch-free: the pipeline's ``select`` job imports it without starting torch.
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
-__all__ = ["FINAL_EPOCHS", "final_value", "epochs_to_target"]
+__all__ = ["FINAL_EPOCHS", "final_value", "epochs_to_target", "plateau_gain", "plateaued"]
 
 FINAL_EPOCHS = 3
 
@@ -40,3 +41,22 @@ def epochs_to_target(result: dict[str, Any], target: float, key: str = "val_bpd"
         if float(h[key]) <= target:
             return int(h["epoch"]), True
     return int(history[-1]["epoch"]), False
+
+
+def plateau_gain(result: dict[str, Any], fraction: float = 0.2, key: str = "val_bpd") -> float:
+    """Relative improvement of the best ``key`` over the last ``fraction`` of the run's epochs:
+    1 - min(all epochs) / min(epochs before the last ceil(fraction * E)); 0 when the best came earlier."""
+    values = [float(h[key]) for h in result.get("history") or []]
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    tail = math.ceil(fraction * len(values))
+    if len(values) - tail < 1:
+        raise ValueError(f"a plateau needs epochs before the last {fraction:.0%}: the run has {len(values)}")
+    before = min(values[:-tail])
+    return 1.0 - min(values) / before
+
+
+def plateaued(result: dict[str, Any], tolerance: float = 0.005, fraction: float = 0.2, key: str = "val_bpd") -> bool:
+    """True when the best ``key`` improved by less than ``tolerance`` (relative) over the last ``fraction`` of
+    the epochs (:func:`plateau_gain`)."""
+    return plateau_gain(result, fraction, key) < tolerance

@@ -61,6 +61,8 @@ __all__ = ["RunConfig", "NonFiniteLossError", "Run", "build_models", "build_opti
            "HEAD_INIT_IMAGES"]
 
 EXPERIMENTS = ("fixed", "learnable")
+#: RunConfig.lr_schedule: a constant learning rate (the paper's), or cosine annealing over the run's epochs
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -87,6 +89,7 @@ class RunConfig:
     channels: int = 32
     sigma2: float = 0.01
     lr: float = 1e-4
+    lr_schedule: str = "constant"
     lr_linear_mu: float | None = None
     lr_linear_alpha: float | None = None
     betas: tuple[float, float] = (0.9, 0.95)
@@ -131,6 +134,8 @@ class RunConfig:
             raise ValueError("estimator='none' trains the encoder from nothing; set silent=True ('None + SG')")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("latent_dim", "channels", "batch_size", "epochs", "eval_samples", "eval_batch_size"):
@@ -206,6 +211,20 @@ class RunConfig:
             return 1.0
         return algorithm1.silent_weight(epoch, self.anneal_rate)
 
+    def lr_factor(self, epoch: int) -> float:
+        """The learning rates' multiplier in 1-based ``epoch`` (every parameter group, every step of the epoch):
+        1 for ``lr_schedule="constant"``; ``"cosine"``: (1 + cos(pi (epoch - 1) / epochs)) / 2, from 1 in epoch 1
+        down to (1 + cos(pi (E - 1) / E)) / 2 > 0 in the last epoch E (cosine annealing, stepped per epoch)."""
+        if self.lr_schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
+
+    def group_lrs(self, epoch: int) -> dict[str, float]:
+        """Each AdamW parameter group's learning rate in 1-based ``epoch`` (:func:`build_optimizer`'s groups)."""
+        factor = self.lr_factor(epoch)
+        return {"model": self.lr * factor, "linear_mu": (self.lr_linear_mu or self.lr) * factor,
+                "linear_alpha": (self.lr_linear_alpha or self.lr) * factor}
+
     def encoder_frozen(self, epoch: int) -> bool:
         """Whether the encoder is frozen in 1-based ``epoch`` (from ``cutoff_epoch`` on)."""
         return algorithm1.encoder_frozen(epoch, self.cutoff_epoch)
@@ -276,6 +295,8 @@ def build_models(cfg: RunConfig, in_shape: tuple[int, ...], init_images: Tensor 
 
 
 def build_optimizer(cfg: RunConfig, models: nn.ModuleDict) -> torch.optim.Optimizer:
+    """AdamW with parameter groups "model" (encoder + decoder), "linear_mu", "linear_alpha" at their base learning
+    rates; a schedule (:meth:`RunConfig.group_lrs`) sets each group's rate per epoch."""
     groups = [{"name": "model", "lr": cfg.lr,
                "params": list(models["encoder"].parameters()) + list(models["decoder"].parameters())}]
     if "linear" in models:
@@ -418,6 +439,12 @@ def check_same_config(saved: dict[str, Any], cfg: RunConfig, path: Path, done_ep
         changes = ", ".join(diff)
         raise ValueError(f"{path} was written by a different config ({changes}); delete {path.parent} to train "
                          f"it again with the new config, or use a new results folder")
+    saved_epochs = saved.get("epochs", cfg.epochs)
+    if cfg.lr_schedule != "constant" and done_epochs and saved_epochs != cfg.epochs:
+        raise ValueError(f"{path} was trained with lr_schedule={cfg.lr_schedule!r} over epochs={saved_epochs}; "
+                         f"the schedule decays over the epochs, so epochs={cfg.epochs} would change the epochs "
+                         f"already trained: set epochs back to {saved_epochs}, or delete {path.parent} to train it "
+                         f"again")
     if done_epochs > cfg.epochs:
         raise ValueError(f"{path} has trained {done_epochs} epochs, more than the config's epochs={cfg.epochs}; "
                          f"delete {path.parent} to train it again with {cfg.epochs} epochs, or set epochs back "
