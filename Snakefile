@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from silentvae.pipeline import paths
-from silentvae.pipeline.plan import flag_changed_runs, make_plan, resolve_config
+from silentvae.pipeline.plan import flag_changed_runs, make_plan, resolve_config, run_value_rule
 
 if not workflow.overwrite_configfiles:  # no --configfile: the paper protocol (a --configfile replaces it)
     configfile: "config/paper.yaml"
@@ -134,11 +134,13 @@ rule select:
         sel=one_of(PLAN.selections),
     params:
         candidates=lambda wildcards: json.dumps({r: paths.result_json(R, r) for r in PLAN.selections[wildcards.sel]}),
+        run_value=lambda wildcards: run_value_rule(config, wildcards.sel.split("/")[0]),
         py=PY,
     conda:
         ENV
     shell:
-        "{params.py} -m silentvae.pipeline.plan select {output:q} {params.candidates:q} > {log:q} 2>&1"
+        "{params.py} -m silentvae.pipeline.plan select {output:q} {params.candidates:q} "
+        "--run-value {params.run_value} > {log:q} 2>&1"
 
 
 rule variance:

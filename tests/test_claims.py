@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 
 import pytest
 
@@ -13,7 +14,7 @@ import scipy.stats
 from silentvae.report import claims as C
 from silentvae.report import stats as S
 from silentvae.report.evidence import method_evidence
-from silentvae.training.history import epochs_to_target, plateau_gain, plateaued
+from silentvae.training.history import best_epoch, epochs_to_target, plateau_gain, plateaued, run_value
 from silentvae.training.methods import DEFAULT_INIT
 
 
@@ -77,6 +78,51 @@ def test_plateau_is_the_best_values_gain_over_the_last_fifth_of_the_epochs():
     assert plateau_gain(spike) == 0.0 and plateaued(spike)
     with pytest.raises(ValueError, match="needs epochs before the last 20%"):
         plateau_gain(res([8.0]))
+
+
+def test_run_value_is_the_last_epochs_mean_or_every_metric_at_the_best_validation_epoch():
+    overfit = res([8.0, 6.0, 5.0, 5.5, 6.0])                     # best validation BPD at epoch 3, then worse
+    overfit["history"][2]["val_kld"] = 90.0
+    assert best_epoch(overfit) == 3
+    assert run_value(overfit) == pytest.approx(statistics.fmean([5.0, 5.5, 6.0]))          # the paper's final value
+    assert run_value(overfit, rule="best_epoch") == 5.0
+    assert run_value(overfit, "val_kld", "best_epoch") == 90.0    # KLD read at the BPD's best epoch, not its own
+    with pytest.raises(ValueError, match="must be one of"):
+        run_value(overfit, rule="best")
+    from silentvae.pipeline.plan import select_best
+    import json
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for name, curve in (("overfit", [8.0, 6.0, 5.0, 5.5, 6.0]), ("steady", [8.0, 6.0, 5.5, 5.4, 5.3])):
+            paths[name] = f"{tmp}/{name}.json"
+            with open(paths[name], "w") as f:
+                json.dump(res(curve), f)
+        assert select_best(paths)["best_run"] == "steady"
+        assert select_best(paths, "best_epoch")["best_run"] == "overfit"
+
+
+def test_plateau_table_reads_every_learnable_run(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("plateau_table", Path(__file__).resolve().parent.parent / "tools"
+                                                  / "plateau_table.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    run = tmp_path / "runs" / "learnable" / "mnist5k" / "reparam" / "lr0.001_s100"
+    run.mkdir(parents=True)
+    result = res([8.0, 6.0, 5.0, 5.9, 5.5])
+    result["config"]["epochs"] = 5
+    for h in result["history"]:
+        h["wall_time"] = 2.0
+    (run / "metrics.json").write_text(json.dumps(result))
+    assert tool.main([str(tmp_path), "--methods", "reparam"]) == 0
+    header, line = capsys.readouterr().out.strip().splitlines()
+    row = dict(zip(header.split(","), line.split(",")))
+    assert row["best_epoch"] == "3" and row["best_val_bpd"] == "5.0" and row["plateaued"] == "True"
+    assert row["jump_epochs"] == "4" and row["last3_val_bpd"] == "5.4667" and row["wall_s_per_epoch"] == "2.0"
+    assert tool.main([str(tmp_path), "--methods", "gumbel"]) == 1
 
 
 def test_compare_is_scipys_exact_mann_whitney_test_both_ways():

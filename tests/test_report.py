@@ -23,7 +23,7 @@ from silentvae.report import tables# noqa: E402
 from silentvae.training.methods import FIXED_METHODS, LEARNABLE_METHODS  # noqa: E402
 from silentvae.report.evidence import method_evidence  # noqa: E402
 
-
+ROOT = Path(__file__).resolve().parent.parent
 
 CIFAR_REASON = "not run: cifar10 not found at data/cifar-10-batches-py"
 
@@ -737,6 +737,35 @@ def test_report_notebook_html_has_claims_first_and_every_figure_as_an_image(tmp_
     assert cifar_claim_rows == 2                                     # Tables 3, 4 for CIFAR-10 (Table 9: no claim)
     assert html.count(reason) == cifar_claim_rows + 1                # + one note; no table cell repeats it
     assert "fixed/mnist5k/sg_gaussian/lr0.001" in html               # provenance: numbers traceable to runs
+
+
+def test_report_of_a_pipeline_still_running_shows_the_seeds_that_finished(tmp_path):
+    """A one-point grid's other seeds start before its selection exists: a report written then (by hand, while
+    Snakemake runs) shows those runs, draws their reconstructions from a finished seed, and calls every claim
+    whose planned seeds are missing "not run"."""
+    from silentvae.pipeline import paths
+    from silentvae.pipeline.plan import load_config, make_plan
+    from silentvae.report.writing import write_report
+    from silentvae.training.engine import train
+    cfg = load_config(ROOT / "config" / "tiny.yaml")
+    cfg.update(results=str(tmp_path / "results"), data_root=str(ROOT / "data"))
+    cfg["fixed_variance"].update(lr_grid=[1e-3], methods=["sg_gaussian", "reparam"])
+    cfg["learnable_variance"].update(lr_grid=[1e-3], methods=["reparam"], datasets={"mnist5k": {
+        "epochs": 1, "batch_size": 64, "train_limit": 128, "val_limit": 64}})
+    plan = make_plan(cfg, not_run={})
+    for run_id in ("fixed/mnist5k/reparam/final_s1", "learnable/mnist5k/reparam/final_s1"):
+        assert plan.runs[run_id].inherit == []          # a one-point grid: no selection to wait for
+        train({**plan.runs[run_id].config, "epochs": 1, "checkpoint_epochs": []}, paths.run_dir(cfg["results"], run_id),
+              log=lambda s: None)
+    out = write_report(cfg["results"], cfg)
+    assert {"figure2_fixed_reconstructions", "figure3_mnist5k_reconstructions"} <= set(out["figures"])
+    assert out["evidence"].fixed["reparam"].seeds == (1,) and not out["evidence"].fixed_selections
+    table2 = out["tables"]["table2"].set_index("Method")
+    assert table2.loc["Reparameterization", "Seeds"] == "1 of 2 seeds (missing 0)"
+    assert table2.loc["Reparameterization", "lr"] == "0.001"
+    claims_df = out["claims"].set_index("Id")
+    assert claims_df.loc["t2_continuous_mse", "Verdict"] == "not run"
+    assert "missing" in claims_df.loc["t2_continuous_mse", "Ours"]
 
 
 def test_provenance_names_each_runs_initialisation():

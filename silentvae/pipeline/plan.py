@@ -3,7 +3,7 @@ asks for (testable without Snakemake). Protocol (Appendix B.3):
 
 * Fixed variance (Table 2): every method x learning rate at the first of ``seeds``; the best learning rate
   per method is selected on its final validation BPD (:func:`silentvae.training.history.final_value`: the mean of the
-  last 3 epochs), then trained for the remaining seeds (Table 2 and its claims: mean ± sd over seeds). Table 1
+  last 3 epochs; ``learnable_variance.run_value: best_epoch`` reads learnable runs at their best validation epoch), then trained for the remaining seeds (Table 2 and its claims: mean ± sd over seeds). Table 1
   uses the selected (first-seed) runs' checkpoints.
 * Learnable variance (Tables 3, 4, 9): each method searches its grid (:data:`GRIDS`, named by
   :attr:`silentvae.training.methods.Method.grid`) at the first seed: baselines the learning rate; "X + SG" annealing
@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from ..training.history import RUN_VALUES
 from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, Method
 
 __all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "ConfigError", "read_yaml", "load_config", "merge_config",
@@ -451,15 +452,21 @@ def flag_changed_runs(plan: Plan, results: str) -> dict[str, str]:
     return flags
 
 
-def select_best(candidates: dict[str, str | Path]) -> dict[str, Any]:
-    """Pick the run with the lowest final validation BPD (:func:`silentvae.training.history.final_value`: mean of the last
-    3 epochs) among {run id: result.json path}."""
-    from ..training.history import final_value
+def run_value_rule(cfg: dict[str, Any], experiment: str) -> str:
+    """How an experiment's runs are read, for its selections and its report (``<experiment>_variance.run_value``,
+    :data:`silentvae.training.history.RUN_VALUES`; default ``"last_epochs"``)."""
+    return cfg[f"{experiment}_variance"].get("run_value", "last_epochs")
+
+
+def select_best(candidates: dict[str, str | Path], rule: str = "last_epochs") -> dict[str, Any]:
+    """Pick the run with the lowest validation BPD among {run id: result.json path}, each run read by ``rule``
+    (:func:`silentvae.training.history.run_value`: by default the final value, the mean of the last 3 epochs)."""
+    from ..training.history import run_value
     from ..training.io import read_json
     scored = []
     for run_id, path in candidates.items():
         result = read_json(path)
-        scored.append((final_value(result, "val_bpd"), run_id, result["config"]))
+        scored.append((run_value(result, "val_bpd", rule), run_id, result["config"]))
     scored.sort(key=lambda t: (t[0], t[1]))
     bpd, run_id, config = scored[0]
     return {"best_run": run_id, "best_val_bpd": bpd, "best_config": config,
@@ -477,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     select_parser = sub.add_parser("select", help="pick the best run of a grid on final validation BPD")
     select_parser.add_argument("out")
     select_parser.add_argument("candidates", help="JSON object: run id -> its finished result file")
+    select_parser.add_argument("--run-value", default="last_epochs", choices=list(RUN_VALUES),
+                               help="how each run is read (silentvae.training.history.RUN_VALUES)")
     plan_parser = sub.add_parser("plan", help="print the job counts of a config")
     plan_parser.add_argument("config")
     args = parser.parse_args(argv)
@@ -493,7 +502,7 @@ def _run(args) -> None:
 
     from ..training.io import atomic_write_json
     if args.command == "select":
-        selection = select_best(json.loads(args.candidates))
+        selection = select_best(json.loads(args.candidates), args.run_value)
         atomic_write_json(args.out, selection)
         print(f"selected {selection['best_run']} (val bpd {selection['best_val_bpd']:.4f})")
     else:

@@ -49,7 +49,7 @@ __all__ = ["HOLDS", "CONTRADICTED", "NOT_SHOWN", "NOT_RUN", "VERDICTS", "COLUMNS
            "reinforce_at_paper_samples", "taylor_ratio_interval", "claim_learnable_pairs",
            "claim_sg_beats_reinforce", "pair_outcomes", "claims_table", "claim_id", "missing_seeds_reason",
            "comparisons_note", "count_comparisons", "CONVERGENCE_METHODS", "missing_seeds_brief", "regime_note",
-           "PAPER_LEARNABLE_MODEL", "STUDY_COMMAND"]
+           "PAPER_LEARNABLE_MODEL", "STUDY_COMMAND", "BEST_EPOCH_NOTE"]
 
 HOLDS = "holds"
 CONTRADICTED = "contradicted"
@@ -786,13 +786,22 @@ def claim_sg_beats_reinforce(dataset: str, learnable: dict[str, MethodEvidence] 
 # The whole table
 # ------------------------------------------------------------------------------------------------------
 
+#: what a learnable row says of its runs' values under ``learnable_variance.run_value: best_epoch``
+BEST_EPOCH_NOTE = ("each run's values are those of its epoch of lowest validation BPD (early stopping on the "
+                   "validation split; the paper reports final values)")
+
+
 def _selection_protocol(learnable_cfg: dict[str, Any]) -> str:
-    """How the learnable rows' compared seeds relate to the grid search (the paper reuses the grid run as seed 0)."""
+    """How the learnable rows' compared seeds relate to the grid search (the paper reuses the grid run as seed 0)
+    and how their runs are read (``run_value``)."""
+    parts = []
     seed = learnable_cfg.get("selection_seed")
-    if seed is None:
-        return ""
-    return (f"compared seeds {', '.join(map(str, learnable_cfg['seeds']))} are fresh runs of the selected setting; "
-            f"the grids ran at seed {seed} only to select (the paper reuses the grid run as seed 0)")
+    if seed is not None:
+        parts.append(f"compared seeds {', '.join(map(str, learnable_cfg['seeds']))} are fresh runs of the selected "
+                     f"setting; the grids ran at seed {seed} only to select (the paper reuses the grid run as seed 0)")
+    if learnable_cfg.get("run_value", "last_epochs") == "best_epoch":
+        parts.append(BEST_EPOCH_NOTE)
+    return "; ".join(parts)
 
 
 def count_comparisons(claims_df: pd.DataFrame) -> int:

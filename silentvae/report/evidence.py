@@ -2,7 +2,8 @@ r"""The evidence of a results folder, built once (:func:`build_evidence`): what 
 figures and provenance render. No other report module reads a result dict for a number.
 
 * :class:`RunEvidence`: one finished run: its id (folder under ``runs/``), seed, epochs, final value of each
-  metric (:func:`silentvae.training.history.final_value`) and epochs to the convergence target
+  metric (:func:`silentvae.training.history.run_value` under its experiment's ``run_value`` rule: by default the
+  final value, the mean of the last 3 epochs) and epochs to the convergence target
   (:func:`silentvae.training.history.epochs_to_target`).
 * :class:`MethodEvidence`: one method on one dataset of one experiment: the selected setting's runs over seeds,
   the seeds the plan asked for (:func:`silentvae.pipeline.plan.make_plan`) and which of them are missing.
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..pipeline import paths
-from ..training.history import epochs_to_target, final_value
+from ..training.history import epochs_to_target, run_value
 from ..training.io import read_json
 from ..training.methods import DEFAULT_INIT, FIXED_METHODS, LEARNABLE_METHODS
 
@@ -48,13 +49,14 @@ class RunEvidence:
     history: tuple[Mapping[str, Any], ...]
 
     @classmethod
-    def from_result(cls, run_id: str, result: dict[str, Any], target: float | None = None) -> "RunEvidence":
+    def from_result(cls, run_id: str, result: dict[str, Any], target: float | None = None,
+                    rule: str = "last_epochs") -> "RunEvidence":
         history = tuple(result.get("history") or ())
         if not history:
             raise ValueError(f"run {run_id} has an empty history: it has no final value")
         cfg = dict(result.get("config", {}))
         return cls(run_id=run_id, seed=int(cfg.get("seed", 0)), epochs=int(history[-1]["epoch"]),
-                   finals={k: final_value(result, k) for k in METRICS if k in history[-1]},
+                   finals={k: run_value(result, k, rule) for k in METRICS if k in history[-1]},
                    to_target=epochs_to_target(result, target) if target is not None else None,
                    config=cfg, history=history)
 
@@ -131,7 +133,7 @@ class MethodEvidence:
         return float(self.runs[0].config["lr"]) if self.runs and "lr" in self.runs[0].config else None
 
     def values(self, key: str) -> list[float]:
-        """The final value of ``key`` of each seed's run (:func:`silentvae.training.history.final_value`)."""
+        """The value of ``key`` of each seed's run (:func:`silentvae.training.history.run_value`)."""
         return [r.finals[key] for r in self.runs]
 
     def mean(self, key: str) -> float:
@@ -151,12 +153,12 @@ class MethodEvidence:
 
 def method_evidence(experiment: str, dataset: str, method: str, results: Sequence[dict[str, Any]], *,
                     run_ids: Sequence[str] | None = None, planned_seeds: Sequence[int] | None = None,
-                    target: float | None = None) -> MethodEvidence:
+                    target: float | None = None, rule: str = "last_epochs") -> MethodEvidence:
     """A :class:`MethodEvidence` from result dicts (default run ids ``<method>/s<seed>``; planned seeds default to
-    the seeds found)."""
+    the seeds found; ``rule``: how a run is read, :data:`silentvae.training.history.RUN_VALUES`)."""
     ids = list(run_ids) if run_ids is not None else [f"{method}/s{r.get('config', {}).get('seed', i)}"
                                                      for i, r in enumerate(results)]
-    runs = tuple(RunEvidence.from_result(i, r, target) for i, r in zip(ids, results))
+    runs = tuple(RunEvidence.from_result(i, r, target, rule) for i, r in zip(ids, results))
     planned = tuple(planned_seeds) if planned_seeds is not None else tuple(r.seed for r in runs)
     return MethodEvidence(experiment, dataset, method, runs, planned)
 
@@ -216,7 +218,7 @@ def build_evidence(results_dir: str | Path, cfg: dict[str, Any]) -> Evidence:
     (:meth:`silentvae.pipeline.plan.Plan.compared_runs`: the selected grid run first unless it only selected, then
     ``final_s<seed>``), Table 1's points, the Taylor check. Every planned
     method is there; outputs that do not exist are left out and their seeds listed as missing."""
-    from ..pipeline.plan import make_plan
+    from ..pipeline.plan import make_plan, run_value_rule
     results = str(results_dir)
     plan = make_plan(cfg)
     target, reason = _target(cfg)
@@ -230,7 +232,8 @@ def build_evidence(results_dir: str | Path, cfg: dict[str, Any]) -> Evidence:
         ids = plan.compared_runs(selection_id, selection)
         found = [(i, r) for i, r in ((i, _load(paths.result_json(results, i))) for i in ids) if r is not None]
         evidence = method_evidence(experiment, dataset, method, [r for _, r in found], run_ids=[i for i, _ in found],
-                                   planned_seeds=planned, target=target if experiment == "fixed" else None)
+                                   planned_seeds=planned, target=target if experiment == "fixed" else None,
+                                   rule=run_value_rule(cfg, experiment))
         if experiment == "fixed":
             ev.fixed[method] = evidence
             if selection is not None:

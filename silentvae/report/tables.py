@@ -242,14 +242,15 @@ def table2(fixed: dict[str, MethodEvidence], selections: dict[str, dict[str, Any
         sel, ev = selections.get(m), fixed.get(m)
         if skipped:
             reason = skipped
+        elif ev is not None and ev.runs:   # seeds of a one-point grid may finish before its selection
+            reason = None
         elif sel is None:
             reason = NOT_CONFIGURED
-        elif ev is None or not ev.runs:
-            reason = NO_RESULT
         else:
-            reason = None
+            reason = NO_RESULT
         if reason is None:
-            row.update({"lr": _lr_str(sel["best_config"].get("lr")), "Epochs": max(r.epochs for r in ev.runs),
+            lr = sel["best_config"].get("lr") if sel else ev.runs[0].config.get("lr")
+            row.update({"lr": _lr_str(lr), "Epochs": max(r.epochs for r in ev.runs),
                         "Seeds": ev.seeds_found})
             ours = {key: ev.mean(f"val_{key}") for key in ("bpd", "mse")}
             sds = {key: _sd(ev.sd(f"val_{key}")) for key in ("bpd", "mse")}

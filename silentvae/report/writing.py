@@ -15,6 +15,7 @@ from typing import Any
 from . import claims
 from . import paper_values as pv
 from ..pipeline import paths
+from ..pipeline.plan import run_value_rule
 from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, label as method_label
 from .evidence import Evidence, build_evidence
 from .tables import (CAPTIONS, claims_details, claims_summary, convergence, provenance, summary_convergence,
@@ -58,7 +59,7 @@ def _fixed_sections(evidence: Evidence, cfg: dict[str, Any], verdicts: dict[str,
     """Table 2 (mean ± sd over seeds), convergence (epochs to target per seed), learning curves, Figure 2."""
     from . import plots
     dataset, selections, fixed = evidence.fixed_dataset, evidence.fixed_selections, evidence.fixed
-    methods = [m for m in FIXED_METHODS if m in selections]
+    methods = [m for m in FIXED_METHODS if m in selections or (m in fixed and fixed[m].runs)]
     tables["table2"] = table2(fixed, selections, methods=methods, not_run=evidence.not_run, dataset=dataset)
     seeds = {m: ev for m, ev in fixed.items() if ev.runs}
     if not seeds:
@@ -70,8 +71,8 @@ def _fixed_sections(evidence: Evidence, cfg: dict[str, Any], verdicts: dict[str,
         title=f"Learning curves of the Table 2 runs ({dataset}, first seed of each)")
     first = images.validation(next(iter(seeds.values())).runs[0].result())
     rows = {"original": first}
-    for m in seeds:
-        rows[FIXED_METHODS[m].label] = images.reconstructions(selections[m]["best_run"], first)[0]
+    for m, ev in seeds.items():   # its first shown run: the selected one, or (no selection yet) a finished seed
+        rows[FIXED_METHODS[m].label] = images.reconstructions(ev.run_ids[0], first)[0]
     figures["figure2_fixed_reconstructions"] = plots.reconstruction_figure(rows, f"Figure 2 ({dataset})")
     return [{"title": "Table 2: fixed variance", "caption": CAPTIONS["table2"],
              "table": summary_table2(tables["table2"], verdicts, fixed, methods),
@@ -82,21 +83,22 @@ def _fixed_sections(evidence: Evidence, cfg: dict[str, Any], verdicts: dict[str,
 
 
 def _learnable_sections(evidence: Evidence, datasets: list[str], images: _Images, tables: dict,
-                        figures: dict) -> list[dict[str, Any]]:
+                        figures: dict, evidence_rule: str = "last_epochs") -> list[dict[str, Any]]:
     """Tables 3, 4, 9 (compact; Tables 3 and 4 with each pair's verdict), then per dataset its curves and
-    reconstructions."""
+    reconstructions. ``evidence_rule``: how the runs were read (``learnable_variance.run_value``)."""
     from . import plots
     not_run, sections = evidence.not_run, []
     for name, table in (("table3", table3), ("table4", table4), ("table9", table9)):
         tables[name] = table(evidence.learnable, not_run, datasets)
         summary = summary_learnable(name, evidence.learnable, datasets, not_run)
         if not summary.empty:
-            sections.append({"title": LEARNABLE_TITLES[name], "caption": CAPTIONS[name], "table": summary,
-                             "figures": []})
+            caption = CAPTIONS[name]
+            if evidence_rule == "best_epoch":
+                caption += f" Here {claims.BEST_EPOCH_NOTE}, not the mean of the last epochs."
+            sections.append({"title": LEARNABLE_TITLES[name], "caption": caption, "table": summary, "figures": []})
     for dataset in datasets:
-        selections = evidence.learnable_selections.get(dataset, {})
         learnable = {m: ev for m, ev in evidence.learnable.get(dataset, {}).items() if ev.runs}
-        if not selections or not learnable:
+        if not learnable:
             continue
         curves = f"learnable_curves_{dataset}"
         panels: dict[str, dict[str, list]] = {}
@@ -107,8 +109,8 @@ def _learnable_sections(evidence: Evidence, datasets: list[str], images: _Images
         figures[curves] = plots.seed_band_figure(
             panels, title=f"Learnable variance, {dataset}: mean and sd over seeds")
         first = images.validation(next(iter(learnable.values())).runs[0].result())
-        by_method = {method_label("learnable", m): images.reconstructions(s["best_run"], first)
-                     for m, s in selections.items()}
+        by_method = {method_label("learnable", m): images.reconstructions(ev.run_ids[0], first)
+                     for m, ev in learnable.items()}
         name = f"{PAPER_FIGURE.get(dataset, 'figure')}_{dataset}_reconstructions"
         figures[name] = plots.reconstruction_with_std_figure(first, by_method,
                                                              title=f"{dataset}: means and learned std")
@@ -153,7 +155,8 @@ def write_report(results_dir: str | Path, cfg: dict[str, Any], *, out_dir: str |
     datasets = list(cfg["learnable_variance"]["datasets"]) if cfg["learnable_variance"]["enabled"] else []
     sections = (_variance_section(evidence, tables, figures)
                 + _fixed_sections(evidence, cfg, verdicts, images, tables, figures)
-                + _learnable_sections(evidence, datasets, images, tables, figures)
+                + _learnable_sections(evidence, datasets, images, tables, figures,
+                                      run_value_rule(cfg, "learnable"))
                 + _taylor_section(evidence, verdicts, tables, figures))
     tables["provenance"] = provenance(evidence.shown_runs(datasets))
     dest = out_dir if out_dir is not None else results

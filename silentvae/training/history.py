@@ -16,9 +16,12 @@ import math
 import statistics
 from typing import Any
 
-__all__ = ["FINAL_EPOCHS", "final_value", "epochs_to_target", "plateau_gain", "plateaued"]
+__all__ = ["FINAL_EPOCHS", "RUN_VALUES", "final_value", "best_epoch", "run_value", "epochs_to_target", "plateau_gain",
+           "plateaued"]
 
 FINAL_EPOCHS = 3
+#: how a run is read as one number per metric: its last FINAL_EPOCHS epochs' mean, or its best validation epoch's value
+RUN_VALUES = ("last_epochs", "best_epoch")
 
 
 def final_value(result: dict[str, Any], key: str = "val_bpd", epochs: int = FINAL_EPOCHS) -> float:
@@ -29,6 +32,25 @@ def final_value(result: dict[str, Any], key: str = "val_bpd", epochs: int = FINA
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     return statistics.fmean(float(h[key]) for h in history[-epochs:])
+
+
+def best_epoch(result: dict[str, Any], key: str = "val_bpd") -> int:
+    """The epoch with the lowest ``key`` (the first of equal ones)."""
+    history = result.get("history") or []
+    if not history:
+        raise ValueError("result has an empty history: it has no best epoch")
+    return int(min(history, key=lambda h: float(h[key]))["epoch"])
+
+
+def run_value(result: dict[str, Any], key: str = "val_bpd", rule: str = "last_epochs") -> float:
+    """A run's ``key`` as one number under ``rule`` (:data:`RUN_VALUES`): :func:`final_value`, or ``key`` at
+    :func:`best_epoch` of the validation BPD."""
+    if rule == "last_epochs":
+        return final_value(result, key)
+    if rule != "best_epoch":
+        raise ValueError(f"run value rule must be one of {RUN_VALUES}, got {rule!r}")
+    epoch = best_epoch(result)
+    return float(next(h[key] for h in result["history"] if int(h["epoch"]) == epoch))
 
 
 def epochs_to_target(result: dict[str, Any], target: float, key: str = "val_bpd") -> tuple[int, bool]:
