@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from silentvae.pipeline.plan import GRIDS, load_config, make_plan  # noqa: E402
+from silentvae.pipeline.plan import load_config, make_plan  # noqa: E402
 from silentvae.training.engine import train_stacked  # noqa: E402
 from silentvae.training.methods import LEARNABLE_METHODS  # noqa: E402
 from silentvae.training.run import RunConfig  # noqa: E402
@@ -37,16 +37,20 @@ FIELDS = ["method", "runs", "way", "epochs", "cpu_s_per_run_epoch", "wall_s_per_
 
 
 def compared_configs(cfg: dict, method: str, epochs: int) -> list[RunConfig]:
-    """The study's compared runs of ``method`` (its ``final_s<seed>`` runs), ``epochs`` long; inherited values from
-    the first point of each grid they would be selected from."""
+    """The study's compared runs of ``method`` (its ``final_s<seed>`` runs), ``epochs`` long; each value a run
+    inherits from a selection taken from that selection's first grid point."""
     plan = make_plan(cfg, not_run={})
     dataset = next(iter(cfg["learnable_variance"]["datasets"]))
-    section = cfg["learnable_variance"]
-    first = {axis.key: section[axis.values][0] for grid in GRIDS.values() for axis in grid}
+
+    def first_point(selection: str) -> dict:
+        spec = plan.runs[plan.selections[selection][0]]
+        inherited = {k: v for s, keys in spec.inherit for k, v in first_point(s).items() if k in keys}
+        return RunConfig.from_dict({**spec.config, **inherited}).to_dict()
+
     configs = []
     for run_id in plan.final_runs[f"learnable/{dataset}/{method}"]:
         spec = plan.runs[run_id]
-        values = {k: first[k] for _, keys in spec.inherit for k in keys}
+        values = {k: first_point(selection)[k] for selection, keys in spec.inherit for k in keys}
         configs.append(RunConfig.from_dict({**spec.config, **values, "epochs": epochs, "checkpoint_epochs": []}))
     return configs
 
