@@ -30,6 +30,10 @@ __all__ = ["save_figure", "figure_png", "show", "curves_panels", "seed_band_figu
            "variance_figure", "taylor_figure"]
 
 
+#: the axis label of each history key the curves draw
+Y_LABELS = {"val_bpd": "validation BPD", "val_mse": "validation MSE", "val_kld": "validation KLD"}
+
+
 def save_figure(fig: Figure, path_without_ext: str | Path, dpi: int = 150) -> dict[str, Path]:
     """Write ``<path>.png`` and ``<path>.pdf`` atomically; returns {"png": path, "pdf": path}."""
     base = Path(path_without_ext)
@@ -147,8 +151,7 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]], key: str = "val_bp
     if target is not None:
         ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {target:g}")
     ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel or {"val_bpd": "validation BPD", "val_mse": "validation MSE",
-                             "val_kld": "validation KLD"}.get(key, key))
+    ax.set_ylabel(ylabel or Y_LABELS.get(key, key))
     ax.grid(True, alpha=0.3)
     if histories or target is not None:
         ax.legend(fontsize=8)
@@ -173,8 +176,7 @@ def curves_panels(histories: dict[str, list[dict[str, Any]]], keys: tuple[str, .
         if target is not None and key == "val_bpd":
             ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {target:g}")
         ax.set_xlabel("epoch")
-        ax.set_ylabel({"val_bpd": "validation BPD", "val_mse": "validation MSE",
-                       "val_kld": "validation KLD"}.get(key, key))
+        ax.set_ylabel(Y_LABELS.get(key, key))
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
     if title:
@@ -201,8 +203,7 @@ def seed_band_figure(panels: dict[str, dict[str, list[list[dict[str, Any]]]]],
             if not data.empty:
                 sns.lineplot(data=data, x="epoch", y=key, hue="label", hue_order=list(curves), palette=palette,
                              errorbar="sd", ax=ax, linewidth=1.2, legend=row == 0)
-            ax.set_ylabel({"val_bpd": "validation BPD", "val_mse": "validation MSE",
-                           "val_kld": "validation KLD"}.get(key, key))
+            ax.set_ylabel(Y_LABELS.get(key, key))
             ax.grid(True, alpha=0.3)
             if row == 0:
                 ax.set_title(panel)
