@@ -89,6 +89,11 @@ def test_run_value_is_the_last_epochs_mean_or_every_metric_at_the_best_validatio
     assert run_value(overfit, "val_kld", "best_epoch") == 90.0    # KLD read at the BPD's best epoch, not its own
     with pytest.raises(ValueError, match="must be one of"):
         run_value(overfit, rule="best")
+    from silentvae.training.history import read_epochs
+    assert read_epochs(overfit) == "3-5" and read_epochs(overfit, "best_epoch") == "3"   # the epochs each rule reads
+    assert read_epochs(res([8.0])) == "1"
+    with pytest.raises(ValueError, match="must be one of"):
+        read_epochs(overfit, "best")
     from silentvae.pipeline.plan import select_best
     import json
     import tempfile

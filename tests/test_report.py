@@ -449,6 +449,28 @@ def test_table4_kld_mean_and_table9_mse_mean_over_the_seeds():
     assert rep9["With SG"] == pytest.approx(1.6) and rep9["With SG diff"] == pytest.approx(1.6 - 1.60)
 
 
+def test_learnable_seeds_one_row_per_finished_method_mean_sd_of_each_metric_and_the_epochs_read():
+    learnable = learnable_evidence(learnable_results())
+    df = tables.learnable_seeds(learnable, ["mnist5k", "cifar10"])
+    assert list(df["Method"]) == ["Continuous None + SG", "Reparameterization", "Reparameterization + SG"]  # gumbel: none
+    cont = row(df, Method="Continuous None + SG")
+    assert cont["Latents"] == "gaussian" and cont["Seeds"] == "3 of 3 seeds"
+    bpd = [statistics.fmean([3.0, 2.40]), statistics.fmean([3.0, 2.50]), statistics.fmean([3.0, 2.45])]
+    for col, vals in (("Val BPD", bpd), ("Val KLD", [310.0, 340.0, 330.0]), ("Val MSE", [1.9, 2.5, 2.7])):
+        mean, sd = parse_mean_std(cont[col])
+        assert mean == pytest.approx(statistics.fmean(vals), abs=5e-4)
+        assert sd == pytest.approx(statistics.stdev(vals), abs=5e-4)
+    assert cont["Read at epochs"] == "1-2, 1-2, 1-2"
+    assert parse_mean_std(row(df, Method="Reparameterization")["Val KLD"]) == (150.0, None)   # one seed: no sd
+    assert cont["Wall time per run (min)"] == pytest.approx(0.4 / 60, abs=0.05)
+    best = {"mnist5k": {"reparam": method_evidence("learnable", "mnist5k", "reparam",
+                                                   [result([3.0, 2.0, 2.5], kld=[1.0, 2.0, 3.0], **{"experiment": "learnable"})],
+                                                   rule="best_epoch")}}
+    read = tables.learnable_seeds(best, ["mnist5k"]).iloc[0]
+    assert read["Read at epochs"] == "2" and read["Val KLD"] == "2.000 ± n/a"       # KLD at the best BPD's epoch
+    assert tables.learnable_seeds({}, ["mnist5k"]).empty
+
+
 def test_dataset_not_in_config():
     df = tables.table4({}, {}, ["imagenet32"])
     assert (df["With SG"] == tables.NO_DATASET).all()
@@ -782,5 +804,6 @@ def test_provenance_names_each_runs_initialisation():
     # the final value provenance shows is the one the tables show (the mean of the last 3 epochs), not the last
     assert df.loc[0, "final BPD"] == pytest.approx(statistics.fmean([6.75, 6.72, 6.70]))
     assert list(df["Method"]) == ["sg_gaussian", "reparam"] and df.loc[0, "Wall time (s)"] == pytest.approx(0.8)
+    assert df.loc[0, "Read at epochs"] == "2-4"                          # the epochs those final values are read at
     sels = {m: selection(ev.run_ids[0], ev.runs[0].result()) for m, ev in fixed.items()}
     assert df.loc[0, "final BPD"] == row(tables.table2(fixed, sels), Method="Continuous Silent Gradients")["BPD"]

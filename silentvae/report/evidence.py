@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..pipeline import paths
-from ..training.history import epochs_to_target, run_value
+from ..training.history import epochs_to_target, read_epochs, run_value
 from ..training.io import read_json
 from ..training.methods import DEFAULT_INIT, FIXED_METHODS, LEARNABLE_METHODS
 
@@ -47,6 +47,7 @@ class RunEvidence:
     to_target: tuple[int, bool] | None
     config: Mapping[str, Any]
     history: tuple[Mapping[str, Any], ...]
+    read_epochs: str = ""   # the epochs its finals are read at (:func:`silentvae.training.history.read_epochs`)
 
     @classmethod
     def from_result(cls, run_id: str, result: dict[str, Any], target: float | None = None,
@@ -58,7 +59,7 @@ class RunEvidence:
         return cls(run_id=run_id, seed=int(cfg.get("seed", 0)), epochs=int(history[-1]["epoch"]),
                    finals={k: run_value(result, k, rule) for k in METRICS if k in history[-1]},
                    to_target=epochs_to_target(result, target) if target is not None else None,
-                   config=cfg, history=history)
+                   config=cfg, history=history, read_epochs=read_epochs(result, rule))
 
     @property
     def method(self) -> str:

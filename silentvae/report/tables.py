@@ -44,7 +44,7 @@ from . import claims
 from . import paper_values as pv
 from ..pipeline import paths
 from ..training.io import atomic_write_text
-from ..training.methods import FIXED_METHODS, label as method_label
+from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, label as method_label
 from .evidence import METRICS, MethodEvidence, RunEvidence, load_json
 from .paper_values import TAYLOR_LABELS, TAYLOR_PAPER_KEY
 from .stats import FINAL_EPOCHS, median_epochs_to_target
@@ -86,6 +86,10 @@ CAPTIONS: dict[str, str] = {
     "table9": ("Table 9: learnable variance, validation MSE (per-image sum of squared errors), mean over our "
                "seeds (the paper reports a single run; no verdict). Our MNIST (5k subset) numbers are compared with "
                "the paper's MNIST column. diff = ours - paper."),
+    "learnable_seeds": ("Learnable variance: every method over its seeds (the compared runs of Tables 3, 4 and 9), "
+                        "validation BPD, KLD and MSE as mean ± sd over seeds (sample sd), each seed read at the epochs "
+                        "given (the mean of its last epochs by default; its best validation epoch under "
+                        "learnable_variance.run_value best_epoch)."),
     "taylor_bias": ("Taylor-bias check (Sec. 4.1): L2 distance of each estimator's encoder gradient from the exact "
                "gradient obtained by enumerating the Bernoulli latent states (learnable variance): exact over all of "
                "them, or, for a model with more latents than enumeration allows, exact over the k most uncertain "
@@ -99,7 +103,9 @@ CAPTIONS["claims"] = ("The paper's claims, each quoting the paper's sentence it 
                       "paper's, and a verdict (silentvae.report.claims): holds, contradicted, not shown at this scale, "
                       "or not run; why, and the runs, in the details table. " + claims.RULE)
 CAPTIONS["provenance"] = (f"Every run whose numbers the report shows: its folder under {paths.runs_dir('results')}/, "
-                          f"config, seed and final values (mean of its last {FINAL_EPOCHS} epochs, as in every table).")
+                          "config, seed and final values as every table reads them (by default the mean of its last "
+                          f"{FINAL_EPOCHS} epochs; under learnable_variance.run_value best_epoch its epoch of lowest "
+                          "validation BPD): the epochs read are the column 'Read at epochs'.")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -327,6 +333,25 @@ def _cell(kind: str, dataset: str, method: str | None, learnable: dict[str, dict
         std = None if len(vals) < 2 else (statistics.stdev(vals) if ddof == 1 else statistics.pstdev(vals))
         return _mean_std_str(mean, std), paper, _diff(mean, paper_num), ev.seeds_found
     return mean, paper, _diff(mean, paper_num), ev.seeds_found
+
+
+def learnable_seeds(learnable: dict[str, dict[str, MethodEvidence]], datasets: Iterable[str]) -> pd.DataFrame:
+    """Every learnable-variance method over its seeds, one row each (the methods of Tables 3, 4 and 9 in one table):
+    validation BPD, KLD and MSE as "mean ± sd" over the seeds (sample sd; n/a for one seed), the epochs each seed
+    was read at, and the mean wall time of a run. Datasets and methods without a finished run are left out."""
+    rows = []
+    for ds in datasets:
+        for m, method in LEARNABLE_METHODS.items():
+            ev = learnable.get(ds, {}).get(m)
+            if ev is None or not ev.runs:
+                continue
+            rows.append({"Dataset": pv.DATASET_LABELS.get(ds, ds), "Method": method.label,
+                         "Latents": method.latent, "Seeds": ev.seeds_found,
+                         **{label: _mean_std_str(ev.mean(key), ev.sd(key))
+                            for label, key in (("Val BPD", "val_bpd"), ("Val KLD", "val_kld"), ("Val MSE", "val_mse"))},
+                         "Read at epochs": ", ".join(r.read_epochs for r in ev.runs),
+                         "Wall time per run (min)": round(statistics.fmean(r.wall_time for r in ev.runs) / 60, 1)})
+    return pd.DataFrame(rows)
 
 
 def _learnable_table(kind: str, learnable: dict[str, dict[str, MethodEvidence]], not_run: dict[str, str] | None,
@@ -615,7 +640,7 @@ def provenance(runs: Iterable[RunEvidence]) -> pd.DataFrame:
         cfg = run.config
         rows.append({"Run": run.run_id, "Method": run.method,
                      **{k: cfg.get(k) if cfg.get(k) is not None else NO_PAPER for k in keys},
-                     "Init (not in the paper)": run.init, "Epochs": run.epochs,
+                     "Init (not in the paper)": run.init, "Epochs": run.epochs, "Read at epochs": run.read_epochs,
                      **{f"final {FINAL_LABELS[k]}": run.finals.get(k, NA) for k in METRICS},
                      "Wall time (s)": round(run.wall_time, 1)})
     return pd.DataFrame(rows)

@@ -19,8 +19,8 @@ from ..pipeline.plan import run_value_rule
 from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, label as method_label
 from .evidence import Evidence, build_evidence
 from .tables import (CAPTIONS, claims_details, claims_summary, convergence, provenance, summary_convergence,
-                     summary_learnable, summary_table1, summary_table2, summary_taylor, table1, table2, table3, table4,
-                     table9, taylor_table, verdict_by_id, write_table)
+                     learnable_seeds, summary_learnable, summary_table1, summary_table2, summary_taylor, table1, table2,
+                     table3, table4, table9, taylor_table, verdict_by_id, write_table)
 
 __all__ = ["write_report", "PAPER_FIGURE", "LEARNABLE_TITLES"]
 
@@ -88,6 +88,10 @@ def _learnable_sections(evidence: Evidence, datasets: list[str], images: _Images
     reconstructions. ``evidence_rule``: how the runs were read (``learnable_variance.run_value``)."""
     from . import plots
     not_run, sections = evidence.not_run, []
+    tables["learnable_seeds"] = learnable_seeds(evidence.learnable, datasets)
+    if not tables["learnable_seeds"].empty:
+        sections.append({"title": "Learnable variance: every method over its seeds", "table": tables["learnable_seeds"],
+                         "caption": CAPTIONS["learnable_seeds"], "figures": []})
     for name, table in (("table3", table3), ("table4", table4), ("table9", table9)):
         tables[name] = table(evidence.learnable, not_run, datasets)
         summary = summary_learnable(name, evidence.learnable, datasets, not_run)

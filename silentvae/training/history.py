@@ -16,8 +16,8 @@ import math
 import statistics
 from typing import Any
 
-__all__ = ["FINAL_EPOCHS", "RUN_VALUES", "final_value", "best_epoch", "run_value", "epochs_to_target", "plateau_gain",
-           "plateaued"]
+__all__ = ["FINAL_EPOCHS", "RUN_VALUES", "final_value", "best_epoch", "run_value", "read_epochs", "epochs_to_target",
+           "plateau_gain", "plateaued"]
 
 FINAL_EPOCHS = 3
 #: how a run is read as one number per metric: its last FINAL_EPOCHS epochs' mean, or its best validation epoch's value
@@ -51,6 +51,18 @@ def run_value(result: dict[str, Any], key: str = "val_bpd", rule: str = "last_ep
         raise ValueError(f"run value rule must be one of {RUN_VALUES}, got {rule!r}")
     epoch = best_epoch(result)
     return float(next(h[key] for h in result["history"] if int(h["epoch"]) == epoch))
+
+
+def read_epochs(result: dict[str, Any], rule: str = "last_epochs") -> str:
+    """The epochs :func:`run_value` reads under ``rule``: "98-100" (the last :data:`FINAL_EPOCHS`; one number for a
+    one-epoch run) or "45" (the best validation epoch)."""
+    if rule == "best_epoch":
+        return str(best_epoch(result))
+    history = result.get("history") or []
+    if rule != "last_epochs" or not history:
+        run_value(result, "val_bpd", rule)   # raises the same error run_value does
+    first, last = int(history[-FINAL_EPOCHS:][0]["epoch"]), int(history[-1]["epoch"])
+    return str(last) if first == last else f"{first}-{last}"
 
 
 def epochs_to_target(result: dict[str, Any], target: float, key: str = "val_bpd") -> tuple[int, bool]:
