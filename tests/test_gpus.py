@@ -191,6 +191,21 @@ def test_zero_devices_runs_the_command_on_cpu_without_locks(tmp_path, monkeypatc
     assert not locks.exists()
 
 
+@pytest.mark.parametrize("devices", [0, 1])
+def test_a_job_started_with_sigint_ignored_can_still_be_interrupted(tmp_path, devices):
+    """A Snakemake started in the background of a script (``nohup snakemake ... &``) runs with SIGINT ignored, which
+    its jobs would inherit: Ctrl-C and ``kill -INT -- -PGID`` would not end them. The wrapper restores the default."""
+    import signal
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    out = subprocess.run(_cli(tmp_path, sys.executable, "-c", probe, devices=devices), env=_worker_env(),
+                         capture_output=True, text=True, timeout=60,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert out.returncode == 0 and out.stdout.split() == ["True"], out.stderr
+    ignored = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert ignored.stdout.split() == ["False"]          # what the job would have inherited without the wrapper
+
+
 def test_timeout_names_lock_dir(tmp_path):
     holder = _hold_in_child(tmp_path)
     try:

@@ -304,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"silentvae.pipeline.gpus: {err}", file=sys.stderr)
         return 2
+    # Ctrl-C / `kill -INT -- -PGID` must end the job (README): a shell that started Snakemake in the background of a
+    # script leaves SIGINT ignored (POSIX), and an ignored signal would be inherited by the command through exec.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if not pool:
         os.execvp(cmd[0], cmd)
     lock_dir = Path(args.lock_dir) if args.lock_dir else default_lock_dir()
