@@ -309,6 +309,16 @@ def test_selection_seed_keeps_the_compared_runs_out_of_the_selection(tmp_path):
 CONFIGS = sorted(p for p in (ROOT / "config").glob("*.yaml") if p.name != "schema.yaml")
 
 
+def test_the_schema_offers_the_run_values_the_code_reads_with_the_same_default():
+    from silentvae.training.history import DEFAULT_RUN_VALUE, RUN_VALUES
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    for section in ("fixed_variance", "learnable_variance"):
+        spec = schema["properties"][section]["properties"].get("run_value")
+        if spec is not None:
+            assert tuple(spec["enum"]) == RUN_VALUES and spec["default"] == DEFAULT_RUN_VALUE
+    assert "run_value" in schema["properties"]["learnable_variance"]["properties"]
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_loads_through_the_snakefiles_route(path, tmp_path):
     """Each config in config/ (an override that `extends` another, or one that stands alone) loads and validates

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from ..training.history import RUN_VALUES
+from ..training.history import DEFAULT_RUN_VALUE, RUN_VALUES
 from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, Method
 
 __all__ = ["SCHEMA_PATH", "GRIDS", "RunSpec", "Plan", "ConfigError", "read_yaml", "load_config", "merge_config",
@@ -454,11 +454,11 @@ def flag_changed_runs(plan: Plan, results: str) -> dict[str, str]:
 
 def run_value_rule(cfg: dict[str, Any], experiment: str) -> str:
     """How an experiment's runs are read, for its selections and its report (``<experiment>_variance.run_value``,
-    :data:`silentvae.training.history.RUN_VALUES`; default ``"last_epochs"``)."""
-    return cfg[f"{experiment}_variance"].get("run_value", "last_epochs")
+    :data:`silentvae.training.history.RUN_VALUES`; default :data:`~silentvae.training.history.DEFAULT_RUN_VALUE`)."""
+    return cfg[f"{experiment}_variance"].get("run_value", DEFAULT_RUN_VALUE)
 
 
-def select_best(candidates: dict[str, str | Path], rule: str = "last_epochs") -> dict[str, Any]:
+def select_best(candidates: dict[str, str | Path], rule: str = DEFAULT_RUN_VALUE) -> dict[str, Any]:
     """Pick the run with the lowest validation BPD among {run id: result.json path}, each run read by ``rule``
     (:func:`silentvae.training.history.run_value`: by default the final value, the mean of the last 3 epochs)."""
     from ..training.history import run_value
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     select_parser = sub.add_parser("select", help="pick the best run of a grid on final validation BPD")
     select_parser.add_argument("out")
     select_parser.add_argument("candidates", help="JSON object: run id -> its finished result file")
-    select_parser.add_argument("--run-value", default="last_epochs", choices=list(RUN_VALUES),
+    select_parser.add_argument("--run-value", default=DEFAULT_RUN_VALUE, choices=list(RUN_VALUES),
                                help="how each run is read (silentvae.training.history.RUN_VALUES)")
     plan_parser = sub.add_parser("plan", help="print the job counts of a config")
     plan_parser.add_argument("config")

@@ -35,6 +35,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import paper_values as pv
+from ..training.history import DEFAULT_RUN_VALUE
 from ..training.methods import DEFAULT_INIT, FIXED_METHODS, LEARNABLE_METHODS, with_sg
 from .evidence import Evidence, MethodEvidence, seeds_text
 from .stats import (ALPHA, FINAL_EPOCHS, RULE_COMMIT, RULE_DATE, CensoredComparison, Comparison, compare,
@@ -799,7 +800,7 @@ def _selection_protocol(learnable_cfg: dict[str, Any]) -> str:
     if seed is not None:
         parts.append(f"compared seeds {', '.join(map(str, learnable_cfg['seeds']))} are fresh runs of the selected "
                      f"setting; the grids ran at seed {seed} only to select (the paper reuses the grid run as seed 0)")
-    if learnable_cfg.get("run_value", "last_epochs") == "best_epoch":
+    if learnable_cfg.get("run_value", DEFAULT_RUN_VALUE) == "best_epoch":
         parts.append(BEST_EPOCH_NOTE)
     return "; ".join(parts)
 

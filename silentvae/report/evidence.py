@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..pipeline import paths
-from ..training.history import epochs_to_target, read_epochs, run_value
+from ..training.history import DEFAULT_RUN_VALUE, epochs_to_target, read_epochs, run_value
 from ..training.io import read_json
 from ..training.methods import DEFAULT_INIT, FIXED_METHODS, LEARNABLE_METHODS
 
@@ -51,7 +51,7 @@ class RunEvidence:
 
     @classmethod
     def from_result(cls, run_id: str, result: dict[str, Any], target: float | None = None,
-                    rule: str = "last_epochs") -> "RunEvidence":
+                    rule: str = DEFAULT_RUN_VALUE) -> "RunEvidence":
         history = tuple(result.get("history") or ())
         if not history:
             raise ValueError(f"run {run_id} has an empty history: it has no final value")
@@ -154,7 +154,7 @@ class MethodEvidence:
 
 def method_evidence(experiment: str, dataset: str, method: str, results: Sequence[dict[str, Any]], *,
                     run_ids: Sequence[str] | None = None, planned_seeds: Sequence[int] | None = None,
-                    target: float | None = None, rule: str = "last_epochs") -> MethodEvidence:
+                    target: float | None = None, rule: str = DEFAULT_RUN_VALUE) -> MethodEvidence:
     """A :class:`MethodEvidence` from result dicts (default run ids ``<method>/s<seed>``; planned seeds default to
     the seeds found; ``rule``: how a run is read, :data:`silentvae.training.history.RUN_VALUES`)."""
     ids = list(run_ids) if run_ids is not None else [f"{method}/s{r.get('config', {}).get('seed', i)}"

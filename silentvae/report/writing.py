@@ -16,6 +16,7 @@ from . import claims
 from . import paper_values as pv
 from ..pipeline import paths
 from ..pipeline.plan import run_value_rule
+from ..training.history import DEFAULT_RUN_VALUE
 from ..training.methods import FIXED_METHODS, LEARNABLE_METHODS, label as method_label
 from .evidence import Evidence, build_evidence
 from .tables import (CAPTIONS, claims_details, claims_summary, convergence, provenance, summary_convergence,
@@ -83,7 +84,7 @@ def _fixed_sections(evidence: Evidence, cfg: dict[str, Any], verdicts: dict[str,
 
 
 def _learnable_sections(evidence: Evidence, datasets: list[str], images: _Images, tables: dict,
-                        figures: dict, evidence_rule: str = "last_epochs") -> list[dict[str, Any]]:
+                        figures: dict, evidence_rule: str = DEFAULT_RUN_VALUE) -> list[dict[str, Any]]:
     """Tables 3, 4, 9 (compact; Tables 3 and 4 with each pair's verdict), then per dataset its curves and
     reconstructions. ``evidence_rule``: how the runs were read (``learnable_variance.run_value``)."""
     from . import plots

@@ -16,12 +16,14 @@ import math
 import statistics
 from typing import Any
 
-__all__ = ["FINAL_EPOCHS", "RUN_VALUES", "final_value", "best_epoch", "run_value", "read_epochs", "epochs_to_target",
+__all__ = ["FINAL_EPOCHS", "RUN_VALUES", "DEFAULT_RUN_VALUE", "final_value", "best_epoch", "run_value", "read_epochs", "epochs_to_target",
            "plateau_gain", "plateaued"]
 
 FINAL_EPOCHS = 3
 #: how a run is read as one number per metric: its last FINAL_EPOCHS epochs' mean, or its best validation epoch's value
 RUN_VALUES = ("last_epochs", "best_epoch")
+#: the paper's reading (its tables report final values); config/schema.yaml's default of ``run_value``
+DEFAULT_RUN_VALUE = "last_epochs"
 
 
 def final_value(result: dict[str, Any], key: str = "val_bpd", epochs: int = FINAL_EPOCHS) -> float:
@@ -42,7 +44,7 @@ def best_epoch(result: dict[str, Any], key: str = "val_bpd") -> int:
     return int(min(history, key=lambda h: float(h[key]))["epoch"])
 
 
-def run_value(result: dict[str, Any], key: str = "val_bpd", rule: str = "last_epochs") -> float:
+def run_value(result: dict[str, Any], key: str = "val_bpd", rule: str = DEFAULT_RUN_VALUE) -> float:
     """A run's ``key`` as one number under ``rule`` (:data:`RUN_VALUES`): :func:`final_value`, or ``key`` at
     :func:`best_epoch` of the validation BPD."""
     if rule == "last_epochs":
@@ -53,7 +55,7 @@ def run_value(result: dict[str, Any], key: str = "val_bpd", rule: str = "last_ep
     return float(next(h[key] for h in result["history"] if int(h["epoch"]) == epoch))
 
 
-def read_epochs(result: dict[str, Any], rule: str = "last_epochs") -> str:
+def read_epochs(result: dict[str, Any], rule: str = DEFAULT_RUN_VALUE) -> str:
     """The epochs :func:`run_value` reads under ``rule``: "98-100" (the last :data:`FINAL_EPOCHS`; one number for a
     one-epoch run) or "45" (the best validation epoch)."""
     if rule == "best_epoch":
