@@ -338,7 +338,7 @@ def _cell(kind: str, dataset: str, method: str | None, learnable: dict[str, dict
 def learnable_seeds(learnable: dict[str, dict[str, MethodEvidence]], datasets: Iterable[str]) -> pd.DataFrame:
     """Every learnable-variance method over its seeds, one row each (the methods of Tables 3, 4 and 9 in one table):
     validation BPD, KLD and MSE as "mean ± sd" over the seeds (sample sd; n/a for one seed), the epochs each seed
-    was read at, and the mean wall time of a run. Datasets and methods without a finished run are left out."""
+    was read at (wall times: provenance). Datasets and methods without a finished run are left out."""
     rows = []
     for ds in datasets:
         for m, method in LEARNABLE_METHODS.items():
@@ -349,8 +349,7 @@ def learnable_seeds(learnable: dict[str, dict[str, MethodEvidence]], datasets: I
                          "Latents": method.latent, "Seeds": ev.seeds_found,
                          **{label: _mean_std_str(ev.mean(key), ev.sd(key))
                             for label, key in (("Val BPD", "val_bpd"), ("Val KLD", "val_kld"), ("Val MSE", "val_mse"))},
-                         "Read at epochs": ", ".join(r.read_epochs for r in ev.runs),
-                         "Wall time per run (min)": round(statistics.fmean(r.wall_time for r in ev.runs) / 60, 1)})
+                         "Read at epochs": ", ".join(r.read_epochs for r in ev.runs)})
     return pd.DataFrame(rows)
 
 
