@@ -347,8 +347,8 @@ def learnable_seeds(learnable: dict[str, dict[str, MethodEvidence]], datasets: I
                 continue
             rows.append({"Dataset": pv.DATASET_LABELS.get(ds, ds), "Method": method.label,
                          "Latents": method.latent, "Seeds": ev.seeds_found,
-                         **{label: _mean_std_str(ev.mean(key), ev.sd(key))
-                            for label, key in (("Val BPD", "val_bpd"), ("Val KLD", "val_kld"), ("Val MSE", "val_mse"))},
+                         **{f"Val {FINAL_LABELS[key]}": _mean_std_str(ev.mean(key), ev.sd(key))
+                            for key in ("val_bpd", "val_kld", "val_mse")},
                          "Read at epochs": ", ".join(r.read_epochs for r in ev.runs)})
     return pd.DataFrame(rows)
 

@@ -16,8 +16,8 @@ import math
 import statistics
 from typing import Any
 
-__all__ = ["FINAL_EPOCHS", "RUN_VALUES", "DEFAULT_RUN_VALUE", "final_value", "best_epoch", "run_value", "read_epochs", "epochs_to_target",
-           "plateau_gain", "plateaued"]
+__all__ = ["FINAL_EPOCHS", "RUN_VALUES", "DEFAULT_RUN_VALUE", "final_value", "best_epoch", "run_value", "read_epochs",
+           "epochs_to_target", "plateau_gain", "plateaued"]
 
 FINAL_EPOCHS = 3
 #: how a run is read as one number per metric: its last FINAL_EPOCHS epochs' mean, or its best validation epoch's value
@@ -44,13 +44,18 @@ def best_epoch(result: dict[str, Any], key: str = "val_bpd") -> int:
     return int(min(history, key=lambda h: float(h[key]))["epoch"])
 
 
+def _checked(rule: str) -> str:
+    """``rule`` if it is one of :data:`RUN_VALUES`, else a ValueError naming them."""
+    if rule not in RUN_VALUES:
+        raise ValueError(f"run value rule must be one of {RUN_VALUES}, got {rule!r}")
+    return rule
+
+
 def run_value(result: dict[str, Any], key: str = "val_bpd", rule: str = DEFAULT_RUN_VALUE) -> float:
     """A run's ``key`` as one number under ``rule`` (:data:`RUN_VALUES`): :func:`final_value`, or ``key`` at
     :func:`best_epoch` of the validation BPD."""
-    if rule == "last_epochs":
+    if _checked(rule) == "last_epochs":
         return final_value(result, key)
-    if rule != "best_epoch":
-        raise ValueError(f"run value rule must be one of {RUN_VALUES}, got {rule!r}")
     epoch = best_epoch(result)
     return float(next(h[key] for h in result["history"] if int(h["epoch"]) == epoch))
 
@@ -58,11 +63,11 @@ def run_value(result: dict[str, Any], key: str = "val_bpd", rule: str = DEFAULT_
 def read_epochs(result: dict[str, Any], rule: str = DEFAULT_RUN_VALUE) -> str:
     """The epochs :func:`run_value` reads under ``rule``: "98-100" (the last :data:`FINAL_EPOCHS`; one number for a
     one-epoch run) or "45" (the best validation epoch)."""
-    if rule == "best_epoch":
+    if _checked(rule) == "best_epoch":
         return str(best_epoch(result))
     history = result.get("history") or []
-    if rule != "last_epochs" or not history:
-        run_value(result, "val_bpd", rule)   # raises the same error run_value does
+    if not history:
+        raise ValueError("result has an empty history: it has no final value")
     first, last = int(history[-FINAL_EPOCHS:][0]["epoch"]), int(history[-1]["epoch"])
     return str(last) if first == last else f"{first}-{last}"
 
