@@ -591,7 +591,8 @@ def test_claims_table_has_every_claim_by_id_counts_its_tests_and_has_no_table9_v
 
 def test_learnable_rows_name_their_regime_their_seeds_and_the_study():
     """A row measured on a small model says so ("regime: ..."); with a selection seed it says the compared seeds
-    are fresh; a MNIST row left undecided by a config without one points to the study."""
+    are fresh; a MNIST row left undecided by a config without one points to the study; a study read at each run's
+    best epoch says so."""
     from silentvae.report.evidence import Evidence
     data = learnable({e: -0.2 for e in ALL}, n=3)
     for runs in data.values():
@@ -611,6 +612,10 @@ def test_learnable_rows_name_their_regime_their_seeds_and_the_study():
     assert C.STUDY_COMMAND not in row["Details"]
     assert ("compared seeds 0, 1, 2 are fresh runs of the selected setting; the grids ran at seed 100 only to "
             "select") in row["Details"]
+    assert C.BEST_EPOCH_NOTE not in row["Details"]
+    cfg["learnable_variance"]["run_value"] = "best_epoch"
+    row = C.claims_table(evidence, cfg).set_index("Id").loc["t3_bpd_mnist"]
+    assert C.BEST_EPOCH_NOTE in row["Details"]
 
 
 def test_embedded_config_is_built_for_the_claims():

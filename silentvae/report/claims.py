@@ -35,7 +35,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import paper_values as pv
-from ..training.history import DEFAULT_RUN_VALUE
+from ..pipeline.plan import run_value_rule
 from ..training.methods import DEFAULT_INIT, FIXED_METHODS, LEARNABLE_METHODS, with_sg
 from .evidence import Evidence, MethodEvidence, seeds_text
 from .stats import (ALPHA, FINAL_EPOCHS, RULE_COMMIT, RULE_DATE, CensoredComparison, Comparison, compare,
@@ -792,15 +792,16 @@ BEST_EPOCH_NOTE = ("each run's values are those of its epoch of lowest validatio
                    "validation split; the paper reports final values)")
 
 
-def _selection_protocol(learnable_cfg: dict[str, Any]) -> str:
+def _selection_protocol(cfg: dict[str, Any]) -> str:
     """How the learnable rows' compared seeds relate to the grid search (the paper reuses the grid run as seed 0)
-    and how their runs are read (``run_value``)."""
+    and how their runs are read (:func:`silentvae.pipeline.plan.run_value_rule`)."""
+    learnable_cfg = cfg["learnable_variance"]
     parts = []
     seed = learnable_cfg.get("selection_seed")
     if seed is not None:
         parts.append(f"compared seeds {', '.join(map(str, learnable_cfg['seeds']))} are fresh runs of the selected "
                      f"setting; the grids ran at seed {seed} only to select (the paper reuses the grid run as seed 0)")
-    if learnable_cfg.get("run_value", DEFAULT_RUN_VALUE) == "best_epoch":
+    if run_value_rule(cfg, "learnable") == "best_epoch":
         parts.append(BEST_EPOCH_NOTE)
     return "; ".join(parts)
 
@@ -847,7 +848,7 @@ def claims_table(evidence: Evidence, cfg: dict[str, Any]) -> pd.DataFrame:
     learnable_cfg = cfg["learnable_variance"]
     ours_for = {pv.paper_dataset(ds): ds for ds in (learnable_cfg["datasets"] if learnable_cfg["enabled"] else {})}
     by_table: dict[str, list[dict[str, Any]]] = {"val_bpd": [], "val_kld": []}
-    protocol = _selection_protocol(learnable_cfg)
+    protocol = _selection_protocol(cfg)
     for paper_column in pv.PAPER_DATASETS:
         ds = ours_for.get(paper_column, paper_column)
         reason = None
