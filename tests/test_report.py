@@ -644,6 +644,21 @@ def test_seed_band_figure_draws_the_mean_and_a_band_over_seeds(tmp_path):
     assert_saved(plots.save_figure(fig, tmp_path / "bands", dpi=40))
 
 
+def test_seed_band_figure_keeps_given_colours_across_panels_and_dashes_the_given_curves():
+    import matplotlib.colors as mcolors
+    def history(v):
+        return [{"epoch": 1, "val_bpd": v, "val_kld": v}, {"epoch": 2, "val_bpd": v - 1, "val_kld": v}]
+    colors = {"A": "tab:red", "A + SG": "tab:red", "B": "tab:blue"}
+    panels = {"one": {"A": [history(5.0)], "A + SG": [history(4.0)]}, "two": {"B": [history(6.0)]}}
+    fig = plots.seed_band_figure(panels, colors=colors, dashed={"A + SG"})
+    lines = {ax.get_title(): ax.lines for ax in fig.axes[:2]}
+    a, a_sg = lines["one"][:2]
+    assert mcolors.same_color(a.get_color(), "tab:red") and mcolors.same_color(a_sg.get_color(), "tab:red")
+    assert mcolors.same_color(lines["two"][0].get_color(), "tab:blue")
+    assert a.get_linestyle() == "-" and a_sg.get_linestyle() == "--"
+    assert list(plots.palette_for(["x", "y"])) == ["x", "y"]
+
+
 def test_image_figures_and_normalisation(tmp_path):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 1, 28, 28, generator=g)

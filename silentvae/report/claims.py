@@ -11,7 +11,8 @@ Verdicts (:data:`VERDICTS`):
   missing: "not run: seeds 3, 4 of 5 missing").
 
 **The rule** (:data:`RULE`; statistics in :mod:`silentvae.report.stats`): methods are compared on their seeds'
-final values (each seed's mean validation value over its last 3 epochs) by an exact two-sided permutation test of
+final values (each seed's mean validation value over its last 3 epochs, or its best validation epoch's values under
+``run_value: best_epoch``) by an exact two-sided permutation test of
 the Mann-Whitney U at 5%, effect the Hodges-Lehmann shift with its 95% interval; no trimming, no switch by seed
 count (3 vs 3 seeds cannot reach 5%). A significant difference in the paper's direction supports the claim, the
 other way is against it; a row of several comparisons holds when every one supports and is contradicted when any
@@ -65,7 +66,8 @@ DETAIL_COLUMNS = ("Id", "Source", "Details", "Runs")
 #: the rule as the report states it (above the claims table), with the day and commit that fixed it
 RULE = (f"Rule (fixed {RULE_DATE}, in commit {RULE_COMMIT}, before the measurements it decides): methods are "
         f"compared on their seeds' final values (each seed's mean validation value over its last {FINAL_EPOCHS} "
-        f"epochs) by an exact two-sided permutation test of the Mann-Whitney U at {ALPHA:.0%} "
+        f"epochs; under learnable_variance.run_value best_epoch, the values at its epoch of lowest validation BPD, "
+        f"as each such row says) by an exact two-sided permutation test of the Mann-Whitney U at {ALPHA:.0%} "
         "(scipy.stats.permutation_test over every split of the seeds), effect the Hodges-Lehmann shift with its "
         "95% interval; no trimming, no switch by seed count: 3 vs 3 seeds cannot reach 5% (smallest p 0.1). "
         "Significant in the paper's direction: holds; significant the other way: contradicted; otherwise not shown. "

@@ -14,7 +14,7 @@ Figures are built with the object API (no pyplot state), so they work under any 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ from torch import Tensor
 from . import paper_values as pv
 from ..training.io import atomic_path
 
-__all__ = ["save_figure", "figure_png", "show", "curves_panels", "seed_band_figure", "image_grid", "normalise_per_image", "reconstruction_figure",
+__all__ = ["save_figure", "figure_png", "show", "curves_panels", "palette_for", "seed_band_figure", "image_grid", "normalise_per_image", "reconstruction_figure",
            "reconstruction_with_std_figure", "reconstructions_from_checkpoint", "curves_figure",
            "variance_figure", "taylor_figure"]
 
@@ -184,11 +184,20 @@ def curves_panels(histories: dict[str, list[dict[str, Any]]], keys: tuple[str, .
     return fig
 
 
+def palette_for(keys: Collection[str]) -> dict[str, Any]:
+    """One colour of seaborn's colorblind palette per key, in order (e.g. per estimator, for every figure)."""
+    import seaborn as sns
+    return dict(zip(keys, sns.color_palette("colorblind", max(1, len(keys)))))
+
+
 def seed_band_figure(panels: dict[str, dict[str, list[list[dict[str, Any]]]]],
-                     keys: tuple[str, ...] = ("val_bpd", "val_kld"), title: str | None = None) -> Figure:
+                     keys: tuple[str, ...] = ("val_bpd", "val_kld"), title: str | None = None,
+                     colors: dict[str, Any] | None = None, dashed: Collection[str] = ()) -> Figure:
     """Learning curves over seeds: one column per panel (e.g. a latent type), one row per history key; per label
     the mean over its seeds' histories and a band of one standard deviation (seaborn ``lineplot``,
-    ``errorbar="sd"``). ``panels``: {panel title: {label: [one history per seed]}}."""
+    ``errorbar="sd"``). ``panels``: {panel title: {label: [one history per seed]}}; ``colors``: {label: colour}
+    (so that one estimator keeps its colour across panels; default: the colorblind palette in each panel's order),
+    ``dashed``: the labels drawn dashed (e.g. each estimator's "+ SG")."""
     import pandas as pd
     import seaborn as sns
     fig = Figure(figsize=(5.0 * max(1, len(panels)), 3.4 * len(keys)), layout="constrained")
@@ -197,11 +206,14 @@ def seed_band_figure(panels: dict[str, dict[str, list[list[dict[str, Any]]]]],
         rows = [{"label": label, "seed": i, "epoch": h["epoch"], **{k: h.get(k) for k in keys}}
                 for label, histories in curves.items() for i, history in enumerate(histories) for h in history]
         data = pd.DataFrame(rows)
-        palette = sns.color_palette("colorblind", max(1, len(curves)))
+        default = sns.color_palette("colorblind", max(1, len(curves)))
+        palette = {label: (colors or {}).get(label, default[i]) for i, label in enumerate(curves)}
+        dashes = {label: (4, 2) if label in dashed else "" for label in curves}
         for row, key in enumerate(keys):
             ax = axes[row][col]
             if not data.empty:
                 sns.lineplot(data=data, x="epoch", y=key, hue="label", hue_order=list(curves), palette=palette,
+                             style="label", style_order=list(curves), dashes=dashes,
                              errorbar="sd", ax=ax, linewidth=1.2, legend=row == 0)
             ax.set_ylabel(Y_LABELS.get(key, key))
             ax.grid(True, alpha=0.3)

@@ -107,12 +107,17 @@ def _learnable_sections(evidence: Evidence, datasets: list[str], images: _Images
             continue
         curves = f"learnable_curves_{dataset}"
         panels: dict[str, dict[str, list]] = {}
+        colors, dashed = {}, set()          # one colour per estimator in both panels; its "+ SG" dashed
+        estimator_colors = plots.palette_for(list(dict.fromkeys(m.estimator for m in LEARNABLE_METHODS.values())))
         for m, ev in learnable.items():
-            panel = f"{LEARNABLE_METHODS[m].latent.capitalize()} latents"
-            panels.setdefault(panel, {})[f"{method_label('learnable', m)} ({len(ev.runs)} seeds)"] = [
-                list(r.history) for r in ev.runs]
+            method = LEARNABLE_METHODS[m]
+            curve = f"{method_label('learnable', m)} ({len(ev.runs)} seeds)"
+            panels.setdefault(f"{method.latent.capitalize()} latents", {})[curve] = [list(r.history) for r in ev.runs]
+            colors[curve] = estimator_colors[method.estimator]
+            if method.baseline is not None:
+                dashed.add(curve)
         figures[curves] = plots.seed_band_figure(
-            panels, title=f"Learnable variance, {dataset}: mean and sd over seeds")
+            panels, title=f"Learnable variance, {dataset}: mean and sd over seeds", colors=colors, dashed=dashed)
         first = images.validation(next(iter(learnable.values())).runs[0].result())
         by_method = {method_label("learnable", m): images.reconstructions(ev.run_ids[0], first)
                      for m, ev in learnable.items()}
