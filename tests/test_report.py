@@ -795,6 +795,8 @@ def test_report_of_a_pipeline_still_running_shows_the_seeds_that_finished(tmp_pa
               log=lambda s: None)
     out = write_report(cfg["results"], cfg)
     assert {"figure2_fixed_reconstructions", "figure3_mnist5k_reconstructions"} <= set(out["figures"])
+    [section] = [s for s in out["sections"] if "figure3_mnist5k_reconstructions" in s["figures"]]
+    assert "learnable/mnist5k/reparam/final_s1" in section["caption"]     # whose reconstructions they are
     assert out["evidence"].fixed["reparam"].seeds == (1,) and not out["evidence"].fixed_selections
     table2 = out["tables"]["table2"].set_index("Method")
     assert table2.loc["Reparameterization", "Seeds"] == "1 of 2 seeds (missing 0)"

@@ -124,8 +124,12 @@ def _learnable_sections(evidence: Evidence, datasets: list[str], images: _Images
         name = f"{PAPER_FIGURE.get(dataset, 'figure')}_{dataset}_reconstructions"
         figures[name] = plots.reconstruction_with_std_figure(first, by_method,
                                                              title=f"{dataset}: means and learned std")
+        caption = ("Curves: mean and one sd over each method's seeds, per epoch. Reconstructions: the first "
+                   "validation images through each method's first run (" + ", ".join(
+                       ev.run_ids[0] for ev in learnable.values()) + "), one latent sample per image, decoder mean "
+                   "and std from the run's last checkpoint (its last epoch, whichever epoch the tables read).")
         sections.append({"title": f"Learnable variance on {dataset}: curves and Figure {name[6]}-style "
-                                  f"reconstructions", "caption": "", "table": None, "figures": [curves, name]})
+                                  f"reconstructions", "caption": caption, "table": None, "figures": [curves, name]})
     return sections
 
 
